@@ -1,0 +1,104 @@
+"""The quadmask stage shared by every pipeline: job inputs -> a (T, H, W) uint8 quadmask at plate resolution.
+
+The result lives in a memory-mapped file in the job's workdir (a 4K, 200-frame quadmask is 1.6 GB), which is
+also the stage's checkpoint: a restarted job reopens it instead of reasoning again.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, List, Optional, Protocol
+
+import numpy as np
+
+from ..pipelines.base import FrameSource, PipelineInputs
+from .combine import combine, quantise
+
+CHECKPOINT = "quadmask.u8"
+DONE_MARKER = "quadmask.done"
+
+
+class AffectedReasoner(Protocol):
+    """Auto mode: finds what the target affects (local VLM + SAM, see reasoning/auto.py)."""
+
+    def affected(self, plate: FrameSource, target: np.ndarray, notes: List[str]) -> np.ndarray:
+        """plate frames and the (T, H, W) bool target -> (T, H, W) bool affected regions."""
+
+
+def _matte(frame: np.ndarray) -> np.ndarray:
+    return frame[..., 0] if frame.ndim == 3 else frame
+
+
+def _check_size(name: str, source: FrameSource, plate: FrameSource) -> None:
+    if len(source) != len(plate):
+        raise ValueError("%s has %d frames but the plate has %d" % (name, len(source), len(plate)))
+    if (source.height, source.width) != (plate.height, plate.width):
+        raise ValueError(
+            "%s is %dx%d but the plate is %dx%d" % (name, source.width, source.height, plate.width, plate.height)
+        )
+
+
+def open_checkpoint(workdir: Path, shape: tuple) -> Optional[np.ndarray]:
+    if (workdir / DONE_MARKER).exists():
+        return np.memmap(workdir / CHECKPOINT, dtype=np.uint8, mode="r", shape=shape)
+    return None
+
+
+def build_quadmask(
+    inputs: PipelineInputs,
+    reasoner: Optional[AffectedReasoner] = None,
+    notes: Optional[List[str]] = None,
+    on_frame: Optional[Callable[[int, int], None]] = None,
+) -> np.ndarray:
+    """Quadmask for every frame of the job, per the job's mask mode; resumes from the workdir checkpoint."""
+    plate = inputs.plate
+    shape = (len(plate), plate.height, plate.width)
+    inputs.workdir.mkdir(parents=True, exist_ok=True)
+    done = open_checkpoint(inputs.workdir, shape)
+    if done is not None:
+        return done
+    notes = notes if notes is not None else []
+    mode = inputs.settings.mask_mode
+    out = np.memmap(inputs.workdir / CHECKPOINT, dtype=np.uint8, mode="w+", shape=shape)
+
+    if mode == "quadmask":
+        if inputs.quadmask is None:
+            raise ValueError("mask mode 'quadmask' needs a quadmask input")
+        _check_size("the quadmask", inputs.quadmask, plate)
+        for i in range(len(plate)):
+            out[i] = quantise(_matte(inputs.quadmask[i]))
+            if on_frame:
+                on_frame(i, len(plate))
+    else:
+        if inputs.target is None:
+            raise ValueError("mask mode '%s' needs a target matte" % mode)
+        _check_size("the target matte", inputs.target, plate)
+        affected_source: Optional[FrameSource] = None
+        auto_affected: Optional[np.ndarray] = None
+        if mode == "manual":
+            if inputs.affected is None:
+                raise ValueError("mask mode 'manual' needs an affected matte")
+            _check_size("the affected matte", inputs.affected, plate)
+            affected_source = inputs.affected
+        elif mode == "auto":
+            if reasoner is None:
+                notes.append("auto mask mode has no reasoning models on this server: target only")
+            else:
+                target = np.stack([_matte(inputs.target[i]) > 0.5 for i in range(len(plate))])
+                auto_affected = reasoner.affected(plate, target, notes)
+        elif mode != "none":
+            raise ValueError("unknown mask mode %r" % mode)
+        for i in range(len(plate)):
+            affected = None
+            if affected_source is not None:
+                affected = _matte(affected_source[i])
+            elif auto_affected is not None:
+                affected = auto_affected[i].astype(np.float32)
+            out[i] = combine(_matte(inputs.target[i]), affected, inputs.settings.affected_dilation)
+            if on_frame:
+                on_frame(i, len(plate))
+
+    if not (out != 255).any():
+        raise ValueError("the target matte is empty on every frame: nothing to remove")
+    out.flush()
+    (inputs.workdir / DONE_MARKER).touch()
+    return np.memmap(inputs.workdir / CHECKPOINT, dtype=np.uint8, mode="r", shape=shape)
