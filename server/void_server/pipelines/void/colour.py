@@ -1,0 +1,51 @@
+"""Plate encoding <-> the model's display-referred [0, 1] RGB.
+
+VOID was trained on 8-bit sRGB video, so a scene-linear plate goes through the sRGB OETF before it reaches the
+model. Only what the model sees is clipped to [0, 1]; the plate itself is never altered (the merge keeps every
+untouched pixel bit-identical, HDR values and negatives included).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+ENCODINGS = ("linear", "srgb")
+
+# IEC 61966-2-1 piecewise sRGB curve.
+_LIN_BREAK = 0.0031308
+_ENC_BREAK = 0.04045
+
+
+def _check(encoding: str) -> None:
+    if encoding not in ENCODINGS:
+        raise ValueError("unknown plate encoding %r (expected one of %s)" % (encoding, ", ".join(ENCODINGS)))
+
+
+def srgb_oetf(linear: np.ndarray) -> np.ndarray:
+    """Scene-linear [0, 1] -> sRGB-encoded [0, 1] (input must already be clipped)."""
+    x = np.asarray(linear, dtype=np.float32)
+    return np.where(x <= _LIN_BREAK, x * 12.92, 1.055 * np.power(x, 1.0 / 2.4) - 0.055).astype(np.float32)
+
+
+def srgb_eotf(encoded: np.ndarray) -> np.ndarray:
+    """sRGB-encoded [0, 1] -> linear [0, 1]: the exact inverse of `srgb_oetf`."""
+    v = np.asarray(encoded, dtype=np.float32)
+    return np.where(v <= _ENC_BREAK, v / 12.92, np.power((v + 0.055) / 1.055, 2.4)).astype(np.float32)
+
+
+def to_model(rgb: np.ndarray, encoding: str = "linear") -> np.ndarray:
+    """Plate RGB (float32, any range) -> display-referred float32 in [0, 1] for the model.
+
+    Out-of-range values (HDR highlights, negative ringing, NaN) are clipped here because the model only knows
+    [0, 1]; NaN becomes 0 so it cannot poison a whole latent.
+    """
+    _check(encoding)
+    x = np.nan_to_num(np.asarray(rgb, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+    x = np.clip(x, 0.0, 1.0)
+    return srgb_oetf(x) if encoding == "linear" else x.astype(np.float32, copy=False)
+
+
+def from_model(rgb01: np.ndarray, encoding: str = "linear") -> np.ndarray:
+    """Model output in display [0, 1] -> the plate's encoding (the inverse of `to_model` inside [0, 1])."""
+    _check(encoding)
+    v = np.clip(np.asarray(rgb01, dtype=np.float32), 0.0, 1.0)
+    return srgb_eotf(v) if encoding == "linear" else v

@@ -1,0 +1,94 @@
+"""Generated model-resolution frames -> the clean plate at plate resolution.
+
+The model regenerates every pixel it sees (docs/void-reference.md: the reference composites nothing). We only
+take its pixels inside the edit region (every quadmask value but keep), grown by a few pixels and feathered so
+the seam is soft, and leave every other plate pixel bit-identical: HDR values, negatives, even NaN survive, as
+do any channels beyond RGB.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import cv2
+import numpy as np
+
+from ...reasoning.combine import KEEP
+from .colour import from_model
+
+Box = Tuple[int, int, int, int]  # x0, y0, x1, y1 in plate pixels, ends exclusive
+
+# Default seam, in model pixels (one model pixel covers box_width / model_width plate pixels): generation is
+# least reliable right at the mask edge, so we take a little more than the mask and ramp over a few pixels.
+DILATE_MODEL_PX = 2.0
+FEATHER_MODEL_PX = 4.0
+
+
+def edit_alpha(quadmask: np.ndarray, dilate_px: float, feather_px: float) -> np.ndarray:
+    """uint8 quadmask (H, W) -> float32 alpha (H, W): 1 on the edit region grown by `dilate_px`, ramping
+    smoothly to exactly 0 over the next `feather_px` pixels (Euclidean distance), 0 everywhere else."""
+    q = np.asarray(quadmask)
+    if q.ndim != 2:
+        raise ValueError("quadmask must be (H, W), got shape %s" % (q.shape,))
+    edit = q != KEEP
+    if not edit.any():
+        return np.zeros(q.shape, np.float32)
+    # Distance of every pixel to the nearest edit pixel (0 on the edit region itself).
+    dist = cv2.distanceTransform((~edit).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    if feather_px <= 0:
+        return (dist <= dilate_px).astype(np.float32)
+    t = np.clip((dilate_px + feather_px - dist) / feather_px, 0.0, 1.0)
+    return (t * t * (3.0 - 2.0 * t)).astype(np.float32)  # smoothstep: exact 0 and 1 at the ends
+
+
+def _fit(generated01: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Model-resolution frame -> (height, width); cubic up (sharper), area down (no aliasing)."""
+    g = np.asarray(generated01, dtype=np.float32)
+    if g.shape[:2] == (height, width):
+        return g
+    up = width * height > g.shape[0] * g.shape[1]
+    out = cv2.resize(g, (width, height), interpolation=cv2.INTER_CUBIC if up else cv2.INTER_AREA)
+    return np.clip(out, 0.0, 1.0)  # cubic overshoot
+
+
+def merge_frame(
+    plate_rgb: np.ndarray,
+    generated01: np.ndarray,
+    quadmask: np.ndarray,
+    box: Optional[Box],
+    encoding: str,
+    dilate_px: Optional[float] = None,
+    feather_px: Optional[float] = None,
+) -> np.ndarray:
+    """Blend the generated frame over the plate inside the (dilated, feathered) edit region.
+
+    plate_rgb (H, W, C>=3) in the plate's encoding; generated01 (h, w, 3) display-referred [0, 1] covering `box`
+    (or the whole frame when None); quadmask (H, W) uint8. Returns an array shaped and typed like the plate.
+    Alpha is cut at the box edge (the generated pixels stop there); the ROI padding keeps the seam inside it.
+    """
+    plate = np.asarray(plate_rgb)
+    if plate.ndim != 3 or plate.shape[2] < 3:
+        raise ValueError("plate must be (H, W, C>=3), got shape %s" % (plate.shape,))
+    H, W = plate.shape[:2]
+    if np.shape(quadmask) != (H, W):
+        raise ValueError("quadmask is %s but the plate is %s" % (np.shape(quadmask), (H, W)))
+    gen = np.asarray(generated01)
+    if gen.ndim != 3 or gen.shape[2] != 3:
+        raise ValueError("generated frame must be (h, w, 3), got shape %s" % (gen.shape,))
+    x0, y0, x1, y1 = box if box is not None else (0, 0, W, H)
+    if not (0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H):
+        raise ValueError("box %s is not inside the %dx%d plate" % ((x0, y0, x1, y1), W, H))
+
+    scale = (x1 - x0) / float(gen.shape[1])  # plate pixels per model pixel
+    dilate = DILATE_MODEL_PX * scale if dilate_px is None else dilate_px
+    feather = FEATHER_MODEL_PX * scale if feather_px is None else feather_px
+    alpha = edit_alpha(np.asarray(quadmask)[y0:y1, x0:x1], dilate, feather)
+
+    out = plate.copy()
+    if not alpha.any():
+        return out
+    fill = from_model(_fit(gen, x1 - x0, y1 - y0), encoding)
+    under = plate[y0:y1, x0:x1, :3]
+    a = alpha[..., None]
+    blended = np.where(a >= 1.0, fill, under * (1.0 - a) + fill * a)
+    out[y0:y1, x0:x1, :3] = np.where(a > 0.0, blended, under).astype(plate.dtype, copy=False)
+    return out
