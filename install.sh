@@ -57,9 +57,12 @@ if [ "$client_only" = 0 ]; then
   else
     # The CPU build is far smaller; where PyTorch's own index is out of reach, PyPI's build runs on the CPU too.
     say "no NVIDIA GPU: installing a CPU build of torch"
-    "${pip[@]}" torch torchvision --index-url https://download.pytorch.org/whl/cpu 2>/dev/null \
-      || "${pip[@]}" torch torchvision
+    "${pip[@]}" torch torchvision --index-url https://download.pytorch.org/whl/cpu 2>/dev/null || true
   fi
+  # A torch/torchvision pair built against each other (RAFT needs torchvision): else take PyPI's latest pair.
+  torch_ok() { "$venv/bin/python" -c "import torch, torchvision.models.optical_flow" >/dev/null 2>&1; }
+  torch_ok || "${pip[@]}" --upgrade torch torchvision
+  torch_ok || { echo "install.sh: torch and torchvision do not import together; see the pip output above" >&2; exit 1; }
 fi
 [ "$dev" = 1 ] && extras="$extras,dev"
 say "installing void-for-nuke[$extras]"
