@@ -1,0 +1,102 @@
+"""combine.py exactly, and the manual round trip through the quadmask stage on the BigBen sample."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from void_server.media.frames import ArrayFrames
+from void_server.pipelines.base import PipelineInputs, PipelineSettings
+from void_server.reasoning.combine import (
+    AFFECTED, KEEP, OVERLAP, REMOVE, combine, from_regions, quantise, to_regions,
+)
+from void_server.reasoning.quadmask import build_quadmask
+
+
+def test_combine_truth_table():
+    # Every (target, affected) pair of matte values around the 0.5 threshold.
+    values = [0.0, 0.25, 0.5, 0.5001, 0.75, 1.0]
+    pairs = list(itertools.product(values, values))
+    t = np.array([[p[0] for p in pairs]], np.float32)
+    a = np.array([[p[1] for p in pairs]], np.float32)
+    q = combine(t, a)
+    for (tv, av), got in zip(pairs, q[0]):
+        want = {(True, True): OVERLAP, (True, False): REMOVE, (False, True): AFFECTED, (False, False): KEEP}
+        assert got == want[(tv > 0.5, av > 0.5)], (tv, av, got)
+    assert q.dtype == np.uint8
+
+
+def test_combine_without_affected_and_shape_check():
+    t = np.zeros((4, 5), np.float32)
+    t[1:3, 1:3] = 1
+    q = combine(t)
+    assert set(np.unique(q)) == {REMOVE, KEEP} and (q == REMOVE).sum() == 4
+    with pytest.raises(ValueError, match="affected matte"):
+        combine(t, np.zeros((5, 4), np.float32))
+
+
+def test_combine_dilation_grows_affected_only():
+    t = np.zeros((21, 21), np.float32)
+    a = np.zeros_like(t)
+    a[10, 10] = 1
+    t[10, 12] = 1
+    q0, q2 = combine(t, a), combine(t, a, dilation=2)
+    assert (q0 == AFFECTED).sum() == 1
+    # The grown region is the 5x5 elliptical structuring element stamped on the affected pixel.
+    import cv2
+
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)) > 0
+    grown = np.zeros(t.shape, bool)
+    grown[8:13, 8:13] = disc
+    assert np.array_equal((q2 == AFFECTED) | (q2 == OVERLAP), grown)
+    assert q2[10, 12] == OVERLAP and (q2 == REMOVE).sum() == 0  # the target pixel inside it becomes overlap
+    assert q2[10, 13] == KEEP and q2[5, 10] == KEEP
+
+
+def test_quantise_levels():
+    v = np.array([0, 31, 32, 95, 96, 191, 192, 255], np.float32)
+    assert quantise(v).tolist() == [0, 0, 63, 63, 127, 127, 255, 255]
+
+
+def test_bigben_is_a_real_quadmask(bigben_quadmask):
+    q = bigben_quadmask
+    assert q.shape == (50, 360, 544)
+    assert set(np.unique(q)) == {REMOVE, AFFECTED, KEEP}
+
+
+def test_regions_round_trip(bigben_quadmask):
+    for q in bigben_quadmask[::7]:
+        assert np.array_equal(from_regions(*to_regions(q)), q)
+
+
+def test_manual_round_trip_through_build_quadmask(bigben_quadmask, tmp_path):
+    q = bigben_quadmask[:12]
+    remove, overlap, affected = (np.stack(r) for r in zip(*(to_regions(f) for f in q)))
+    target = np.maximum(remove, overlap)  # what the artist's target roto covers
+    affected_matte = np.maximum(overlap, affected)
+    plate = ArrayFrames(np.zeros(q.shape + (3,), np.float32))
+    inputs = PipelineInputs(
+        plate=plate,
+        settings=PipelineSettings(prompt="x", mask_mode="manual"),
+        workdir=tmp_path / "job",
+        target=ArrayFrames(target),
+        affected=ArrayFrames(affected_matte),
+    )
+    out = build_quadmask(inputs)
+    assert np.array_equal(np.asarray(out), q)
+
+
+def test_manual_round_trip_with_overlap(tmp_path):
+    # BigBen has no 63: build a quadmask with all four levels and round-trip it the same way.
+    rng = np.random.default_rng(0)
+    q = rng.choice(np.array([REMOVE, OVERLAP, AFFECTED, KEEP], np.uint8), size=(3, 16, 24))
+    remove, overlap, affected = (np.stack(r) for r in zip(*(to_regions(f) for f in q)))
+    inputs = PipelineInputs(
+        plate=ArrayFrames(np.zeros(q.shape + (3,), np.float32)),
+        settings=PipelineSettings(prompt="x", mask_mode="manual"),
+        workdir=tmp_path / "job",
+        target=ArrayFrames(np.maximum(remove, overlap)),
+        affected=ArrayFrames(np.maximum(overlap, affected)),
+    )
+    assert np.array_equal(np.asarray(build_quadmask(inputs)), q)
