@@ -1,0 +1,118 @@
+"""Lossless speed for the CogVideoX transformer: a leaner attention processor and per-block compilation.
+
+Same math as diffusers' `CogVideoXAttnProcessor2_0`; what changes is how it is executed:
+- RoPE is applied to the video tokens and concatenated with the text tokens, instead of diffusers' in-place
+  write into a slice (which costs a copy of q and k per block and stops fusion);
+- attention runs on the fastest exact SDPA backend available, cuDNN first on Hopper (13% faster than the default
+  flash path at VOID's 11,314 tokens, docs/performance.md);
+- each transformer block is compiled with `torch.compile` (diffusers' CogVideoX has no `_repeated_blocks`, so we
+  compile the blocks ourselves); 42 identical blocks share one compiled graph, and inductor's on-disk cache
+  (`compile_cache_dir`) makes a warm server start skip the compile.
+Everything here is optional and switchable, so the plain diffusers path stays available for comparison.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+ATTENTION_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")
+
+
+def _sdpa_backends(name: str) -> List[object]:
+    from torch.nn.attention import SDPBackend
+
+    order = {
+        "auto": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
+        "cudnn": [SDPBackend.CUDNN_ATTENTION],
+        "flash": [SDPBackend.FLASH_ATTENTION],
+        "efficient": [SDPBackend.EFFICIENT_ATTENTION],
+        "math": [SDPBackend.MATH],
+    }
+    if name not in order:
+        raise ValueError("unknown attention backend %r (one of %s)" % (name, ", ".join(ATTENTION_BACKENDS)))
+    return order[name]
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """CogVideoX's rotary embedding (interleaved pairs, computed in float32), out of place."""
+    pairs = x.float().unflatten(-1, (-1, 2))
+    real, imag = pairs.unbind(-1)
+    rotated = torch.stack([-imag, real], dim=-1).flatten(-2)
+    return (x.float() * cos + rotated * sin).to(x.dtype)
+
+
+class FastCogVideoXAttnProcessor:
+    """Drop-in for diffusers' CogVideoXAttnProcessor2_0 (same inputs, outputs and math)."""
+
+    def __init__(self, backend: str = "auto") -> None:
+        self.backend = backend
+        self._backends = _sdpa_backends(backend)
+
+    def __call__(
+        self,
+        attn,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        attention_mask: Optional[torch.Tensor] = None,
+        image_rotary_emb: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        from torch.nn.attention import sdpa_kernel
+
+        if attention_mask is not None:
+            raise NotImplementedError("CogVideoX runs without an attention mask")
+        text_len = encoder_hidden_states.size(1)
+        x = torch.cat([encoder_hidden_states, hidden_states], dim=1)
+        b, n, _ = x.shape
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(b, n, attn.heads, -1).transpose(1, 2)
+
+        q, k, v = heads(attn.to_q(x)), heads(attn.to_k(x)), heads(attn.to_v(x))
+        if attn.norm_q is not None:
+            q = attn.norm_q(q)
+        if attn.norm_k is not None:
+            k = attn.norm_k(k)
+        if image_rotary_emb is not None:
+            cos, sin = (t.to(x.device) for t in image_rotary_emb)
+            q = torch.cat([q[:, :, :text_len], rope(q[:, :, text_len:], cos, sin)], dim=2)
+            if not attn.is_cross_attention:
+                k = torch.cat([k[:, :, :text_len], rope(k[:, :, text_len:], cos, sin)], dim=2)
+        with sdpa_kernel(self._backends, set_priority=True):
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False)
+        out = attn.to_out[0](out.transpose(1, 2).reshape(b, n, -1))
+        return out[:, text_len:], out[:, :text_len]
+
+
+def compile_cache_dir(root: Path) -> Path:
+    """Point inductor's on-disk caches at `root` (persistent across server restarts) and return it."""
+    root.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(root))
+    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+    os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
+    return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+
+
+def accelerate_transformer(
+    transformer: torch.nn.Module,
+    attention: str = "auto",
+    compile_blocks: bool = True,
+    compile_mode: Optional[str] = None,
+) -> torch.nn.Module:
+    """Swap in the lean processor and compile each block in place; returns the same module."""
+    processor = FastCogVideoXAttnProcessor(attention)
+    for block in transformer.transformer_blocks:
+        block.attn1.set_processor(processor)
+    if compile_blocks:
+        for block in transformer.transformer_blocks:
+            # dynamic=False: window lengths are few (a full window, perhaps one shorter last window), so a
+            # specialised graph per length beats a symbolic one.
+            block.compile(fullgraph=True, dynamic=False, mode=compile_mode)
+    log.info("transformer accelerated: attention=%s compile=%s mode=%s", attention, compile_blocks, compile_mode)
+    return transformer

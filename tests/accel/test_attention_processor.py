@@ -1,0 +1,60 @@
+"""The lean attention processor is a drop-in for diffusers': same outputs on a tiny CogVideoX-1.5 transformer."""
+import pytest
+import torch
+
+from void_server.pipelines.void.accel import FastCogVideoXAttnProcessor, accelerate_transformer, rope
+
+
+def _tiny_transformer() -> torch.nn.Module:
+    from diffusers import CogVideoXTransformer3DModel
+
+    torch.manual_seed(0)
+    return CogVideoXTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=16, in_channels=48, out_channels=16, num_layers=2,
+        sample_width=28, sample_height=16, sample_frames=9, patch_size=2, patch_size_t=2, text_embed_dim=24,
+        time_embed_dim=32, max_text_seq_length=7, use_rotary_positional_embeddings=True,
+        use_learned_positional_embeddings=False,
+    ).eval()
+
+
+def _inputs(t_lat: int = 4, h: int = 8, w: int = 14):
+    from diffusers.models.embeddings import get_3d_rotary_pos_embed
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, t_lat, 48, h, w, generator=g)
+    text = torch.randn(1, 7, 24, generator=g)
+    cos, sin = get_3d_rotary_pos_embed(
+        embed_dim=16, crops_coords=None, grid_size=(h // 2, w // 2), temporal_size=t_lat // 2,
+        grid_type="slice", max_size=(8, 14))
+    return x, text, (cos, sin)
+
+
+def _run(model, x, text, rot):
+    with torch.no_grad():
+        return model(hidden_states=x, encoder_hidden_states=text, timestep=torch.tensor([500]),
+                     image_rotary_emb=rot, return_dict=False)[0]
+
+
+def test_processor_matches_diffusers():
+    model = _tiny_transformer()
+    x, text, rot = _inputs()
+    expected = _run(model, x, text, rot)
+    accelerate_transformer(model, attention="math", compile_blocks=False)
+    assert all(isinstance(b.attn1.processor, FastCogVideoXAttnProcessor) for b in model.transformer_blocks)
+    got = _run(model, x, text, rot)
+    assert got.shape == expected.shape == (1, 4, 16, 8, 14)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_rope_matches_diffusers_apply_rotary_emb():
+    from diffusers.models.embeddings import apply_rotary_emb
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 2, 10, 16, generator=g)
+    cos, sin = torch.randn(10, 16, generator=g), torch.randn(10, 16, generator=g)
+    torch.testing.assert_close(rope(x, cos, sin), apply_rotary_emb(x, (cos, sin)))
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match="unknown attention backend"):
+        FastCogVideoXAttnProcessor("fastest")
