@@ -1,0 +1,2 @@
+import nuke_void.startup
+nuke_void.startup.menu()
