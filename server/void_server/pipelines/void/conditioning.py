@@ -1,0 +1,133 @@
+"""Reference preprocessing (docs/void-reference-details.md §2): resize, quantise, pad, mask rules, VAE conditioning.
+
+Everything here works on torch tensors laid out like the reference's pipeline inputs: video (1, 3, T, H, W) in
+[0, 1], mask (1, 1, T, H, W) with the inverted quadmask `(255 - q) / 255`.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...reasoning.combine import quantise
+
+MODEL_SIZE = (384, 672)  # (H, W) the model was trained at
+WINDOW_FRAMES = 85  # one temporal window: 22 latent frames
+MAX_REFERENCE_FRAMES = 197  # the reference's cap; our pipeline lifts it (windows over every latent frame)
+NOISE_AUG_RATIO = 0.0563
+
+
+def padded_length(n: int, window_frames: int = WINDOW_FRAMES, max_frames: Optional[int] = MAX_REFERENCE_FRAMES) -> int:
+    """Frames the reference generates for an n-frame clip: 4k+1 with k odd (an even latent count, as patch_size_t
+    = 2 needs), at least one window. `max_frames=None` lifts the reference's 197 cap."""
+    if n < 1:
+        raise ValueError("a clip needs at least one frame")
+    if max_frames is not None:
+        n = min(n, max_frames)
+    m = (n // 4) * 4 + 1
+    if m < n:
+        m += 4
+    if (m // 4) % 2 == 0:
+        m += 4
+    if max_frames is not None:
+        m = min(m, max_frames)
+    return max(window_frames, m)
+
+
+def latent_frames(video_frames: int) -> int:
+    return (video_frames - 1) // 4 + 1
+
+
+def pingpong_pad(x: torch.Tensor, length: int, dim: int = 2) -> torch.Tensor:
+    """Cut to `length` frames along `dim`, then extend by appending the clip mirrored (a, b, c, c, b, a, a, ...)."""
+    x = x.narrow(dim, 0, min(length, x.shape[dim]))
+    while x.shape[dim] < length:
+        x = torch.cat([x, x.flip(dim)], dim=dim)
+    return x.narrow(dim, 0, length)
+
+
+def area_resize(frames: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, *size) with torch's 'area' mode (a box filter when shrinking), no aspect kept."""
+    if tuple(frames.shape[-2:]) == tuple(size):
+        return frames
+    return F.interpolate(frames, size=tuple(size), mode="area")
+
+
+def prepare_video(frames: np.ndarray, size: Tuple[int, int], length: int) -> torch.Tensor:
+    """(T, H, W, 3) uint8, or float in [0, 1] -> (1, 3, length, *size) float32 in [0, 1], stretched and padded."""
+    v = torch.from_numpy(np.ascontiguousarray(frames))
+    v = v.float() / 255.0 if v.dtype == torch.uint8 else v.float()
+    v = area_resize(v[..., :3].permute(3, 0, 1, 2), size)  # (3, T, H, W): each frame resized alone
+    return pingpong_pad(v.unsqueeze(0), length, dim=2)
+
+
+def prepare_mask(quadmask: np.ndarray, size: Tuple[int, int], length: int) -> torch.Tensor:
+    """(T, H, W) quadmask values 0..255 -> (1, 1, length, *size) inverted mask (255 - q) / 255 in {0, .502, .753, 1}.
+
+    Area-resized first, then quantised to the four levels (so object edges gain thin 63/127 rings, as in the
+    reference)."""
+    q = torch.from_numpy(np.ascontiguousarray(quadmask)).float()
+    q = area_resize(q.unsqueeze(0), size)  # (1, T, H, W)
+    q = torch.from_numpy(quantise(q.numpy())).float()
+    inverted = 255.0 - q
+    return pingpong_pad(inverted.unsqueeze(0), length, dim=2) / 255.0
+
+
+def apply_mask_rule(mask: torch.Tensor, rule: str) -> torch.Tensor:
+    """'tri' (pass 1): >0.75 -> 1 (overlap counts as remove), 0.25..0.75 -> 127/255, <0.25 -> 0.
+    'binary' (pass 2): >0.5 -> 1 (remove, overlap and affected all regenerate), else 0.
+    'quad': unchanged (what pass 2 was trained with; offered for measurement)."""
+    if rule == "tri":
+        out = torch.zeros_like(mask)
+        out[(mask >= 0.25) & (mask <= 0.75)] = 127.0 / 255.0
+        out[mask > 0.75] = 1.0
+        return out
+    if rule == "binary":
+        return (mask > 0.5).to(mask.dtype)
+    if rule == "quad":
+        return mask
+    raise ValueError("unknown mask rule %r (tri, binary, quad)" % rule)
+
+
+def augment_video(video_pm1: torch.Tensor, seed: int, ratio: float = NOISE_AUG_RATIO) -> torch.Tensor:
+    """Gaussian noise augmentation of the [-1, 1] conditioning video, skipped where a value is exactly -1.
+
+    The noise is what `torch.manual_seed(seed); torch.randn_like(video)` gives on the CPU (the parity contract),
+    drawn from a private generator so the process-wide RNG is left alone. The reference's video is a
+    (B, T, C, H, W) buffer viewed as (B, C, T, H, W); torch fills such a non-contiguous tensor element by element
+    in memory order, a different sequence from a contiguous randn, so the same layout is used here."""
+    gen = torch.Generator("cpu").manual_seed(seed)
+    b, c, t, h, w = video_pm1.shape
+    noise = torch.empty((b, t, c, h, w), dtype=torch.float32).permute(0, 2, 1, 3, 4).normal_(generator=gen)
+    noise = noise.to(video_pm1.device, video_pm1.dtype)
+    noise = torch.where(video_pm1 == -1, torch.zeros_like(noise), noise * ratio)
+    return video_pm1 + noise
+
+
+@torch.no_grad()
+def vae_encode(vae, x: torch.Tensor) -> torch.Tensor:
+    """(1, 3, T, H, W) -> (1, T_lat, 16, h, w): the distribution's mode times the scaling factor."""
+    lat = vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mode() * vae.config.scaling_factor
+    return lat.permute(0, 2, 1, 3, 4)
+
+
+@torch.no_grad()
+def encode_conditioning(
+    vae,
+    video01: torch.Tensor,
+    mask: torch.Tensor,
+    add_noise: bool,
+    seed: int,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """-> (inpaint latents (1, T_lat, 32, h, w): VAE(1 - mask) then VAE(video), the augmented [-1, 1] video).
+
+    The video is the full, unmasked plate (the reference's zero_out_mask_region=False); the mask image is
+    3-channel `1 - mask` in [0, 1], not rescaled."""
+    video = video01 * 2.0 - 1.0
+    if add_noise:
+        video = augment_video(video, seed)
+    mask_latents = vae_encode(vae, (1.0 - mask).expand(-1, 3, -1, -1, -1))
+    video_latents = vae_encode(vae, video)
+    return torch.cat([mask_latents, video_latents], dim=2), video

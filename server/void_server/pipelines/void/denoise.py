@@ -1,0 +1,138 @@
+"""The sampler loop: temporal multidiffusion over latent windows, optional CFG, one scheduler step per window.
+
+docs/void-reference-details.md §3.2: at every step each window of 22 latent frames (overlapping by 4) is denoised
+from the same x_t with its own RoPE table (positions restarting at 0); the windows' scheduler outputs are blended
+with linear ramps across the overlaps and normalised by the summed weights. The loop runs over every latent frame,
+so clips past the reference's 197-frame cap simply get more windows.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+from diffusers.models.embeddings import get_3d_rotary_pos_embed
+
+from ..base import CancelCheck, check_cancel
+
+WINDOW_LATENTS = 22  # 85 video frames
+OVERLAP_LATENTS = 4  # 16 video frames
+
+StepCallback = Callable[[int, int], None]  # (step done, total steps)
+CallObserver = Callable[[Dict[str, torch.Tensor]], None]  # sees each transformer call's inputs and output
+
+
+def temporal_windows(t_lat: int, window: int = WINDOW_LATENTS, overlap: int = OVERLAP_LATENTS) -> List[Tuple[int, int]]:
+    """Latent index ranges [b, e) covering 0..t_lat; e.g. 50 -> [(0, 22), (18, 40), (36, 50)]."""
+    if window <= overlap:
+        raise ValueError("window (%d) must be longer than its overlap (%d)" % (window, overlap))
+    spans = []
+    b = 0
+    while True:
+        e = min(b + window, t_lat)
+        spans.append((b, e))
+        if e == t_lat:
+            return spans
+        b = e - overlap
+
+
+def window_weights(b: int, e: int, t_lat: int, overlap: int = OVERLAP_LATENTS) -> torch.Tensor:
+    """(e - b,) blend weights: 1 inside, linspace(0, 1, overlap + 2)[1:-1] ramps where a neighbour overlaps."""
+    w = torch.ones(e - b, dtype=torch.float32)
+    ramp = torch.linspace(0, 1, overlap + 2)[1:-1]
+    if b > 0:
+        w[:overlap] = ramp
+    if e < t_lat:
+        w[-overlap:] = ramp.flip(0)
+    return w
+
+
+def rotary_embedding(transformer, t_lat: int, h: int, w: int, device: torch.device) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+    """CogVideoX-1.5 RoPE for a window of t_lat latent frames at h x w latents (positions start at 0)."""
+    cfg = transformer.config
+    if not cfg.use_rotary_positional_embeddings:
+        return None
+    p, p_t = cfg.patch_size, cfg.patch_size_t or 1
+    grid = (h // p, w // p)
+    # "slice" takes the first grid positions of a max_size table: values do not depend on max_size once it fits.
+    max_size = (max(cfg.sample_height // p, grid[0]), max(cfg.sample_width // p, grid[1]))
+    cos, sin = get_3d_rotary_pos_embed(
+        embed_dim=cfg.attention_head_dim,
+        crops_coords=None,
+        grid_size=grid,
+        temporal_size=(t_lat + p_t - 1) // p_t,
+        grid_type="slice",
+        max_size=max_size,
+        device=device,
+    )
+    return cos, sin
+
+
+@torch.no_grad()
+def denoise(
+    transformer,
+    scheduler,
+    latents: torch.Tensor,
+    inpaint_latents: torch.Tensor,
+    prompt_embeds: torch.Tensor,
+    negative_embeds: Optional[torch.Tensor] = None,
+    guidance_scale: float = 1.0,
+    num_steps: int = 30,
+    window: int = WINDOW_LATENTS,
+    overlap: int = OVERLAP_LATENTS,
+    on_step: Optional[StepCallback] = None,
+    should_cancel: Optional[CancelCheck] = None,
+    observer: Optional[CallObserver] = None,
+) -> torch.Tensor:
+    """Denoise `latents` (1, T_lat, 16, h, w) already scaled by init_noise_sigma, conditioned on
+    `inpaint_latents` (1, T_lat, 32, h, w). CFG (guidance > 1) batches [unconditional, conditional]."""
+    device, dtype = latents.device, latents.dtype
+    t_lat, h, w = latents.shape[1], latents.shape[3], latents.shape[4]
+    if t_lat % 2 and (transformer.config.patch_size_t or 1) == 2:
+        raise ValueError("the latent frame count must be even for patch_size_t = 2, got %d" % t_lat)
+    cfg = guidance_scale > 1.0
+    if cfg and negative_embeds is None:
+        raise ValueError("guidance needs negative prompt embeddings")
+    text = torch.cat([negative_embeds, prompt_embeds]) if cfg else prompt_embeds
+    cond = inpaint_latents.to(device, dtype)
+    spans = temporal_windows(t_lat, window, overlap)
+    ropes = {n: rotary_embedding(transformer, n, h, w, device) for n in {e - b for b, e in spans}}
+    weights = [window_weights(b, e, t_lat, overlap).to(device).view(1, -1, 1, 1, 1) for b, e in spans]
+
+    scheduler.set_timesteps(num_steps, device=device)
+    timesteps = scheduler.timesteps
+    for i, t in enumerate(timesteps):
+        if should_cancel is not None:
+            check_cancel(should_cancel)
+        canvas = torch.zeros(latents.shape, device=device, dtype=torch.float32) if len(spans) > 1 else None
+        wsum = torch.zeros((1, t_lat, 1, 1, 1), device=device, dtype=torch.float32) if canvas is not None else None
+        for (b, e), wgt in zip(spans, weights):
+            x = latents[:, b:e]
+            c = cond[:, b:e]
+            if cfg:
+                x, c = torch.cat([x, x]), torch.cat([c, c])
+            timestep = t.expand(x.shape[0])
+            noise_pred = transformer(
+                hidden_states=torch.cat([x, c], dim=2),
+                encoder_hidden_states=text,
+                timestep=timestep,
+                image_rotary_emb=ropes[e - b],
+                return_dict=False,
+            )[0]
+            if observer is not None:
+                observer({"hidden_states": x, "encoder_hidden_states": text, "timestep": timestep,
+                          "inpaint_latents": c, "output": noise_pred})
+            noise_pred = noise_pred.float()
+            if cfg:
+                uncond, text_cond = noise_pred.chunk(2)
+                noise_pred = uncond + guidance_scale * (text_cond - uncond)
+            stepped = scheduler.step(noise_pred, t, latents[:, b:e], return_dict=False)[0]
+            if canvas is None:
+                latents = stepped.to(dtype)
+            else:
+                canvas[:, b:e] += stepped.float() * wgt
+                wsum[:, b:e] += wgt
+        if canvas is not None:
+            latents = (canvas / wsum).to(dtype)
+        if on_step is not None:
+            on_step(i + 1, len(timesteps))
+    return latents

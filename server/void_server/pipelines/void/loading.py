@@ -1,0 +1,231 @@
+"""Loading VOID's models from a model dir: diffusers / transformers classes, our recipe around them.
+
+The 48-channel transformer is built from the base `transformer/config.json` on empty (meta) weights and filled
+from `void_passN.safetensors` with `assign=True` (docs/void-reference-details.md §11.1): the 11 GB base transformer
+weights are never read. Where models live is a `Placement` (memory mode):
+
+- "gpu": every model resident on the device; both pass transformers resident (two modules, no swapping).
+- "model_offload": models live on the CPU and move to the device only while used (diffusers' model offload,
+  done by hand so our direct decoder calls are covered too). Both transformers are kept in CPU memory.
+- "sequential_offload": accelerate's per-module offload hooks (weights stream to the device layer by layer).
+- "fp8": as "gpu", with transformer weights stored in float8_e4m3fn and computed in bf16
+  (`enable_layerwise_casting`): half the memory, numerically different from the reference.
+- "auto": picked from free device memory (see `choose_memory_mode`).
+bf16 on CUDA, float32 elsewhere.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from pathlib import Path
+from typing import Dict, Iterator, Optional, Tuple
+
+import torch
+
+from .weights import ModelLayout
+
+log = logging.getLogger(__name__)
+
+MEMORY_MODES = ("auto", "gpu", "model_offload", "sequential_offload", "fp8")
+VOID_IN_CHANNELS = 48  # 16 noisy + 16 VAE(1 - mask) + 16 VAE(video)
+_LATENT = 16
+# Not CogVideoXTransformer3DModel arguments: VideoX-Fun's noise-augmentation flag (kept) and bookkeeping keys.
+_NOISE_FLAG = "add_noise_in_inpaint_model"
+
+
+class WeightsError(RuntimeError):
+    """A checkpoint does not fit the model built from the config."""
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def choose_memory_mode(device: torch.device, requested: str = "auto") -> str:
+    """'auto': everything resident with >= 48 GiB free (the reference peaks at ~31 GiB resident, plus the second
+    transformer), model offload with >= 20 GiB (peak ~16 GiB), else sequential offload. fp8 is only ever asked for,
+    since it changes the numbers."""
+    if requested not in MEMORY_MODES:
+        raise ValueError("unknown memory mode %r (one of %s)" % (requested, ", ".join(MEMORY_MODES)))
+    if requested != "auto":
+        return requested
+    if device.type != "cuda":
+        return "gpu"
+    free, _ = torch.cuda.mem_get_info(device)
+    gib = free / 2**30
+    return "gpu" if gib >= 48 else "model_offload" if gib >= 20 else "sequential_offload"
+
+
+def read_transformer_config(base: Path) -> Tuple[Dict[str, object], bool]:
+    """Base transformer config -> (CogVideoXTransformer3DModel kwargs with in_channels 48, noise-augmentation flag)."""
+    raw = json.loads((base / "transformer" / "config.json").read_text())
+    add_noise = bool(raw.get(_NOISE_FLAG, False))
+    cfg = {k: v for k, v in raw.items() if not k.startswith("_") and k != _NOISE_FLAG}
+    cfg["in_channels"] = VOID_IN_CHANNELS
+    return cfg, add_noise
+
+
+def adapt_patch_embed(state: Dict[str, torch.Tensor], patch_volume: int) -> Dict[str, torch.Tensor]:
+    """Make a checkpoint's patch embedding 48-channel, the reference's way.
+
+    Feature index = channel * patch_volume + position, so each channel owns `patch_volume` consecutive columns.
+    A 33-channel (InP: 16 noisy + 1 mask + 16 video) checkpoint gets its one mask channel's columns copied into
+    each of the 16 VAE-mask channels."""
+    key = "patch_embed.proj.weight"
+    w = state.get(key)
+    if w is None or w.shape[1] == VOID_IN_CHANNELS * patch_volume:
+        return state
+    channels = w.shape[1] // patch_volume
+    if channels != 2 * _LATENT + 1:
+        raise WeightsError("%s has %d input channels; VOID needs %d (or a %d-channel InP checkpoint to adapt)"
+                           % (key, channels, VOID_IN_CHANNELS, 2 * _LATENT + 1))
+    pv = patch_volume
+    noisy, mask, video = w[:, : _LATENT * pv], w[:, _LATENT * pv: (_LATENT + 1) * pv], w[:, (_LATENT + 1) * pv:]
+    log.warning("adapting a %d-channel patch embedding to %d channels", channels, VOID_IN_CHANNELS)
+    return {**state, key: torch.cat([noisy, mask.repeat(1, _LATENT), video], dim=1)}
+
+
+def load_transformer(layout: ModelLayout, pass_index: int, device: torch.device, dtype: torch.dtype):
+    """The 48-channel CogVideoXTransformer3DModel with void_pass{pass_index} weights, on `device` in `dtype`."""
+    from accelerate import init_empty_weights
+    from diffusers import CogVideoXTransformer3DModel
+    from safetensors.torch import load_file
+
+    cfg, _ = read_transformer_config(layout.base)
+    with init_empty_weights():
+        model = CogVideoXTransformer3DModel(**cfg)
+    path = layout.pass_files[pass_index]
+    if not path.is_file():
+        raise FileNotFoundError("missing %s: run `void-server download --model-dir %s`" % (path, layout.root))
+    state = load_file(str(path), device=str(device) if device.type == "cuda" else "cpu")
+    patch_volume = cfg["patch_size"] ** 2 * (cfg.get("patch_size_t") or 1)
+    state = adapt_patch_embed(state, patch_volume)
+    state = {k: v.to(dtype) for k, v in state.items()}
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise WeightsError(
+            "%s does not match the transformer built from %s: %d missing keys %s, %d unexpected keys %s"
+            % (path, layout.base / "transformer" / "config.json", len(missing), missing[:5], len(unexpected), unexpected[:5]))
+    for k, v in model.state_dict().items():
+        if tuple(v.shape) != tuple(state[k].shape):
+            raise WeightsError("%s: %s has shape %s, the config gives %s" % (path, k, tuple(state[k].shape), tuple(v.shape)))
+    model.load_state_dict(state, assign=True, strict=True)
+    # Buffers are not in the checkpoint (init_empty_weights leaves them real, on the CPU).
+    model.to(device)
+    on_meta = [n for n, p in list(model.named_parameters()) + list(model.named_buffers()) if p.is_meta]
+    if on_meta:
+        raise WeightsError("%s left %s uninitialised" % (path, on_meta[:5]))
+    return model.eval().requires_grad_(False)
+
+
+def load_vae(layout: ModelLayout, dtype: torch.dtype):
+    from diffusers import AutoencoderKLCogVideoX
+
+    return AutoencoderKLCogVideoX.from_pretrained(layout.base, subfolder="vae", torch_dtype=dtype).eval().requires_grad_(False)
+
+
+def load_text(layout: ModelLayout, dtype: torch.dtype):
+    """(T5Tokenizer, T5EncoderModel) from the base folder."""
+    from transformers import T5EncoderModel, T5Tokenizer
+
+    tokenizer = T5Tokenizer.from_pretrained(layout.base / "tokenizer")
+    encoder = T5EncoderModel.from_pretrained(layout.base / "text_encoder", dtype=dtype).eval().requires_grad_(False)
+    return tokenizer, encoder
+
+
+def load_scheduler(layout: ModelLayout, kind: str):
+    """'ddim' (pass 1: diffusers DDIMScheduler, as the reference) or 'cogvideox_ddim' (pass 2), from scheduler/."""
+    from diffusers import CogVideoXDDIMScheduler, DDIMScheduler
+
+    cls = {"ddim": DDIMScheduler, "cogvideox_ddim": CogVideoXDDIMScheduler}[kind]
+    return cls.from_pretrained(layout.base, subfolder="scheduler")
+
+
+class Placement:
+    """Where models live for a memory mode, and `use(model)` to have one on the execution device meanwhile."""
+
+    def __init__(self, device: torch.device, mode: str) -> None:
+        self.device = device
+        self.mode = choose_memory_mode(device, mode)
+        self.dtype = default_dtype(device)
+
+    @property
+    def load_device(self) -> torch.device:
+        """Where a freshly loaded model goes."""
+        return self.device if self.mode in ("gpu", "fp8") else torch.device("cpu")
+
+    def prepare(self, model: torch.nn.Module, is_transformer: bool = False) -> torch.nn.Module:
+        if self.mode == "fp8" and is_transformer:
+            model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
+        if self.mode == "sequential_offload" and self.device.type != "cpu":
+            from accelerate import cpu_offload
+
+            cpu_offload(model, execution_device=self.device)
+        else:
+            model.to(self.load_device)
+        return model
+
+    @contextlib.contextmanager
+    def use(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+        if self.mode != "model_offload" or self.device.type == "cpu":
+            yield model
+            return
+        model.to(self.device)
+        try:
+            yield model
+        finally:
+            model.to("cpu")
+            torch.cuda.empty_cache()
+
+
+class VoidModels:
+    """Tokenizer, T5, VAE and the two pass transformers of one model dir, loaded lazily and placed per memory mode."""
+
+    def __init__(self, layout: ModelLayout, device: torch.device, memory_mode: str = "auto") -> None:
+        self.layout = layout
+        self.placement = Placement(device, memory_mode)
+        self.dtype = self.placement.dtype
+        _, self.add_noise = read_transformer_config(layout.base)
+        self._vae = None
+        self._text = None
+        self._transformers: Dict[int, torch.nn.Module] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return self.placement.device
+
+    @property
+    def vae(self):
+        if self._vae is None:
+            self._vae = self.placement.prepare(load_vae(self.layout, self.dtype))
+        return self._vae
+
+    @property
+    def text(self):
+        if self._text is None:
+            tokenizer, encoder = load_text(self.layout, self.dtype)
+            self._text = (tokenizer, self.placement.prepare(encoder))
+        return self._text
+
+    def transformer(self, pass_index: int) -> torch.nn.Module:
+        if pass_index not in self._transformers:
+            if self.placement.mode == "sequential_offload" and self._transformers:
+                self._transformers.clear()  # one transformer's hooks at a time keeps host memory at one copy
+            model = load_transformer(self.layout, pass_index, self.placement.load_device, self.dtype)
+            self._transformers[pass_index] = self.placement.prepare(model, is_transformer=True)
+        return self._transformers[pass_index]
+
+    def scheduler(self, kind: str):
+        return load_scheduler(self.layout, kind)
+
+    def describe(self) -> Dict[str, object]:
+        return {
+            "model_dir": str(self.layout.root),
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "memory_mode": self.placement.mode,
+            "loaded": sorted(["vae"] * (self._vae is not None) + ["text_encoder"] * (self._text is not None)
+                             + ["transformer_pass%d" % p for p in self._transformers]),
+        }

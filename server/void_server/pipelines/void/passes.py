@@ -1,0 +1,101 @@
+"""One VOID pass, shared by the pipeline and the parity runner: conditioning -> denoise -> decode.
+
+The reference runs the same pipeline twice with different settings (docs/void-reference.md): pass 1 from seeded
+Gaussian noise, 30 DDIM steps, no guidance, tri-level mask; pass 2 from flow-warped noise, 50 CogVideoX-DDIM
+steps, guidance 6 against an empty prompt, binary mask.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import torch
+
+from ..base import CancelCheck
+from .conditioning import apply_mask_rule, encode_conditioning
+from .decode import decode_latents
+from .denoise import OVERLAP_LATENTS, WINDOW_LATENTS, CallObserver, StepCallback, denoise
+from .loading import VoidModels
+from .text import encode_prompt
+
+REFERENCE_NEGATIVE_PROMPT = (
+    "The video is not of a high quality, it has a low resolution. Watermark present in each frame. "
+    "The background is solid. Strange body and strange trajectory. Distortion. "
+)
+LATENT_CHANNELS = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class PassConfig:
+    index: int  # which void_passN transformer
+    steps: int
+    guidance: float
+    scheduler: str  # "ddim" (diffusers DDIMScheduler) or "cogvideox_ddim"
+    mask_rule: str  # "tri", "binary" or "quad" (see conditioning.apply_mask_rule)
+    negative_prompt: str
+
+
+PASS1 = PassConfig(index=1, steps=30, guidance=1.0, scheduler="ddim", mask_rule="tri", negative_prompt=REFERENCE_NEGATIVE_PROMPT)
+PASS2 = PassConfig(index=2, steps=50, guidance=6.0, scheduler="cogvideox_ddim", mask_rule="binary", negative_prompt="")
+
+
+@dataclasses.dataclass
+class PassResult:
+    latents: torch.Tensor  # (1, T_lat, 16, h, w) denoised
+    video: torch.Tensor  # (1, 3, 1 + 4 (T_lat - 1), H, W) float32 in [0, 1], every padded frame
+    noise_augmented_video: torch.Tensor  # (1, 3, T, H, W) the [-1, 1] conditioning video as encoded
+
+
+def seeded_latents(seed: int, t_lat: int, h: int, w: int) -> torch.Tensor:
+    """Pass 1's starting noise: torch.Generator("cpu").manual_seed(seed), float32, the same on every device."""
+    gen = torch.Generator("cpu").manual_seed(seed)
+    return torch.randn((1, t_lat, LATENT_CHANNELS, h, w), generator=gen, dtype=torch.float32)
+
+
+def embed_prompts(models: VoidModels, prompt: str, negative: Optional[str]):
+    """-> (token ids (1, 226), prompt embeddings, negative embeddings or None)."""
+    tokenizer, encoder = models.text
+    with models.placement.use(encoder):
+        ids, embeds = encode_prompt(tokenizer, encoder, prompt, models.device, models.dtype)
+        neg = None if negative is None else encode_prompt(tokenizer, encoder, negative, models.device, models.dtype)[1]
+    return ids, embeds, neg
+
+
+@torch.no_grad()
+def run_pass(
+    models: VoidModels,
+    cfg: PassConfig,
+    video01: torch.Tensor,
+    mask: torch.Tensor,
+    prompt: str,
+    seed: int,
+    initial_noise: Optional[torch.Tensor] = None,
+    window: int = WINDOW_LATENTS,
+    overlap: int = OVERLAP_LATENTS,
+    on_step: Optional[StepCallback] = None,
+    should_cancel: Optional[CancelCheck] = None,
+    observer: Optional[CallObserver] = None,
+) -> PassResult:
+    """video01 (1, 3, T, H, W) in [0, 1] and inverted mask (1, 1, T, H, W), T = 4k + 1 with an even latent count.
+
+    `initial_noise` (1, T_lat, 16, h, w) replaces the seeded noise (pass 2's warped noise)."""
+    vae = models.vae
+    with models.placement.use(vae):
+        inpaint, augmented = encode_conditioning(
+            vae, video01.to(models.device), apply_mask_rule(mask, cfg.mask_rule).to(models.device), models.add_noise, seed)
+    _, t_lat, _, h, w = inpaint.shape
+    _, embeds, neg = embed_prompts(models, prompt, cfg.negative_prompt if cfg.guidance > 1.0 else None)
+
+    scheduler = models.scheduler(cfg.scheduler)
+    noise = seeded_latents(seed, t_lat, h, w) if initial_noise is None else initial_noise.float()
+    if tuple(noise.shape) != (1, t_lat, LATENT_CHANNELS, h, w):
+        raise ValueError("initial noise is %s, the clip needs %s" % (tuple(noise.shape), (1, t_lat, LATENT_CHANNELS, h, w)))
+    latents = (noise * scheduler.init_noise_sigma).to(models.device, models.dtype)
+
+    transformer = models.transformer(cfg.index)
+    with models.placement.use(transformer):
+        latents = denoise(transformer, scheduler, latents, inpaint, embeds, neg, cfg.guidance, cfg.steps,
+                          window, overlap, on_step, should_cancel, observer)
+    with models.placement.use(vae):
+        video = decode_latents(vae, latents)
+    return PassResult(latents=latents, video=video, noise_augmented_video=augmented)
