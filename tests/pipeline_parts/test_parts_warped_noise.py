@@ -1,0 +1,87 @@
+"""RAFT loading and flow, the reference noise maker and the aligned noise, on tiny clips with random-weight RAFT."""
+import numpy as np
+import pytest
+import torch
+
+from void_server.pipelines.base import PipelineUnavailable
+from void_server.pipelines.void.flow import RAFT_FILE, compute_flow, load_raft
+from void_server.pipelines.void.warped_noise import (
+    aligned_warped_noise,
+    cover_and_crop,
+    latent_frame_indices,
+    reference_warped_noise,
+    retime_indices,
+)
+
+
+@pytest.fixture(scope="module")
+def raft():
+    torch.manual_seed(0)
+    return load_raft(None, "cpu")
+
+
+def _moving_square(T, h, w):
+    """A textured background with a bright square moving right by 3 px a frame, (T, 3, h, w) in [0, 1]."""
+    rng = np.random.default_rng(0)
+    bg = rng.random((3, h, w), dtype=np.float32) * 0.5
+    frames = np.repeat(bg[None], T, axis=0)
+    for t in range(T):
+        frames[t, :, h // 3:h // 3 + h // 4, 10 + 3 * t:10 + 3 * t + w // 5] = 0.9
+    return torch.from_numpy(frames)
+
+
+def test_load_raft_from_a_state_dict_file(tmp_path, raft):
+    path = tmp_path / RAFT_FILE
+    torch.save(raft.state_dict(), path)
+    for where in (path, tmp_path):  # the file, or the model folder holding it
+        loaded = load_raft(where, "cpu")
+        assert not loaded.training
+        for (k, a), (_, b) in zip(raft.state_dict().items(), loaded.state_dict().items()):
+            assert torch.equal(a, b), k
+    with pytest.raises(PipelineUnavailable, match=RAFT_FILE):
+        load_raft(tmp_path / "missing", "cpu")
+
+
+def test_compute_flow_shape_on_a_size_not_multiple_of_8(raft):
+    flow = compute_flow(raft, _moving_square(3, 130, 197))
+    assert flow.shape == (2, 2, 130, 197) and flow.dtype == torch.float32
+    assert torch.isfinite(flow).all()
+    with pytest.raises(ValueError, match="too small"):
+        compute_flow(raft, torch.rand(2, 3, 64, 64))
+
+
+def test_retime_and_crop_helpers():
+    idx = retime_indices(85, 72)
+    assert idx[0] == 0 and idx[-1] == 84 and len(idx) == 72
+    assert list(idx[:5]) == [0, 1, 2, 4, 5]  # the reference's 0,1,2,4,5,...
+    assert list(latent_frame_indices(85, 22)) == [4 * k for k in range(22)]
+    img = np.zeros((384, 672, 3), np.float32)
+    img[:, :48] = 1  # the strip the reference's crop drops
+    out = cover_and_crop(img, (480, 720))
+    assert out.shape == (480, 720, 3)
+    assert out[:, 1:].max() < 1e-6  # 480/384 = 1.25x: 48 model px = 60 px each side are gone
+
+
+def test_reference_noise_small_scale(raft):
+    video = _moving_square(5, 96, 168)  # a pass-1 result, small
+    g = torch.Generator().manual_seed(42)
+    noise = reference_warped_noise(video, raft, g, frames=6, cover_hw=(256, 384), frame_scale=0.5,
+                                   warp_factor=2, latent_factor=8)
+    assert noise.shape == (6, 32, 48, 16) and noise.dtype == np.float32
+    assert np.isfinite(noise).all()
+    assert abs(noise.mean()) < 0.03
+    assert abs(noise.std() - 1) < 0.05
+    again = reference_warped_noise(video, raft, torch.Generator().manual_seed(42), frames=6, cover_hw=(256, 384),
+                                   frame_scale=0.5, warp_factor=2, latent_factor=8)
+    assert np.array_equal(noise, again)
+
+
+def test_aligned_noise_shape_and_unit_variance(raft):
+    video = _moving_square(9, 96, 168)
+    noise = aligned_warped_noise(video, raft, latent_t=3, latent_hw=(8, 14), generator=torch.Generator().manual_seed(1),
+                                 pool=32, warp_factor=2)  # flow at 128x224, state 256x448
+    assert noise.shape == (3, 16, 8, 14) and noise.dtype == torch.float32
+    assert abs(float(noise.mean())) < 0.06
+    assert abs(float(noise.std()) - 1) < 0.06
+    # Frames far apart in a moving clip differ; the noise is never all repeats.
+    assert not torch.equal(noise[0], noise[2])
