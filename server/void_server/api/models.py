@@ -176,3 +176,14 @@ class Health(BaseModel):
     models: Dict[str, object] = Field(default_factory=dict)
     queue_length: int = 0
     running: List[str] = Field(default_factory=list)
+
+
+class ResultFile(BaseModel):
+    name: str  # "clean.1001.exr", ..., "manifest.json" (listed last)
+    size: int
+    sha256: str
+
+
+class ResultList(BaseModel):
+    job: str
+    files: List[ResultFile]

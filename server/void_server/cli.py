@@ -1,0 +1,185 @@
+"""`void-server serve | doctor | download | parity`."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .config import MEMORY_MODES, PIPELINES, ConfigError, ServerConfig, load_config
+
+MIN_FREE_DISK_GIB = 50.0  # a 4K, 200-frame job with both passes' checkpoints needs tens of GB
+
+
+def _option(text: str) -> Tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError("'%s' is not KEY=VALUE" % text)
+    try:
+        import json
+
+        return key, json.loads(value)  # numbers and booleans as such; anything else stays a string
+    except ValueError:
+        return key, value
+
+
+def _config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="YAML or JSON file with the settings below (default: $VOID_CONFIG)")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, help="default 8765")
+    p.add_argument("--data-dir", type=Path, help="jobs, uploads, results and the job database (default ~/.void/data)")
+    p.add_argument("--model-dir", type=Path, help="VOID weights (default ~/.void/models)")
+    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (or set VOID_TOKEN)")
+    p.add_argument("--memory-mode", choices=MEMORY_MODES)
+    p.add_argument("--concurrency", type=int, help="GPU jobs at once: one per GPU (default 1)")
+    p.add_argument("--pipeline", choices=PIPELINES, help="void (default), preview (CPU) or testing")
+    p.add_argument("--allowed-root", dest="allowed_roots", action="append", type=Path, default=[],
+                   help="a folder the server may read shared-path inputs from (repeatable)")
+    p.add_argument("--result-ttl-hours", type=float, help="delete finished jobs this long after (0 keeps them)")
+    p.add_argument("--pipeline-option", dest="options", action="append", type=_option, default=[],
+                   metavar="KEY=VALUE", help="a pipeline-specific setting (repeatable)")
+
+
+def config_from(args: argparse.Namespace) -> ServerConfig:
+    names = ("host", "port", "data_dir", "model_dir", "token", "memory_mode", "concurrency", "pipeline",
+             "allowed_roots", "result_ttl_hours")
+    flags = {n: getattr(args, n) for n in names}  # type: Dict[str, Any]
+    flags["options"] = dict(args.options)
+    return load_config(flags, args.config)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .api.app import create_app
+    from .jobs.pipeline_host import PipelineHost
+
+    config = config_from(args)
+    log = logging.getLogger("void_server")
+    if config.host not in ("127.0.0.1", "localhost", "::1") and not config.token:
+        log.warning("listening on %s without a token: anyone who can reach this port can run jobs; "
+                    "set --token or VOID_TOKEN", config.host)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    host = PipelineHost(config.pipeline, config)
+    if config.pipeline != "testing":
+        threading.Thread(target=lambda: importlib.import_module("torch"), daemon=True).start()  # GPU info for health
+    host.start_loading()
+    log.info("VOID server on http://%s:%d/v1, pipeline '%s', data in %s", config.host, config.port, config.pipeline,
+             config.data_dir)
+    uvicorn.run(create_app(config, host), host=config.host, port=config.port, log_level=args.log_level.lower())
+    return 0
+
+
+def _check(ok: bool, what: str, fix: str = "") -> bool:
+    print("  %-8s %s%s" % ("ok" if ok else "PROBLEM", what, "" if ok else "\n           fix: " + fix))
+    return ok
+
+
+def doctor_checks(config: ServerConfig) -> List[bool]:
+    from .api.health import gpu_info
+
+    results = []
+    for module, why in (("fastapi", "the HTTP server"), ("uvicorn", "the HTTP server"), ("OpenEXR", "EXR in and out"),
+                        ("cv2", "PNG and video"), ("torch", "the GPU pipelines"), ("diffusers", "the VOID pipeline")):
+        try:
+            importlib.import_module(module)
+            results.append(_check(True, "%s importable (%s)" % (module, why)))
+        except ImportError as e:
+            results.append(_check(False, "%s missing (%s): %s" % (module, why, e), "./install.sh (server extras)"))
+    gpus = gpu_info()
+    results.append(_check(bool(gpus), "CUDA GPUs: %s" % (", ".join("%s (%.1f of %.1f GiB free)" % (
+        g["name"], g["free_vram_gib"], g["total_vram_gib"]) for g in gpus) or "none"),
+        "install the NVIDIA driver and the CUDA build of torch; without a GPU only --pipeline preview runs"))
+    try:
+        from .pipelines.void.weights import check_model_dir
+    except ImportError as e:
+        results.append(_check(False, "cannot check the weights: %s" % e, "reinstall the server package"))
+    else:
+        problems = check_model_dir(config.model_dir)
+        results.append(_check(not problems, "VOID weights in %s%s" % (config.model_dir, "".join(
+            "\n             - %s" % p for p in problems)), "void-server download --model-dir %s" % config.model_dir))
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=str(config.data_dir)):
+            pass
+        results.append(_check(True, "data dir %s writable" % config.data_dir))
+    except OSError as e:
+        results.append(_check(False, "data dir %s not writable: %s" % (config.data_dir, e),
+                              "choose another with --data-dir or fix its permissions"))
+    if config.data_dir.exists():
+        free = shutil.disk_usage(str(config.data_dir)).free / 2**30
+        results.append(_check(free >= MIN_FREE_DISK_GIB, "%.0f GiB free under %s" % (free, config.data_dir),
+                              "free space or move --data-dir: a 4K job needs about %.0f GiB" % MIN_FREE_DISK_GIB))
+    return results
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    print("VOID server %s, Python %s" % (_version(), sys.version.split()[0]))
+    results = doctor_checks(config)
+    bad = results.count(False)
+    print("\n%s" % ("all good" if not bad else "%d problem%s to fix (see above)" % (bad, "s" if bad > 1 else "")))
+    return 1 if bad else 0
+
+
+def _version() -> str:
+    from .api.health import server_version
+
+    return server_version()
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from .pipelines.void.download import run_download
+
+    model_dir = args.model_dir or load_config({}, args.config).model_dir
+    result = run_download(Path(model_dir).expanduser(), parts=args.parts)
+    return int(result) if isinstance(result, int) else 0
+
+
+def cmd_parity(args: argparse.Namespace) -> int:
+    from .pipelines.void.parity import run_parity
+
+    result = run_parity(args.case_dir, args.out)
+    return int(result) if isinstance(result, int) else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="void-server", description="The VOID for Nuke inference server.")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP server")
+    _config_flags(serve)
+    serve.set_defaults(func=cmd_serve)
+    doctor = sub.add_parser("doctor", help="check the install and say what to fix")
+    _config_flags(doctor)
+    doctor.set_defaults(func=cmd_doctor)
+    download = sub.add_parser("download", help="fetch the VOID weights into the model directory")
+    download.add_argument("--config", type=Path)
+    download.add_argument("--model-dir", type=Path)
+    download.add_argument("--parts", nargs="*", default=None, help="only these parts (default: all that are needed)")
+    download.set_defaults(func=cmd_download)
+    parity = sub.add_parser("parity", help="compare this implementation with the reference on a fixture case")
+    parity.add_argument("case_dir", type=Path)
+    parity.add_argument("--out", type=Path, default=Path("parity-out"))
+    parity.set_defaults(func=cmd_parity)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print("void-server: %s" % e, file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

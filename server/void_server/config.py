@@ -1,0 +1,140 @@
+"""Server configuration: defaults < config file < environment (VOID_*) < command-line flags.
+
+The same `ServerConfig` object is what `load_pipeline(name, config)` hands to every pipeline, so a pipeline reads
+its model directory, memory mode and extra options from here (`options` holds pipeline-specific settings such
+as the testing pipeline's `step_delay`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+PIPELINES = ("void", "preview", "testing")
+MEMORY_MODES = ("auto", "gpu", "model_offload", "sequential_offload", "fp8")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names the setting and where it came from."""
+
+
+@dataclasses.dataclass
+class ServerConfig:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    data_dir: Path = Path("~/.void/data")
+    model_dir: Path = Path("~/.void/models")
+    token: Optional[str] = None
+    memory_mode: str = "auto"
+    concurrency: int = 1  # GPU jobs at once: one per GPU
+    pipeline: str = "void"
+    allowed_roots: List[Path] = dataclasses.field(default_factory=list)
+    result_ttl_hours: float = 7 * 24.0  # finished jobs are deleted this long after they finish; 0 keeps them
+    options: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).expanduser()
+        self.model_dir = Path(self.model_dir).expanduser()
+        self.allowed_roots = [Path(p).expanduser() for p in self.allowed_roots]
+        self.validate()
+
+    def validate(self) -> None:
+        if self.pipeline not in PIPELINES:
+            raise ConfigError("pipeline '%s' is not one of %s" % (self.pipeline, ", ".join(PIPELINES)))
+        if self.memory_mode not in MEMORY_MODES:
+            raise ConfigError("memory_mode '%s' is not one of %s" % (self.memory_mode, ", ".join(MEMORY_MODES)))
+        if not 0 < int(self.port) < 65536:
+            raise ConfigError("port %s is not a TCP port (1-65535)" % self.port)
+        if int(self.concurrency) < 1:
+            raise ConfigError("concurrency must be at least 1, not %s" % self.concurrency)
+        if float(self.result_ttl_hours) < 0:
+            raise ConfigError("result_ttl_hours must be 0 (keep) or more, not %s" % self.result_ttl_hours)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "void.sqlite3"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+
+FIELDS = {f.name for f in dataclasses.fields(ServerConfig)}
+# Environment variables: VOID_HOST, VOID_PORT, ..., VOID_ALLOWED_ROOTS (os.pathsep-separated).
+ENV_PREFIX = "VOID_"
+_INT = {"port", "concurrency"}
+_FLOAT = {"result_ttl_hours"}
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    try:
+        if name in _INT:
+            return int(value)
+        if name in _FLOAT:
+            return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError("%s: %s must be a number, not %r" % (where, name, value))
+    if name == "allowed_roots":
+        if isinstance(value, str):
+            return [p for p in value.split(os.pathsep) if p]
+        return list(value)
+    if name == "options" and not isinstance(value, Mapping):
+        raise ConfigError("%s: options must be a mapping of option names to values" % where)
+    return value
+
+
+def read_config_file(path: Path) -> Dict[str, Any]:
+    """A YAML (or JSON) mapping of the same names as the flags, e.g. `port: 8765`."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError("config file %s cannot be read: %s" % (path, e.strerror))
+    if str(path).endswith(".json"):
+        data = json.loads(text)
+    else:
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ConfigError("config file %s must hold a mapping of settings" % path)
+    unknown = sorted(set(k.replace("-", "_") for k in data) - FIELDS)
+    if unknown:
+        raise ConfigError("config file %s: unknown setting(s) %s; known: %s" % (path, ", ".join(unknown), ", ".join(sorted(FIELDS))))
+    return {k.replace("-", "_"): _coerce(k.replace("-", "_"), v, "config file %s" % path) for k, v in data.items()}
+
+
+def read_environment(environ: Mapping[str, str]) -> Dict[str, Any]:
+    out = {}
+    for name in FIELDS - {"options"}:
+        key = ENV_PREFIX + name.upper()
+        if environ.get(key):
+            out[name] = _coerce(name, environ[key], "environment %s" % key)
+    return out
+
+
+def load_config(
+    flags: Optional[Mapping[str, Any]] = None,
+    config_file: Optional[Path] = None,
+    environ: Optional[Mapping[str, str]] = None,
+) -> ServerConfig:
+    """Merge the sources; `flags` holds only what was given on the command line (None values are ignored)."""
+    environ = os.environ if environ is None else environ
+    merged: Dict[str, Any] = {}
+    config_file = config_file or (Path(environ["VOID_CONFIG"]) if environ.get("VOID_CONFIG") else None)
+    if config_file:
+        merged.update(read_config_file(Path(config_file)))
+    merged.update(read_environment(environ))
+    options = dict(merged.get("options") or {})
+    for name, value in (flags or {}).items():
+        if value is None or (name == "allowed_roots" and not value):
+            continue
+        if name == "options":
+            options.update(value)
+            continue
+        merged[name] = _coerce(name, value, "flag --%s" % name.replace("_", "-"))
+    merged["options"] = options
+    return ServerConfig(**merged)

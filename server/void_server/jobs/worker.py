@@ -1,0 +1,121 @@
+"""The worker: takes queued jobs in order, one at a time per worker (one worker per GPU), runs the pipeline."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Dict, List, Optional
+
+from ..api.models import JobState
+from ..media.sequences import MediaError
+from ..media.sink import ExrResultSink
+from ..pipelines.base import JobCancelled, PipelineUnavailable, Progress
+from . import inputs as job_inputs
+from .errors import JobError
+from .store import Row
+
+if TYPE_CHECKING:
+    from .manager import JobManager
+
+log = logging.getLogger("void_server")
+STORE_EVERY_S = 1.0  # progress reaches the database at most this often (status reads the live copy)
+
+
+class LiveRun:
+    """A running job's progress, ETA and cancel flags, shared between the worker and the API."""
+
+    def __init__(self, manager: "JobManager", job_id: str) -> None:
+        self.manager, self.job_id = manager, job_id
+        self.cancel = threading.Event()  # the user asked
+        self.stopping = threading.Event()  # the server is shutting down: the job resumes on the next start
+        self._started = time.monotonic()
+        self._first_fraction = None  # type: Optional[float]
+        self._stored_at = 0.0
+        self._fields = {}  # type: Dict[str, object]
+
+    def should_cancel(self) -> bool:
+        return self.cancel.is_set() or self.stopping.is_set()
+
+    def snapshot(self) -> Dict[str, object]:
+        return dict(self._fields)
+
+    def on_progress(self, p: Progress) -> None:
+        fraction = max(0.0, min(1.0, float(p.fraction)))
+        if self._first_fraction is None:
+            self._first_fraction = fraction  # a resumed job starts part-way: time only what runs now
+        done_now = fraction - self._first_fraction
+        elapsed = time.monotonic() - self._started
+        eta = elapsed * (1.0 - fraction) / done_now if done_now > 0.005 else None
+        stage_changed = self._fields.get("stage") != p.stage
+        self._fields = {"stage": p.stage, "step": int(p.step), "total_steps": int(p.total_steps),
+                        "progress": fraction, "eta_seconds": eta, "message": p.message or p.stage}
+        now = time.monotonic()
+        if stage_changed or now - self._stored_at >= STORE_EVERY_S:
+            self._stored_at = now
+            self.manager.store.update(self.job_id, **self._fields)
+
+
+class Worker(threading.Thread):
+    def __init__(self, manager: "JobManager", index: int) -> None:
+        super().__init__(name="job-worker-%d" % index, daemon=True)
+        self.manager = manager
+
+    def run(self) -> None:
+        m = self.manager
+        while not m.stopping and not m.host.wait(0.5):
+            pass
+        while not m.stopping:
+            row = None if m.host.problem else m.store.claim_next(m.host.name)
+            if row is None:
+                with m.wakeup:
+                    m.wakeup.wait(1.0)
+                continue
+            try:
+                self.run_job(row)
+            except Exception:  # the loop must survive anything a job does
+                log.exception("job %s: unexpected error in the worker", row["id"])
+
+    def run_job(self, row: Row) -> None:
+        m, job_id = self.manager, row["id"]
+        if row["pipeline"] != m.host.name:
+            m._finish(job_id, JobState.failed, error="the job was made for the '%s' pipeline but this server now runs "
+                      "'%s': submit it again" % (row["pipeline"], m.host.name), message="failed")
+            return
+        live = LiveRun(m, job_id)
+        m.live[job_id] = live
+        if (m.store.get(job_id) or {}).get("cancel_requested"):
+            live.cancel.set()  # cancelled between being claimed and being registered
+        spec, files = m.spec_of(row), m.files(job_id)
+        notes = []  # type: List[str]
+        log.info("job %s: attempt %d starts", job_id, row["attempts"])
+        try:
+            inputs = job_inputs.pipeline_inputs(spec, files, m.config.memory_mode, notes)
+            pipeline = m.host.pipeline
+            assert pipeline is not None
+            sink = ExrResultSink(files.results, inputs.plate.frame_numbers, spec.output.half_float,
+                                 {"job": job_id, "pipeline": pipeline.name, "label": pipeline.label,
+                                  "encoding": inputs.settings.input_encoding})
+            summary = pipeline.run(inputs, sink, live.on_progress, live.should_cancel)
+            notes.extend(summary.notes)
+            sink.finish(notes)
+            m._finish(job_id, JobState.succeeded, progress=1.0, message="done", notes=notes, stage="merge")
+        except JobCancelled:
+            if live.cancel.is_set():
+                m._finish(job_id, JobState.cancelled, message="cancelled")
+            else:
+                m.store.update(job_id, state=JobState.queued, message="interrupted by a server shutdown: resumes")
+        except JobError as e:
+            m._finish(job_id, JobState.failed, message="failed", error="%s: %s" % (e.field, e.message) if e.field else e.message)
+        except (MediaError, ValueError, PipelineUnavailable) as e:
+            m._finish(job_id, JobState.failed, message="failed", error="%s: %s" % (self._stage(live), e))
+        except Exception as e:
+            log.exception("job %s failed", job_id)
+            m._finish(job_id, JobState.failed, message="failed",
+                      error="internal error in %s: %s: %s (see the server log)" % (self._stage(live), type(e).__name__, e))
+        finally:
+            m.live.pop(job_id, None)
+            log.info("job %s: %s", job_id, (m.store.get(job_id) or {}).get("state"))
+
+    @staticmethod
+    def _stage(live: LiveRun) -> str:
+        return str(live.snapshot().get("stage") or "setup")
