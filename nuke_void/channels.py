@@ -56,3 +56,14 @@ def spec_channel(name: str) -> str:
     if layer == "rgba" and chan in _RGBA:
         return chan
     return exr_channel(name)
+
+
+def from_exr(name: str) -> str:
+    """An EXR channel name as Nuke shows it once read: R -> rgba.red, pass1.R -> pass1.red, quadmask.remove as is."""
+    rgba = {"R": "red", "G": "green", "B": "blue", "A": "alpha"}
+    if name in rgba:
+        return "rgba." + rgba[name]
+    layer, _, chan = name.rpartition(".")
+    if not layer:
+        return "other." + name
+    return "%s.%s" % (layer, rgba.get(chan, chan))

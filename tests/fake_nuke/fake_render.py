@@ -45,10 +45,10 @@ def exr_to_nuke(name: str) -> str:
 
 def read_exr(path: str):
     with OpenEXR.File(path, separate_channels=True) as f:
-        header = f.header()
-        planes = {exr_to_nuke(k): np.asarray(v.pixels, dtype=np.float32) for k, v in f.channels().items()}
-    (x0, y0), (x1, y1) = header["displayWindow"]
-    fmt = nuke.Format(int(x1 - x0 + 1), int(y1 - y0 + 1), float(header.get("pixelAspectRatio", 1.0)))
+        header = dict(f.header())
+        planes = {exr_to_nuke(k): np.array(v.pixels, dtype=np.float32) for k, v in f.channels().items()}
+    height, width = next(iter(planes.values())).shape
+    fmt = nuke.Format(width, height, float(header.get("pixelAspectRatio", 1.0)))
     return fmt, planes
 
 

@@ -403,6 +403,24 @@ class Password_Knob(Knob):
     pass
 
 
+class _MappingsKnob(Knob):
+    """Shuffle2's `mappings`: a list of (source, destination) or (input, source, destination) channel tuples."""
+
+    def _default(self):
+        return []
+
+    def _coerce(self, val):
+        out = []
+        for m in val:
+            if not isinstance(m, (tuple, list)) or len(m) not in (2, 3) or not all(isinstance(c, str) for c in m[-2:]):
+                raise ValueError("Shuffle2 mappings are (source, destination) channel tuples, got %r" % (m,))
+            for c in m[-2:]:
+                if c not in ("black", "white") and "." not in c:
+                    raise ValueError("Shuffle2 mapping channel %r is not layer.channel" % c)
+            out.append(tuple(m))
+        return out
+
+
 def _evaluate_expression(expr, knob):
     """Only what the VOID nodes use: `Node.knob` (and parent.knob) references."""
     m = re.match(r"^\s*([\w.]+)\.(\w+)\s*$", expr)
@@ -428,7 +446,7 @@ _KNOB_TYPES = {
     "mix": Double_Knob, "which": Double_Knob, "fps": Double_Knob,
     "tile_color": ColorChip_Knob, "gl_color": ColorChip_Knob, "note_font_color": ColorChip_Knob,
     "file": File_Knob, "label": Multiline_Eval_String_Knob, "channels": ChannelMask_Knob,
-    "format": Format_Knob, "proxy_format": Format_Knob, "color": AColor_Knob,
+    "format": Format_Knob, "proxy_format": Format_Knob, "color": AColor_Knob, "mappings": _MappingsKnob,
 }
 _ROOT_KNOB_TYPES = {"proxy": Boolean_Knob, "name": String_Knob}
 _DEFAULTS = {
@@ -992,6 +1010,10 @@ class FrameRanges:
 
     def size(self):
         return len(self._frames)
+
+
+def views():
+    return ["main"]
 
 
 def frame(f=None):
