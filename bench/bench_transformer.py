@@ -1,0 +1,144 @@
+"""Transformer forward at VOID's full size, random bf16 weights: plain diffusers against our accelerated variants.
+
+Run on the device (see docs/performance.md for the exact command). Prints a table and writes JSON:
+seconds per forward (median of timed calls, CUDA events), achieved TFLOP/s against the FLOP count of
+docs/performance.md, the fraction of the measured bf16 matmul peak, peak memory, and each variant's output
+against the plain eager output (relative L2 error: lossless variants must stay at bf16 rounding level).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from full_size import FULL_TRANSFORMER, forward_flops, random_transformer, rotary  # noqa: E402
+from void_server.pipelines.void.accel import accelerate_transformer, compile_cache_dir  # noqa: E402
+
+
+def matmul_peak(device: torch.device, n: int = 8192, reps: int = 20) -> float:
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        a @ b
+    end.record()
+    torch.cuda.synchronize()
+    return 2 * n**3 * reps / (start.elapsed_time(end) / 1e3) / 1e12
+
+
+def time_calls(fn: Callable[[], torch.Tensor], warmup: int, reps: int) -> List[float]:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    out = []
+    for _ in range(reps):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        torch.cuda.synchronize()
+        out.append(s.elapsed_time(e) / 1e3)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--frames", type=int, default=85)
+    ap.add_argument("--height", type=int, default=384)
+    ap.add_argument("--width", type=int, default=672)
+    ap.add_argument("--batches", default="1,2")
+    ap.add_argument("--variants", default="eager,eager_lean,compiled,compiled_lean")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--compile-cache", default=None, help="inductor cache dir (warm-start measurement)")
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    args = ap.parse_args()
+    if args.compile_cache:
+        compile_cache_dir(Path(args.compile_cache))
+
+    device = torch.device("cuda")
+    peak = matmul_peak(device)
+    t_lat = (args.frames - 1) // 4 + 1
+    t_lat += t_lat % 2
+    h, w = args.height // 8, args.width // 8
+    flops = forward_flops(t_lat, h, w)
+    rot = rotary(t_lat, h, w, device)
+    batches = [int(b) for b in args.batches.split(",")]
+    # The same inputs for every variant, so outputs compare.
+    inputs = {}
+    for batch in batches:
+        gen = torch.Generator(device).manual_seed(batch)
+        inputs[batch] = (torch.randn(batch, t_lat, 48, h, w, device=device, dtype=torch.bfloat16, generator=gen),
+                         torch.randn(batch, 226, 4096, device=device, dtype=torch.bfloat16, generator=gen) * 0.1)
+    results: List[Dict[str, object]] = []
+    baseline: Dict[int, torch.Tensor] = {}
+    for variant in args.variants.split(","):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        model = random_transformer(FULL_TRANSFORMER, device, torch.bfloat16, seed=0)
+        t0 = time.perf_counter()
+        mode = "max-autotune-no-cudagraphs" if "autotune" in variant else None
+        if "lean" in variant:
+            accelerate_transformer(model, attention="auto", compile_blocks=variant.startswith("compiled"), compile_mode=mode)
+        elif variant.startswith("compiled"):
+            for block in model.transformer_blocks:
+                block.compile(fullgraph=True, dynamic=False, mode=mode)
+        for batch in batches:
+            x, text = inputs[batch]
+            ts = torch.full((batch,), 500, device=device)
+
+            def fwd() -> torch.Tensor:
+                with torch.no_grad():
+                    return model(hidden_states=x, encoder_hidden_states=text, timestep=ts,
+                                 image_rotary_emb=rot, return_dict=False)[0]
+
+            first_start = time.perf_counter()
+            out = fwd()
+            torch.cuda.synchronize()
+            first = time.perf_counter() - first_start + (first_start - t0 if batch == 1 else 0.0)
+            times = time_calls(fwd, warmup=1, reps=args.reps)
+            med = statistics.median(times)
+            key = batch
+            if variant == "eager":
+                baseline[key] = out.float()
+            rel = None
+            if key in baseline:
+                ref = baseline[key]
+                rel = float((out.float() - ref).norm() / ref.norm())
+            row = {
+                "variant": variant, "batch": batch, "frames": args.frames, "tokens": (t_lat // 2) * (h // 2) * (w // 2) + 226,
+                "s_per_forward": med, "first_call_s": first, "tflops": flops * batch / med / 1e12,
+                "mfu_of_measured_peak": flops * batch / med / 1e12 / peak, "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+                "rel_l2_vs_eager": rel, "finite": bool(torch.isfinite(out).all()),
+            }
+            results.append(row)
+            print(json.dumps(row), flush=True)
+        del model
+    summary = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "matmul_peak_tflops": peak,
+               "flops_per_forward": flops, "results": results}
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    name = "transformer_%df%s.json" % (args.frames, "_warm" if args.compile_cache and os.environ.get("VOID_BENCH_WARM") else "")
+    (Path(args.out) / name).write_text(json.dumps(summary, indent=1))
+    print("\nmeasured bf16 matmul peak: %.0f TFLOP/s; %.3g FLOP per forward" % (peak, flops))
+    print("%-14s %5s %10s %10s %8s %6s %8s %10s" % ("variant", "batch", "s/fwd", "first s", "TFLOP/s", "MFU", "peakGiB", "rel_l2"))
+    for r in results:
+        print("%-14s %5d %10.4f %10.2f %8.0f %5.0f%% %8.1f %10s" % (
+            r["variant"], r["batch"], r["s_per_forward"], r["first_call_s"], r["tflops"], 100 * r["mfu_of_measured_peak"],
+            r["peak_gib"], "-" if r["rel_l2_vs_eager"] is None else "%.2e" % r["rel_l2_vs_eager"]))
+
+
+if __name__ == "__main__":
+    main()

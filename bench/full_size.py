@@ -1,0 +1,63 @@
+"""Full-size VOID models with random weights, built straight on the GPU (no downloads on the device).
+
+The transformer config is CogVideoX-Fun-V1.5-5b-InP's (docs/void-reference-details.md §1) with VOID's 48 input
+channels. Random weights give real speed and memory; their outputs are meaningless, so benchmarks compare variants
+against each other, never against images.
+"""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import torch
+
+FULL_TRANSFORMER: Dict[str, object] = dict(
+    activation_fn="gelu-approximate", attention_bias=True, attention_head_dim=64, dropout=0.0, flip_sin_to_cos=True,
+    freq_shift=0, in_channels=48, max_text_seq_length=226, norm_elementwise_affine=True, norm_eps=1e-5,
+    num_attention_heads=48, num_layers=42, out_channels=16, patch_bias=False, patch_size=2, patch_size_t=2,
+    sample_frames=85, sample_height=96, sample_width=170, spatial_interpolation_scale=1.875,
+    temporal_compression_ratio=4, temporal_interpolation_scale=1.0, text_embed_dim=4096, time_embed_dim=512,
+    timestep_activation_fn="silu", use_learned_positional_embeddings=False, use_rotary_positional_embeddings=True,
+)
+
+
+def random_init_(model: torch.nn.Module, device: torch.device, dtype: torch.dtype, seed: int) -> torch.nn.Module:
+    """Fill a meta-initialised model with small random weights directly on `device` (norm weights 1, biases 0),
+    scaled so 42 residual blocks stay finite."""
+    from accelerate.utils import set_module_tensor_to_device
+
+    g = torch.Generator(device).manual_seed(seed)
+    for name, p in list(model.named_parameters()):
+        t = torch.empty(p.shape, device=device, dtype=dtype)
+        if name.endswith("bias"):
+            t.zero_()
+        elif "norm" in name and p.ndim == 1:
+            t.fill_(1.0)
+        else:
+            t.normal_(0.0, 0.02, generator=g)
+        set_module_tensor_to_device(model, name, device, value=t, dtype=dtype)
+    return model.to(device).eval().requires_grad_(False)
+
+
+def random_transformer(cfg: Dict[str, object], device: torch.device, dtype: torch.dtype, seed: int = 0):
+    from accelerate import init_empty_weights
+    from diffusers import CogVideoXTransformer3DModel
+
+    with init_empty_weights():
+        model = CogVideoXTransformer3DModel(**cfg)
+    return random_init_(model, device, dtype, seed)
+
+
+def rotary(t_lat: int, h: int, w: int, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    from diffusers.models.embeddings import get_3d_rotary_pos_embed
+
+    cos, sin = get_3d_rotary_pos_embed(
+        embed_dim=64, crops_coords=None, grid_size=(h // 2, w // 2), temporal_size=t_lat // 2, grid_type="slice",
+        max_size=(int(FULL_TRANSFORMER["sample_height"]) // 2, int(FULL_TRANSFORMER["sample_width"]) // 2),
+        device=device)
+    return cos, sin
+
+
+def forward_flops(t_lat: int, h: int, w: int, layers: int = 42, d: int = 3072, text: int = 226) -> float:
+    """24*N*d^2 + 4*N^2*d per layer (projections, MLP, attention), N = video + text tokens."""
+    n = (t_lat // 2) * (h // 2) * (w // 2) + text
+    return layers * (24 * n * d * d + 4 * n * n * d)
