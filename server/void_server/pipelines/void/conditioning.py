@@ -5,7 +5,7 @@ Everything here works on torch tensors laid out like the reference's pipeline in
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -55,24 +55,32 @@ def area_resize(frames: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     return F.interpolate(frames, size=tuple(size), mode="area")
 
 
-def prepare_video(frames: np.ndarray, size: Tuple[int, int], length: int) -> torch.Tensor:
-    """(T, H, W, 3) uint8, or float in [0, 1] -> (1, 3, length, *size) float32 in [0, 1], stretched and padded."""
-    v = torch.from_numpy(np.ascontiguousarray(frames))
-    v = v.float() / 255.0 if v.dtype == torch.uint8 else v.float()
-    v = area_resize(v[..., :3].permute(3, 0, 1, 2), size)  # (3, T, H, W): each frame resized alone
-    return pingpong_pad(v.unsqueeze(0), length, dim=2)
+def _frames(frames: Union[np.ndarray, Sequence[np.ndarray]]) -> Iterator[np.ndarray]:
+    for i in range(len(frames)):
+        yield np.asarray(frames[i])
 
 
-def prepare_mask(quadmask: np.ndarray, size: Tuple[int, int], length: int) -> torch.Tensor:
-    """(T, H, W) quadmask values 0..255 -> (1, 1, length, *size) inverted mask (255 - q) / 255 in {0, .502, .753, 1}.
+def prepare_video(frames: Union[np.ndarray, Sequence[np.ndarray]], size: Tuple[int, int], length: int) -> torch.Tensor:
+    """T frames (H, W, >=3) uint8, or float in [0, 1] -> (1, 3, length, *size) float32 in [0, 1], stretched and
+    ping-pong padded. Frames are resized one at a time (a 4K clip never sits in memory whole); torch's area
+    resize works per plane, so this equals the reference's whole-clip call."""
+    out = []
+    for f in _frames(frames):
+        v = torch.from_numpy(np.ascontiguousarray(f[..., :3]))
+        v = v.float() / 255.0 if v.dtype == torch.uint8 else v.float()
+        out.append(area_resize(v.permute(2, 0, 1).unsqueeze(0), size)[0])
+    return pingpong_pad(torch.stack(out, dim=1).unsqueeze(0), length, dim=2)
 
-    Area-resized first, then quantised to the four levels (so object edges gain thin 63/127 rings, as in the
-    reference)."""
-    q = torch.from_numpy(np.ascontiguousarray(quadmask)).float()
-    q = area_resize(q.unsqueeze(0), size)  # (1, T, H, W)
-    q = torch.from_numpy(quantise(q.numpy())).float()
-    inverted = 255.0 - q
-    return pingpong_pad(inverted.unsqueeze(0), length, dim=2) / 255.0
+
+def prepare_mask(quadmask: Union[np.ndarray, Sequence[np.ndarray]], size: Tuple[int, int], length: int) -> torch.Tensor:
+    """T quadmask frames (H, W), values 0..255 -> (1, 1, length, *size) inverted mask (255 - q) / 255, values in
+    {0, .502, .753, 1}. Area-resized first, then quantised to the four levels (so object edges gain thin 63/127
+    rings, as in the reference)."""
+    out = []
+    for f in _frames(quadmask):
+        q = area_resize(torch.from_numpy(np.ascontiguousarray(f)).float()[None, None], size)[0, 0]
+        out.append(255.0 - torch.from_numpy(quantise(q.numpy())).float())
+    return pingpong_pad(torch.stack(out)[None, None], length, dim=2) / 255.0
 
 
 def apply_mask_rule(mask: torch.Tensor, rule: str) -> torch.Tensor:
