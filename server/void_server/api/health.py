@@ -28,11 +28,14 @@ def gpu_info(import_torch: bool = True) -> List[Dict[str, object]]:
             return []
     if torch is None:
         return []
-    if not torch.cuda.is_available():
+    try:
+        if not torch.cuda.is_available():
+            return []
+        gpus = []
+        for i in range(torch.cuda.device_count()):
+            free, total = torch.cuda.mem_get_info(i)
+            gpus.append({"index": i, "name": torch.cuda.get_device_name(i),
+                         "free_vram_gib": round(free / 2**30, 2), "total_vram_gib": round(total / 2**30, 2)})
+        return gpus
+    except (AttributeError, ImportError):  # torch still being imported by the serve command's background thread
         return []
-    gpus = []
-    for i in range(torch.cuda.device_count()):
-        free, total = torch.cuda.mem_get_info(i)
-        gpus.append({"index": i, "name": torch.cuda.get_device_name(i),
-                     "free_vram_gib": round(free / 2**30, 2), "total_vram_gib": round(total / 2**30, 2)})
-    return gpus

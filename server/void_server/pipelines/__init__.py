@@ -13,6 +13,19 @@ NAMES = ("void", "preview", "testing")
 DOWNLOAD_HINT = "run `void-server download` to fetch the VOID weights into the model directory"
 
 
+def _check_weights(config: Any) -> None:
+    """Missing or truncated weights are reported before anything heavy is imported."""
+    try:
+        from .void.weights import check_model_dir
+    except ImportError:
+        return  # the import below reports a broken install
+    problems = check_model_dir(config.model_dir)
+    if problems:
+        raise PipelineUnavailable("the VOID weights in %s are missing or incomplete (%s); %s"
+                                  % (config.model_dir, "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else ""),
+                                     DOWNLOAD_HINT))
+
+
 def load_pipeline(name: str, config: Any) -> Pipeline:
     """The named pipeline, loaded once (models resident); PipelineUnavailable says why it cannot run here."""
     if name == "testing":
@@ -24,6 +37,7 @@ def load_pipeline(name: str, config: Any) -> Pipeline:
 
         return PreviewPipeline(config)
     if name == "void":
+        _check_weights(config)
         try:
             from .void.pipeline import VoidPipeline
         except ImportError as e:
