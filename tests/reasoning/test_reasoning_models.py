@@ -16,6 +16,7 @@ from void_server.reasoning.combine import AFFECTED, KEEP, OVERLAP, REMOVE, combi
 from void_server.reasoning.quadmask import build_quadmask
 from void_server.reasoning.schema import parse_answer
 from void_server.reasoning.segment import Prompt, Sam2Tracker
+from void_server.reasoning.weights import check_reasoning_models
 from void_server.reasoning.vlm import LocalVLM, ask, model_class_for
 
 pytestmark = pytest.mark.slow
@@ -156,6 +157,7 @@ def test_auto_with_tiny_vlm_falls_back_to_target(tmp_path, vlm, tracker):
 def test_from_model_dir_and_unload(model_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="download"):
         AutoReasoner.from_model_dir(tmp_path, device="cpu")
+    assert check_reasoning_models(model_dir) == []  # the tiny folders have the real layouts
     reasoner = AutoReasoner.from_model_dir(model_dir, device="cpu")
     assert reasoner.vlm.name == "Qwen3-VL-8B-Instruct"
     reasoner.unload()
