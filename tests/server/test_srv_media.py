@@ -1,0 +1,68 @@
+"""Readers pick the right channels and values from real EXR/PNG files; the sink writes what the manifest says."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import OpenEXR
+import pytest
+
+from void_server.media.readers import open_clip
+from void_server.media.sequences import MediaError, expand_pattern
+from void_server.media.sink import ExrResultSink
+from void_server.reasoning.combine import from_regions
+from void_test_harness import write_exr
+
+
+def test_expand_pattern_hashes_and_printf():
+    assert expand_pattern("/s/a.####.exr", [1, 1001]) == ["/s/a.0001.exr", "/s/a.1001.exr"]
+    assert expand_pattern("/s/a.%04d.exr", [7]) == ["/s/a.0007.exr"]
+    with pytest.raises(MediaError):
+        expand_pattern("/s/a.exr", [1])
+
+
+def test_exr_matte_channel_by_name_and_alias(tmp_path):
+    a = np.full((4, 6), 0.25, np.float32)
+    p = write_exr(tmp_path / "m.0001.exr", {"R": a, "G": a * 2, "B": a * 3, "A": a * 4, "mask.roto": a * 0 + 1})
+    assert open_clip([p], [1], "matte", "alpha")[0][..., 0].max() == 1.0
+    assert open_clip([p], [1], "matte", "green")[0][0, 0, 0] == pytest.approx(0.5)
+    assert open_clip([p], [1], "matte", "mask.roto")[0].shape == (4, 6, 1)
+    lum = open_clip([p], [1], "matte", "luminance")[0][0, 0, 0]
+    assert lum == pytest.approx(0.25 * (0.2126 + 2 * 0.7152 + 3 * 0.0722), rel=1e-5)
+    plate = open_clip([p], [1], "plate")[0]
+    assert plate.shape == (4, 6, 4) and plate[0, 0].tolist() == pytest.approx([0.25, 0.5, 0.75, 1.0])
+
+
+def test_png_16_bit_normalised_rgb_order_and_quadmask_scale(tmp_path):
+    rgb = np.zeros((4, 6, 3), np.uint16)
+    rgb[..., 0] = 65535  # red
+    cv2.imwrite(str(tmp_path / "p.0001.png"), rgb[..., ::-1])
+    assert open_clip([tmp_path / "p.0001.png"], [1], "plate")[0][0, 0].tolist() == [1.0, 0.0, 0.0]
+    q = np.array([[0, 63, 127, 255]], np.uint8)
+    cv2.imwrite(str(tmp_path / "q.0001.png"), q)
+    assert open_clip([tmp_path / "q.0001.png"], [1], "quadmask", "red")[0][..., 0].tolist() == [[0, 63, 127, 255]]
+
+
+def test_frame_count_must_match_the_range(tmp_path):
+    p = write_exr(tmp_path / "a.exr", {"R": np.zeros((2, 2)), "G": np.zeros((2, 2)), "B": np.zeros((2, 2))})
+    with pytest.raises(MediaError) as e:
+        open_clip([p], [1, 2], "plate")
+    assert "1 files for 2 frames" in str(e.value)
+
+
+def test_sink_writes_channels_layers_and_manifest(tmp_path):
+    sink = ExrResultSink(tmp_path, [1001, 1002], half_float=True, manifest={"job": "j", "pipeline": "testing",
+                                                                           "label": "T", "encoding": "linear"})
+    q = np.array([[0, 63], [127, 255]], np.uint8)
+    clean = np.full((2, 2, 3), 0.5, np.float32)
+    for i in range(2):
+        sink.write_frame(i, clean, q, {"pass1": clean * 0})
+    manifest = json.loads(sink.finish(["a note"]).read_text())
+    assert manifest["frames"] == {"first": 1001, "last": 1002} and manifest["notes"] == ["a note"]
+    assert manifest["layers"]["pass1"] == ["pass1.R", "pass1.G", "pass1.B"]
+    ch = OpenEXR.File(str(tmp_path / "clean.1002.exr"), separate_channels=True).channels()
+    assert ch["R"].pixels.dtype == np.float16
+    qm = manifest["layers"]["quadmask"]
+    assert np.array_equal(from_regions(ch[qm["remove"]].pixels, ch[qm["overlap"]].pixels, ch[qm["affected"]].pixels), q)
+    assert not list(tmp_path.glob("*.tmp"))
