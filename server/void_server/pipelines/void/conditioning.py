@@ -66,7 +66,7 @@ def prepare_video(frames: Union[np.ndarray, Sequence[np.ndarray]], size: Tuple[i
     resize works per plane, so this equals the reference's whole-clip call."""
     out = []
     for f in _frames(frames):
-        v = torch.from_numpy(np.ascontiguousarray(f[..., :3]))
+        v = torch.from_numpy(np.array(f[..., :3]))
         v = v.float() / 255.0 if v.dtype == torch.uint8 else v.float()
         out.append(area_resize(v.permute(2, 0, 1).unsqueeze(0), size)[0])
     return pingpong_pad(torch.stack(out, dim=1).unsqueeze(0), length, dim=2)
@@ -78,7 +78,7 @@ def prepare_mask(quadmask: Union[np.ndarray, Sequence[np.ndarray]], size: Tuple[
     rings, as in the reference)."""
     out = []
     for f in _frames(quadmask):
-        q = area_resize(torch.from_numpy(np.ascontiguousarray(f)).float()[None, None], size)[0, 0]
+        q = area_resize(torch.from_numpy(np.array(f, dtype=np.float32))[None, None], size)[0, 0]
         out.append(255.0 - torch.from_numpy(quantise(q.numpy())).float())
     return pingpong_pad(torch.stack(out)[None, None], length, dim=2) / 255.0
 

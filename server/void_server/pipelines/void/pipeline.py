@@ -1,0 +1,248 @@
+"""`VoidPipeline`: the server's VOID pipeline (base.Pipeline), job in -> clean plate frames out.
+
+    quadmask -> model-resolution inputs (ROI crop, colour) -> pass 1 -> pass-2 noise -> pass 2 -> plate merge
+
+Each pass leaves a checkpoint in the job's workdir (`void_pass1.safetensors`, `void_pass2.safetensors`, tagged
+with the settings that made it), so a restarted job skips finished passes. Clips of any length run: the reference
+pads to at least one window (85 frames) and caps at 197; we pad the same way but lift the cap, and the denoiser
+covers every latent frame with overlapping windows (denoise.py). Only the plate's own frames are written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from ...reasoning.quadmask import build_quadmask
+from ..base import (CancelCheck, PipelineInputs, PipelineSettings, PipelineUnavailable, Progress, ProgressCallback,
+                    ResultSink, RunSummary, check_cancel, stage_fraction)
+from .conditioning import MODEL_SIZE, WINDOW_FRAMES, latent_frames, padded_length, prepare_mask, prepare_video
+from .denoise import WINDOW_LATENTS
+from .latent_noise import reference_noise_to_latents
+from .loading import VoidModels
+from .passes import PASS1, PASS2, PassConfig, run_pass
+from .weights import check_model_dir, resolve_layout
+
+Box = Tuple[int, int, int, int]
+
+
+@dataclasses.dataclass
+class ModelInputs:
+    """The job at model resolution: what both passes condition on."""
+
+    frames: int  # the plate's frame count (what we write back)
+    length: int  # padded frame count the model generates, 4k + 1
+    box: Optional[Box]  # ROI crop in plate pixels, None = whole frame
+    video: torch.Tensor  # (1, 3, length, H, W) in [0, 1]
+    mask: torch.Tensor  # (1, 1, length, H, W) inverted quadmask
+
+    @property
+    def latent_frames(self) -> int:
+        return latent_frames(self.length)
+
+
+class VoidPipeline:
+    name = "void"
+    label = "VOID"
+
+    def __init__(self, model_dir: Path, device: Optional[str] = None, memory_mode: str = "auto",
+                 model_size: Tuple[int, int] = MODEL_SIZE, window_frames: int = WINDOW_FRAMES,
+                 reasoner: Optional[object] = None) -> None:
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.layout = resolve_layout(Path(model_dir))
+        self.models = VoidModels(self.layout, dev, memory_mode)
+        self.model_size = (int(model_size[0]), int(model_size[1]))
+        self.window_frames = int(window_frames)
+        self.reasoner = reasoner
+        self._raft = None
+
+    @classmethod
+    def from_config(cls, config: object) -> "VoidPipeline":
+        """From the server's config (model_dir, device, memory_mode; options may set model_size, window_frames).
+        Raises PipelineUnavailable naming `void-server download` when weights are missing."""
+        options = dict(getattr(config, "options", None) or {})
+        model_dir = Path(getattr(config, "model_dir", Path("~/.void/models"))).expanduser()
+        problems = check_model_dir(model_dir)
+        if problems:
+            raise PipelineUnavailable("VOID weights are not usable:\n  " + "\n  ".join(problems))
+        return cls(
+            model_dir,
+            device=getattr(config, "device", None) or options.get("device"),
+            memory_mode=getattr(config, "memory_mode", None) or "auto",
+            model_size=tuple(options.get("model_size", MODEL_SIZE)),
+            window_frames=int(options.get("window_frames", WINDOW_FRAMES)),
+        )
+
+    def describe(self) -> Dict[str, object]:
+        return dict(self.models.describe(), pipeline=self.name, label=self.label, model_size=list(self.model_size))
+
+    # -- the job -----------------------------------------------------------------------------------------------
+
+    def run(self, inputs: PipelineInputs, sink: ResultSink, progress: ProgressCallback,
+            should_cancel: CancelCheck) -> RunSummary:
+        s = inputs.settings
+        notes: List[str] = []
+        timings: Dict[str, float] = {}
+        clock = time.monotonic()
+
+        quadmask = self._quadmask(inputs, notes, progress)
+        timings["quadmask"] = time.monotonic() - clock
+        job = self._model_inputs(inputs, quadmask)
+        check_cancel(should_cancel)
+
+        clock = time.monotonic()
+        pass1 = self._pass(inputs, job, PASS1, s.steps_pass1, 1.0, None, progress, should_cancel)
+        timings["pass1"] = time.monotonic() - clock
+        final = pass1
+        if s.passes >= 2:
+            clock = time.monotonic()
+            noise = self._pass2_noise(job, pass1, s, notes)
+            final = self._pass(inputs, job, PASS2, s.steps_pass2, s.guidance_pass2, noise, progress, should_cancel)
+            timings["pass2"] = time.monotonic() - clock
+
+        clock = time.monotonic()
+        written = self._merge(inputs, quadmask, job, final, pass1 if (s.passes >= 2 and s.keep_pass1) else None,
+                              sink, progress, should_cancel)
+        timings["merge"] = time.monotonic() - clock
+        return RunSummary(frames_written=written, notes=notes, timings=timings)
+
+    # -- stages ------------------------------------------------------------------------------------------------
+
+    def _report(self, progress: ProgressCallback, stage: str, step: int, total: int, passes: int, message: str = "") -> None:
+        progress(Progress(stage=stage, step=step, total_steps=total, message=message,
+                          fraction=stage_fraction(stage, step / float(max(total, 1)), passes)))
+
+    def _quadmask(self, inputs: PipelineInputs, notes: List[str], progress: ProgressCallback) -> np.ndarray:
+        passes = inputs.settings.passes
+        return build_quadmask(inputs, self.reasoner, notes,
+                              on_frame=lambda i, n: self._report(progress, "quadmask", i + 1, n, passes))
+
+    def _model_inputs(self, inputs: PipelineInputs, quadmask: np.ndarray) -> ModelInputs:
+        """Plate and quadmask -> model resolution: ROI crop, display-referred colour, area stretch, ping-pong pad."""
+        from .colour import to_model
+        from .roi import choose_roi
+
+        plate = inputs.plate
+        n = len(plate)
+        box = choose_roi(quadmask, self.model_size, enabled=inputs.settings.roi)
+        x0, y0, x1, y1 = box if box is not None else (0, 0, plate.width, plate.height)
+        length = padded_length(n, self.window_frames, max_frames=None)
+        encoding = inputs.settings.input_encoding
+        video = prepare_video(_Lazy(lambda i: to_model(plate[i][y0:y1, x0:x1, :3], encoding), n), self.model_size, length)
+        mask = prepare_mask(_Lazy(lambda i: quadmask[i][y0:y1, x0:x1], n), self.model_size, length)
+        return ModelInputs(frames=n, length=length, box=box, video=video, mask=mask)
+
+    def _checkpoint_tag(self, inputs: PipelineInputs, job: ModelInputs, cfg: PassConfig, steps: int, guidance: float) -> str:
+        s = inputs.settings
+        key = dict(pass_index=cfg.index, prompt=s.prompt, seed=s.seed, steps=steps, guidance=guidance,
+                   noise_mode=s.noise_mode if cfg.index == 2 else None, box=job.box, length=job.length,
+                   size=self.model_size, window=self.window_frames, passes=s.passes)
+        return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _pass(self, inputs: PipelineInputs, job: ModelInputs, base: PassConfig, steps: int, guidance: float,
+              noise: Optional[torch.Tensor], progress: ProgressCallback, should_cancel: CancelCheck) -> torch.Tensor:
+        """One pass (checkpointed): -> decoded frames (1, 3, length, H, W) float32 in [0, 1] on the CPU."""
+        from safetensors.torch import load_file, save_file
+
+        stage = "pass%d" % base.index
+        cfg = dataclasses.replace(base, steps=steps, guidance=guidance)
+        tag = self._checkpoint_tag(inputs, job, cfg, steps, guidance)
+        path = inputs.workdir / ("void_%s.safetensors" % stage)
+        if path.is_file() and _checkpoint_tag_of(path) == tag:
+            self._report(progress, stage, steps, steps, inputs.settings.passes, "resumed from checkpoint")
+            return load_file(str(path))["video"]
+        passes = inputs.settings.passes
+        self._report(progress, stage, 0, steps, passes)
+        window = latent_frames(self.window_frames)
+        result = run_pass(self.models, cfg, job.video, job.mask, inputs.settings.prompt, inputs.settings.seed,
+                          initial_noise=noise, window=window,
+                          on_step=lambda i, n: self._report(progress, stage, i, n, passes),
+                          should_cancel=should_cancel)
+        video = result.video.float().cpu().contiguous()
+        inputs.workdir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"video": video, "latents": result.latents.float().cpu().contiguous()}, str(tmp), metadata={"tag": tag})
+        tmp.replace(path)
+        return video
+
+    def _raft_model(self):
+        from .flow import load_raft
+
+        if self._raft is None:
+            if self.layout.raft is None or not self.layout.raft.is_file():
+                raise PipelineUnavailable("pass 2 needs the RAFT weights %s: run `void-server download --model-dir %s`"
+                                          % (self.layout.root / "raft_large_C_T_SKHT_V2-ff5fadd5.pth", self.layout.root))
+            self._raft = load_raft(self.layout.raft, self.models.device)
+        return self._raft
+
+    def _pass2_noise(self, job: ModelInputs, pass1: torch.Tensor, s: PipelineSettings, notes: List[str]) -> torch.Tensor:
+        """Flow-warped noise from the pass-1 result, (1, T_lat, 16, h, w). "reference" reproduces the reference's
+        noise (one window's worth, under-scaled, centre-cropped); clips longer than one window need noise for
+        every latent frame, which only the aligned variant gives, so they use it."""
+        from .warped_noise import aligned_warped_noise, reference_warped_noise
+
+        t_lat, (h, w) = job.latent_frames, (self.model_size[0] // 8, self.model_size[1] // 8)
+        raft = self._raft_model()
+        frames = pass1[0].permute(1, 0, 2, 3).to(self.models.device)  # (T, 3, H, W), every padded frame
+        gen = torch.Generator("cpu").manual_seed(s.seed)
+        mode = s.noise_mode
+        if mode == "reference" and t_lat > WINDOW_LATENTS:
+            notes.append("pass 2: the reference's warped noise covers one %d-frame window; this %d-frame clip uses "
+                         "aligned noise for all %d latent frames" % (WINDOW_FRAMES, job.frames, t_lat))
+            mode = "aligned"
+        if mode == "reference":
+            return reference_noise_to_latents(reference_warped_noise(frames, raft, gen), t_lat, h, w)
+        if mode == "aligned":
+            return aligned_warped_noise(frames, raft, t_lat, (h, w), gen).float().cpu().unsqueeze(0)
+        raise ValueError("unknown noise mode %r (reference, aligned)" % mode)
+
+    def _merge(self, inputs: PipelineInputs, quadmask: np.ndarray, job: ModelInputs, final: torch.Tensor,
+               pass1: Optional[torch.Tensor], sink: ResultSink, progress: ProgressCallback,
+               should_cancel: CancelCheck) -> int:
+        """Model frames -> plate resolution, written frame by frame; pixels outside the edit region are the plate's."""
+        from .merge import merge_frame
+
+        encoding = inputs.settings.input_encoding
+        passes = inputs.settings.passes
+        for i in range(job.frames):
+            check_cancel(should_cancel)
+            plate = np.asarray(inputs.plate[i], dtype=np.float32)
+            q = np.asarray(quadmask[i])
+            clean = merge_frame(plate, _hwc(final, i), q, job.box, encoding)[..., :3]
+            layers = {"pass1": merge_frame(plate, _hwc(pass1, i), q, job.box, encoding)[..., :3]} if pass1 is not None else None
+            sink.write_frame(i, np.ascontiguousarray(clean, dtype=np.float32), q.astype(np.uint8), layers)
+            self._report(progress, "merge", i + 1, job.frames, passes)
+        return job.frames
+
+
+class _Lazy:
+    """A sequence whose items are computed on access (one plate frame at a time)."""
+
+    def __init__(self, get, n: int) -> None:
+        self._get, self._n = get, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: int):
+        return self._get(i)
+
+
+def _hwc(video: torch.Tensor, i: int) -> np.ndarray:
+    return video[0, :, i].permute(1, 2, 0).float().numpy()
+
+
+def _checkpoint_tag_of(path: Path) -> Optional[str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return (f.metadata() or {}).get("tag")
+    except Exception:  # a torn or foreign file: recompute the pass
+        return None

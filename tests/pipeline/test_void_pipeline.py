@@ -1,0 +1,122 @@
+"""VoidPipeline end to end on tiny random models in the real layout, through the real loading path."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+from void_server.media.frames import ArrayFrames, MemorySink  # noqa: E402
+from void_server.pipelines.base import JobCancelled, PipelineInputs, PipelineSettings, PipelineUnavailable  # noqa: E402
+from void_server.pipelines.void import pipeline as void_pipeline  # noqa: E402
+from void_server.pipelines.void.pipeline import VoidPipeline  # noqa: E402
+
+SIZE = (64, 112)
+
+
+@dataclasses.dataclass
+class Config:
+    model_dir: Path
+    memory_mode: str = "auto"
+    device: str = "cpu"
+    options: dict = dataclasses.field(default_factory=lambda: {"model_size": SIZE, "window_frames": 21})
+
+
+def _stub_noise(monkeypatch, calls):
+    """Warped noise stand-in (RAFT needs frames >= 128 px, far above these tiny sizes): seeded Gaussian noise of
+    the shape the real function returns, recording what it was asked for."""
+    from void_server.pipelines.void import warped_noise
+
+    def aligned(video01, raft, latent_t, latent_hw, generator, **kw):
+        calls.append((tuple(video01.shape), latent_t, tuple(latent_hw)))
+        return torch.randn((latent_t, 16) + tuple(latent_hw), generator=torch.Generator().manual_seed(generator.initial_seed()))
+
+    monkeypatch.setattr(warped_noise, "aligned_warped_noise", aligned)
+
+
+def _inputs(plate, mask, workdir, **settings):
+    s = PipelineSettings(prompt="buildings reflecting on a calm river", mask_mode="quadmask", input_encoding="srgb",
+                         roi=False, steps_pass1=3, steps_pass2=2, **settings)
+    return PipelineInputs(plate=ArrayFrames(plate.astype(np.float32) / 255.0, range(1001, 1001 + len(plate))),
+                          settings=s, workdir=workdir, quadmask=ArrayFrames(mask.astype(np.float32)))
+
+
+def test_from_config_names_download_when_weights_missing(tmp_path):
+    with pytest.raises(PipelineUnavailable, match="void-server download"):
+        VoidPipeline.from_config(Config(model_dir=tmp_path / "nothing"))
+
+
+def test_both_passes_end_to_end(tiny_model_dir, bigben, tmp_path, monkeypatch):
+    plate, mask = bigben
+    calls = []
+    _stub_noise(monkeypatch, calls)
+    pipe = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))
+    progress = []
+    sink = MemorySink()
+    summary = pipe.run(_inputs(plate, mask, tmp_path / "job", noise_mode="aligned"), sink, progress.append, lambda: False)
+
+    assert summary.frames_written == len(plate) == len(sink.clean)
+    assert calls == [((21, 3) + SIZE, 6, (8, 14))]  # 12 frames pad to one 21-frame window: 6 latents
+    for i in range(len(plate)):
+        clean = sink.clean[i]
+        assert clean.shape == plate.shape[1:] and clean.dtype == np.float32
+        assert np.isfinite(clean).all() and clean.min() >= 0 and clean.max() <= 1
+        # away from the edit region (past the merge's dilation and feather) the plate comes back bit-identical
+        edit = (sink.quadmask[i] != 255).astype(np.uint8)
+        far = cv2.dilate(edit, np.ones((25, 25), np.uint8)) == 0
+        assert far.sum() > 0.5 * far.size
+        assert np.array_equal(clean[far], (plate[i].astype(np.float32) / 255.0)[far])
+        assert not np.array_equal(clean[edit > 0], (plate[i].astype(np.float32) / 255.0)[edit > 0])
+        assert set(sink.layers[i]) == {"pass1"}
+    assert not np.array_equal(sink.clean[0], sink.layers[0]["pass1"])  # pass 2 changed the edit region
+    stages = [p.stage for p in progress]
+    assert stages.index("pass1") < stages.index("pass2") < stages.index("merge")
+    fractions = [p.fraction for p in progress]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert [p.step for p in progress if p.stage == "pass1"][-3:] == [1, 2, 3]
+
+
+def test_deterministic_under_a_seed_and_resumes_from_checkpoints(tiny_model_dir, bigben, tmp_path, monkeypatch):
+    plate, mask = bigben[0][:5], bigben[1][:5]
+    pipe = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))
+    runs = []
+    for workdir, seed in (("a", 7), ("b", 7), ("c", 8)):
+        sink = MemorySink()
+        pipe.run(_inputs(plate, mask, tmp_path / workdir, passes=1, seed=seed), sink, lambda p: None, lambda: False)
+        runs.append(np.stack([sink.clean[i] for i in range(len(plate))]))
+    assert np.array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0], runs[2])
+
+    # A restarted job finds pass 1's checkpoint and never denoises again.
+    monkeypatch.setattr(void_pipeline, "run_pass", lambda *a, **k: pytest.fail("pass 1 ran again"))
+    sink = MemorySink()
+    pipe.run(_inputs(plate, mask, tmp_path / "a", passes=1, seed=7), sink, lambda p: None, lambda: False)
+    assert np.array_equal(np.stack([sink.clean[i] for i in range(len(plate))]), runs[0])
+
+
+def test_cancel_during_denoising(tiny_model_dir, bigben, tmp_path):
+    plate, mask = bigben[0][:3], bigben[1][:3]
+    pipe = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))
+    steps = []
+
+    def progress(p):
+        if p.stage == "pass1" and p.step:
+            steps.append(p.step)
+
+    with pytest.raises(JobCancelled):
+        pipe.run(_inputs(plate, mask, tmp_path / "job", passes=1), MemorySink(), progress, lambda: len(steps) >= 1)
+    assert steps == [1]
+    assert not (tmp_path / "job" / "void_pass1.safetensors").exists()
+
+
+def test_single_frame_clip(tiny_model_dir, bigben, tmp_path):
+    plate, mask = bigben[0][:1], bigben[1][:1]
+    sink = MemorySink()
+    VoidPipeline.from_config(Config(model_dir=tiny_model_dir)).run(
+        _inputs(plate, mask, tmp_path / "job", passes=1), sink, lambda p: None, lambda: False)
+    assert list(sink.clean) == [0] and sink.clean[0].shape == plate.shape[1:]
