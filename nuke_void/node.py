@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional
 
@@ -23,6 +24,7 @@ except ImportError:  # pragma: no cover
     raise
 
 HEALTH_TIMEOUT = 5.0
+CANCEL_WAIT = 30.0  # seconds to wait for the server to confirm a cancel
 
 
 class UserError(Exception):
@@ -240,7 +242,14 @@ def _work(job: Job) -> None:
                              should_stop=cancelled)
         if cancelled() and status.get("state") not in ("succeeded", "failed", "cancelled"):
             vc.cancel(job.job_id)
-            _on_main(_tell, job.node, "Cancelled: the server job %s was stopped." % job.job_id, False)
+            state = _settled_state(vc, job.job_id)
+            if state == "cancelled":
+                text = "Cancelled: the server job %s was stopped." % job.job_id
+            elif state in ("succeeded", "failed"):  # it ended before the cancel arrived; nothing is downloaded
+                text = "Cancelled here; the server job %s had already %s (results not fetched)." % (job.job_id, state)
+            else:
+                text = "Cancel sent; the server job %s is still %s." % (job.job_id, state)
+            _on_main(_tell, job.node, text, False)
             return
         if status.get("state") != "succeeded":
             _on_main(_tell, job.node, progress.describe(status)[1])
@@ -259,6 +268,16 @@ def _work(job: Job) -> None:
     finally:
         _jobs.pop(job.node, None)
         del task  # closes the progress bar
+
+
+def _settled_state(vc: Any, job_id: str, timeout: float = CANCEL_WAIT) -> str:
+    """The job's state once the server has acted on a cancel (it stops at its next step), or as it is at timeout."""
+    deadline = time.time() + timeout
+    while True:
+        state = str(vc.status(job_id).get("state"))
+        if state in ("succeeded", "failed", "cancelled") or time.time() > deadline:
+            return state
+        time.sleep(0.5)
 
 
 def _finish(job: Job, notes: List[str]) -> None:

@@ -152,17 +152,32 @@ def test_empty_matte_is_refused_before_anything_is_sent(fake, tmp_path, server):
     assert os.listdir(out) == [], "the unused version folder is removed"
 
 
-def test_cancel_stops_the_server_job(fake, tmp_path, server):
+@pytest.fixture(scope="module")
+def slow_server(tmp_path_factory):
+    proc = ServerProcess(tmp_path_factory.mktemp("void-slow") / "data", step_delay=0.5).start()
+    yield proc
+    proc.stop()
+
+
+def test_cancel_stops_the_server_job(fake, tmp_path, slow_server):
     from nuke_void import node as void_node
     from nuke_void.client import VoidClient
 
+    server = slow_server  # slow fake steps: the job is still running when Cancel is pressed
     _, _, void = _script(fake, tmp_path, server.url)
     fake.press(void, "remove")
     job = void_node._jobs[void.fullName()]
     fake.press(void, "cancel")
     job.thread.join(60)
     fake.pump()
-    assert void["status"].value().startswith("Cancelled"), void["status"].value()
-    if job.job_id:
-        assert VoidClient(server.url).status(job.job_id)["state"] == "cancelled"
+    assert void["status"].value().startswith("Cancelled: the server job"), void["status"].value()
+    assert job.job_id and VoidClient(server.url).status(job.job_id)["state"] == "cancelled"
     assert not nuke.allNodes("BackdropNode")
+
+
+def test_terminal_session_runs_synchronously_without_main_thread_calls(fake, tmp_path, server):
+    nuke.GUI = False  # `nuke -t`: no threads, no executeInMainThread (it would hang on the main thread)
+    _, _, void = _script(fake, tmp_path, server.url)
+    fake.press(void, "remove")  # returns only when the results are in
+    assert void["status"].value().startswith("Done: v001"), void["status"].value()
+    assert fake.state().main_queue == [] and len(nuke.allNodes("Read")) == 3

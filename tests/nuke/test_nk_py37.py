@@ -39,3 +39,19 @@ def test_no_numpy_torch_or_qt_imports_in_the_node_code():
         text = open(path).read()
         for banned in ("import numpy", "import torch", "import cv2", "import OpenEXR", "PySide"):
             assert banned not in text, "%s imports %s" % (path, banned)
+
+
+@pytest.mark.skipif(not os.access(PY37, os.X_OK), reason="no Python 3.7 on this machine")
+def test_pure_modules_run_under_python_37(tmp_path):
+    code = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from nuke_void import versioning, validation, graph_layout, progress, channels, exr_probe, settings\n"
+        "assert versioning.version_name(versioning.next_version(%r)) == 'v001'\n"
+        "assert progress.describe({'state': 'running', 'stage': 'pass2', 'step': 1, 'total_steps': 2})[1]\n"
+        "s = settings.Settings.from_values({'prompt': 'x'})\n"
+        "spec = s.build_spec(1, 2, {'plate': ['p.1.exr'], 'target': ['t.1.exr']})\n"
+        "assert spec['passes'] == 2 and spec['inputs']['target']['channel'] == 'alpha'\n"
+        "graph_layout.place(graph_layout.Rect(0, 0, 80, 18), graph_layout.result_cells(['remove']))\n"
+        "print('ok')\n" % (REPO, str(tmp_path)))
+    out = subprocess.run([PY37, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
