@@ -186,3 +186,9 @@ def client(testing_server):
     from nuke_void.client import VoidClient
 
     return VoidClient(testing_server.url, retries=2, timeout=30)
+
+
+BASE_SPEC_JSON = json.dumps({
+    "frames": {"first": 1, "last": 1}, "prompt": "an empty wall",
+    "inputs": {"plate": {"files": ["p.0001.exr"]}, "target": {"files": ["t.0001.png"]}},
+})

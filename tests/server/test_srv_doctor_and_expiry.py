@@ -1,0 +1,36 @@
+"""`void-server doctor` says what to fix; finished jobs expire after the configured TTL."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from void_server.api.models import JobState
+from void_server.config import ServerConfig
+from void_server.jobs.manager import JobManager
+from void_server.jobs.pipeline_host import PipelineHost
+from void_test_harness import BASE_SPEC_JSON
+
+
+def test_doctor_names_the_fix_for_missing_weights(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "void_server.cli", "doctor", "--data-dir", str(tmp_path / "data"),
+                        "--model-dir", str(tmp_path / "models")], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 1
+    assert "void-server download --model-dir %s" % (tmp_path / "models") in r.stdout
+    assert "ok       data dir %s writable" % (tmp_path / "data") in r.stdout
+
+
+def test_finished_jobs_expire_after_the_ttl(tmp_path):
+    config = ServerConfig(data_dir=tmp_path, pipeline="testing", result_ttl_hours=1.0)
+    manager = JobManager(config, PipelineHost("testing", config))
+    old, recent, waiting = (manager.store.create(BASE_SPEC_JSON, "testing", "T") for _ in range(3))
+    for job_id in (old, recent, waiting):
+        manager.files(job_id).create()
+    manager.store.update(old, state=JobState.succeeded, finished_at=time.time() - 2 * 3600)
+    manager.store.update(recent, state=JobState.succeeded, finished_at=time.time() - 60)
+    manager.expire()
+    assert manager.store.get(old) is None and not manager.files(old).root.exists()
+    assert manager.store.get(recent) is not None and manager.store.get(waiting) is not None
+    manager.store.close()
