@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover
 
 # Knob name -> default. The gizmo defines the same knobs; a test checks the two agree.
 KNOBS = {
-    "server": "http://localhost:8420",
+    "server": "http://localhost:8765",
     "range_mode": "input range",
     "range_first": 1001,
     "range_last": 1100,
