@@ -1,0 +1,183 @@
+"""Units of the VOID pipeline: frame and window tables, decode lengths, loading errors, the model dir, download."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+from void_server.pipelines.void import download  # noqa: E402
+from void_server.pipelines.void.conditioning import apply_mask_rule, latent_frames, padded_length, pingpong_pad  # noqa: E402
+from void_server.pipelines.void.decode import decode_latents, decoded_frames  # noqa: E402
+from void_server.pipelines.void.denoise import temporal_windows, window_weights  # noqa: E402
+from void_server.pipelines.void.latent_noise import aligned_noise_to_latents, reference_noise_to_latents  # noqa: E402
+from void_server.pipelines.void.loading import WeightsError, adapt_patch_embed, load_transformer, load_vae  # noqa: E402
+from void_server.pipelines.void.weights import MIN_SIZES, RANDOM_WEIGHTS_MARKER, check_model_dir, resolve_layout  # noqa: E402
+
+
+@pytest.mark.parametrize("n, t_pad, windows", [  # docs/void-reference-details.md §2.3
+    (1, 85, [(0, 22)]), (50, 85, [(0, 22)]), (85, 85, [(0, 22)]), (86, 93, [(0, 22), (18, 24)]),
+    (89, 93, [(0, 22), (18, 24)]), (100, 101, [(0, 22), (18, 26)]), (120, 125, [(0, 22), (18, 32)]),
+    (150, 157, [(0, 22), (18, 40)]), (170, 173, [(0, 22), (18, 40), (36, 44)]),
+    (197, 197, [(0, 22), (18, 40), (36, 50)]), (300, 197, [(0, 22), (18, 40), (36, 50)]),
+])
+def test_reference_frame_and_window_tables(n, t_pad, windows):
+    assert padded_length(n) == t_pad
+    assert temporal_windows(latent_frames(t_pad)) == windows
+
+
+def test_long_clips_past_the_cap_get_more_windows():
+    length = padded_length(300, max_frames=None)
+    assert length >= 300 and (length - 1) % 4 == 0 and latent_frames(length) % 2 == 0
+    spans = temporal_windows(latent_frames(length))
+    assert spans[0] == (0, 22) and spans[-1][1] == latent_frames(length)
+    assert all(e - b == 22 for b, e in spans[:-1]) and all((e - b) % 2 == 0 for b, e in spans)
+    assert all(b2 == e1 - 4 for (_, e1), (b2, _) in zip(spans, spans[1:]))
+
+
+def test_blend_weights_sum_to_one_across_overlaps():
+    t_lat = 50
+    total = torch.zeros(t_lat)
+    for b, e in temporal_windows(t_lat):
+        w = window_weights(b, e, t_lat)
+        total[b:e] += w
+    assert torch.allclose(total[:18], torch.ones(18))
+    assert torch.allclose(window_weights(18, 40, 50)[:4], torch.tensor([0.2, 0.4, 0.6, 0.8]))
+    assert torch.allclose(window_weights(0, 22, 50)[-4:], torch.tensor([0.8, 0.6, 0.4, 0.2]))
+    assert (total > 0).all()
+
+
+def test_pingpong_padding():
+    x = torch.arange(5).float().view(1, 1, 5, 1, 1)
+    assert pingpong_pad(x, 12).flatten().tolist() == [0, 1, 2, 3, 4, 4, 3, 2, 1, 0, 0, 1]
+    assert pingpong_pad(x[:, :, :1], 4).flatten().tolist() == [0, 0, 0, 0]
+
+
+def test_mask_rules():
+    m = torch.tensor([0.0, 128 / 255, 192 / 255, 1.0])
+    assert apply_mask_rule(m, "tri").tolist() == pytest.approx([0, 127 / 255, 1, 1])
+    assert apply_mask_rule(m, "binary").tolist() == [0, 1, 1, 1]
+    with pytest.raises(ValueError):
+        apply_mask_rule(m, "dilated")
+
+
+@pytest.mark.parametrize("t_lat", [1, 2, 6, 7])
+def test_decode_gives_the_reference_frame_count(tiny_model_dir, t_lat):
+    vae = load_vae(resolve_layout(tiny_model_dir), torch.float32)
+    video = decode_latents(vae, torch.randn(1, t_lat, 16, 2, 3, generator=torch.Generator().manual_seed(0)))
+    assert decoded_frames(22) == 85 and decoded_frames(50) == 197
+    assert video.shape == (1, 3, decoded_frames(t_lat), 16, 24)
+    assert 0 <= video.min() and video.max() <= 1
+    # diffusers' own decode batches differently: 4 * T frames for even counts
+    if t_lat % 2 == 0:
+        assert vae.decode(torch.zeros(1, 16, t_lat, 2, 3)).sample.shape[2] != video.shape[2]
+
+
+def _copy_model(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_transformer_loads_48_channels_and_reports_bad_checkpoints(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    layout = resolve_layout(tiny_model_dir)
+    model = load_transformer(layout, 1, torch.device("cpu"), torch.float32)
+    assert model.patch_embed.proj.weight.shape[1] == 48 * 8
+    assert not any(p.is_meta for p in model.parameters())
+
+    root = _copy_model(tiny_model_dir, tmp_path / "m")
+    state = load_file(str(root / "void_pass1.safetensors"))
+    dropped = sorted(state)[0]
+    save_file({k: v for k, v in state.items() if k != dropped}, str(root / "void_pass1.safetensors"))
+    with pytest.raises(WeightsError, match="1 missing keys.*%s" % dropped.replace(".", r"\.")):
+        load_transformer(resolve_layout(root), 1, torch.device("cpu"), torch.float32)
+    save_file(dict(state, extra=torch.zeros(1)), str(root / "void_pass1.safetensors"))
+    with pytest.raises(WeightsError, match="unexpected keys.*extra"):
+        load_transformer(resolve_layout(root), 1, torch.device("cpu"), torch.float32)
+
+
+def test_33_channel_checkpoint_is_adapted():
+    w = torch.randn(5, 33 * 8)
+    out = adapt_patch_embed({"patch_embed.proj.weight": w}, 8)["patch_embed.proj.weight"]
+    assert out.shape == (5, 48 * 8)
+    assert torch.equal(out[:, :128], w[:, :128]) and torch.equal(out[:, 256:], w[:, 136:])
+    assert all(torch.equal(out[:, 128 + 8 * c: 136 + 8 * c], w[:, 128:136]) for c in range(16))
+    with pytest.raises(WeightsError):
+        adapt_patch_embed({"patch_embed.proj.weight": torch.zeros(5, 20 * 8)}, 8)
+
+
+def test_reference_noise_resize_and_aligned_noise():
+    raw = np.random.default_rng(0).standard_normal((72, 60, 90, 16)).astype(np.float16)
+    lat = reference_noise_to_latents(raw, 22, 48, 84)
+    assert lat.shape == (1, 22, 16, 48, 84)
+    assert torch.equal(lat[0, 0, 3], torch.from_numpy(__import__("cv2").resize(raw[0, :, :, 3].astype(np.float32), (84, 48))))
+    assert 0.55 < lat.std() < 0.75  # the reference's bilinear shrink
+    pixel = torch.randn(85, 16, 384, 672, generator=torch.Generator().manual_seed(0))
+    aligned = aligned_noise_to_latents(pixel, 22, 48, 84)
+    assert aligned.shape == (1, 22, 16, 48, 84)
+    assert 0.97 < aligned.std() < 1.03
+
+
+def test_model_dir_check(tiny_model_dir, tmp_path):
+    assert check_model_dir(tiny_model_dir) == []
+    root = _copy_model(tiny_model_dir, tmp_path / "m")
+    (root / "void_pass2.safetensors").unlink()
+    problems = check_model_dir(root)
+    assert len(problems) == 1 and "void_pass2.safetensors" in problems[0] and "void-server download --model-dir" in problems[0]
+    assert check_model_dir(root, passes=1) == []
+    # with real sizes checked, a small file is a truncated download
+    (root / RANDOM_WEIGHTS_MARKER).unlink()
+    assert any("void_pass1.safetensors is truncated" in p for p in check_model_dir(root, passes=1))
+    # the parity fixtures' flat layout is accepted
+    flat = tmp_path / "flat"
+    shutil.copytree(root / "CogVideoX-Fun-V1.5-5b-InP", flat)
+    shutil.copy(root / "void_pass1.safetensors", flat)
+    shutil.copy(tiny_model_dir / "void_pass2.safetensors", flat)
+    assert check_model_dir(flat) == [] and resolve_layout(flat).base == flat
+
+
+def test_download_requests_the_right_files_and_reports_truncation(tmp_path, monkeypatch):
+    import huggingface_hub
+    import torch.hub
+
+    asked = []
+
+    def fake_snapshot(repo_id, local_dir, allow_patterns, token=None):
+        asked.append((repo_id, tuple(allow_patterns)))
+        base = Path(local_dir)
+        for rel in ("transformer/config.json", "vae/config.json", "text_encoder/config.json", "tokenizer/spiece.model",
+                    "scheduler/scheduler_config.json"):
+            (base / rel).parent.mkdir(parents=True, exist_ok=True)
+            (base / rel).write_text("{}")
+        with open(base / "vae" / "diffusion_pytorch_model.safetensors", "wb") as f:
+            f.truncate(MIN_SIZES["vae/diffusion_pytorch_model.safetensors"])
+        with open(base / "text_encoder" / "model.safetensors", "wb") as f:
+            f.truncate(MIN_SIZES["text_encoder"])
+
+    def fake_file(repo_id, filename, local_dir, token=None):
+        asked.append((repo_id, filename))
+        with open(Path(local_dir) / filename, "wb") as f:  # sparse: the size of a complete file, or a torn one
+            f.truncate(MIN_SIZES[filename] if filename.endswith("1.safetensors") else 1000)
+
+    def fake_url(url, dst, hash_prefix=None, progress=True):
+        asked.append((url, hash_prefix))
+        with open(dst, "wb") as f:
+            f.truncate(MIN_SIZES["raft_large_C_T_SKHT_V2-ff5fadd5.pth"])
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_file)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_url)
+    problems = download.run_download(tmp_path, log=lambda s: None)
+    assert asked[0][0] == "alibaba-pai/CogVideoX-Fun-V1.5-5b-InP" and "transformer/config.json" in asked[0][1]
+    assert not any("diffusion_pytorch_model" in p and "transformer" in p for p in asked[0][1])
+    assert asked[1:3] == [("netflix/void-model", "void_pass1.safetensors"), ("netflix/void-model", "void_pass2.safetensors")]
+    assert asked[3] == ("https://download.pytorch.org/models/raft_large_C_T_SKHT_V2-ff5fadd5.pth", "ff5fadd5")
+    assert len(problems) == 1 and "void_pass2.safetensors is truncated" in problems[0]
+    with pytest.raises(ValueError, match="unknown part"):
+        download.run_download(tmp_path, parts=("weights",), log=lambda s: None)
