@@ -71,9 +71,6 @@ def test_reference_noise_small_scale(raft):
     assert np.isfinite(noise).all()
     assert abs(noise.mean()) < 0.03
     assert abs(noise.std() - 1) < 0.05
-    again = reference_warped_noise(video, raft, torch.Generator().manual_seed(42), frames=6, cover_hw=(256, 384),
-                                   frame_scale=0.5, warp_factor=2, latent_factor=8)
-    assert np.array_equal(noise, again)
 
 
 def test_aligned_noise_shape_and_unit_variance(raft):
