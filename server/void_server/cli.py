@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -49,7 +48,7 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
 def config_from(args: argparse.Namespace) -> ServerConfig:
     names = ("host", "port", "data_dir", "model_dir", "token", "memory_mode", "concurrency", "pipeline",
              "allowed_roots", "result_ttl_hours")
-    flags = {n: getattr(args, n) for n in names}  # type: Dict[str, Any]
+    flags: Dict[str, Any] = {n: getattr(args, n) for n in names}
     flags["options"] = dict(args.options)
     return load_config(flags, args.config)
 

@@ -117,7 +117,7 @@ def missing_uploads(spec: JobSpec, files: JobFiles) -> Dict[str, List[str]]:
 def open_inputs(spec: JobSpec, files: JobFiles) -> Dict[InputRole, FrameSource]:
     """Every used input opened (headers read), counts and sizes checked against the plate."""
     frames = frame_numbers(spec)
-    sources = {}  # type: Dict[InputRole, FrameSource]
+    sources: Dict[InputRole, FrameSource] = {}
     for role in used_roles(spec):
         item = spec.inputs[role]
         try:

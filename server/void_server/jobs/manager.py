@@ -24,10 +24,10 @@ class JobManager:
         self.config, self.host = config, host
         self.store = JobStore(config.db_path)
         self.uploads = UploadReceiver()
-        self.live = {}  # type: Dict[str, LiveRun]
+        self.live: Dict[str, LiveRun] = {}
         self.wakeup = threading.Condition()
         self._stop = threading.Event()
-        self._threads = []  # type: List[threading.Thread]
+        self._threads: List[threading.Thread] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def launch(self) -> None:

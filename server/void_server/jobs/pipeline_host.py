@@ -14,8 +14,8 @@ log = logging.getLogger("void_server")
 class PipelineHost:
     def __init__(self, name: str, config: Any) -> None:
         self.name, self.config = name, config
-        self.pipeline = None  # type: Optional[Pipeline]
-        self.problem = None  # type: Optional[str]
+        self.pipeline: Optional[Pipeline] = None
+        self.problem: Optional[str] = None
         self._done = threading.Event()
 
     def load(self) -> None:

@@ -45,9 +45,15 @@ def received(final: Path) -> Tuple[int, bool]:
     return (part.stat().st_size if part.is_file() else 0), False
 
 
+def _write_all(f, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[f.write(view):]  # a raw file may take less than all
+
+
 class UploadReceiver:
     def __init__(self) -> None:
-        self._generation = {}  # type: Dict[Path, int]
+        self._generation: Dict[Path, int] = {}
 
     async def receive(self, final: Path, chunks: AsyncIterator[bytes], content_range: Optional[str],
                       content_length: Optional[str], sha256: Optional[str]) -> Tuple[int, bool, Optional[str]]:
@@ -76,14 +82,14 @@ class UploadReceiver:
         self._generation[final] = generation
         hasher = hashlib.sha256() if start == 0 else None  # hashed on the fly when the whole file comes now
         got = 0
-        with open(part, "ab") as f:
+        with open(part, "ab", buffering=0) as f:  # unbuffered: the size on disk is what a resume can rely on
             try:
                 async for chunk in chunks:
                     if self._generation.get(final) != generation:
                         return f.tell(), False, None  # a newer request for this file took over
                     if expected is not None and got + len(chunk) > expected:
                         raise Invalid("more bytes than Content-Range/Content-Length announced", "Content-Range")
-                    f.write(chunk)
+                    _write_all(f, chunk)
                     got += len(chunk)
                     if hasher is not None:
                         hasher.update(chunk)

@@ -29,9 +29,9 @@ class LiveRun:
         self.cancel = threading.Event()  # the user asked
         self.stopping = threading.Event()  # the server is shutting down: the job resumes on the next start
         self._started = time.monotonic()
-        self._first_fraction = None  # type: Optional[float]
+        self._first_fraction: Optional[float] = None
         self._stored_at = 0.0
-        self._fields = {}  # type: Dict[str, object]
+        self._fields: Dict[str, object] = {}
 
     def should_cancel(self) -> bool:
         return self.cancel.is_set() or self.stopping.is_set()
@@ -86,7 +86,7 @@ class Worker(threading.Thread):
         if (m.store.get(job_id) or {}).get("cancel_requested"):
             live.cancel.set()  # cancelled between being claimed and being registered
         spec, files = m.spec_of(row), m.files(job_id)
-        notes = []  # type: List[str]
+        notes: List[str] = []
         log.info("job %s: attempt %d starts", job_id, row["attempts"])
         try:
             inputs = job_inputs.pipeline_inputs(spec, files, m.config.memory_mode, notes)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -83,7 +83,7 @@ class ExrSequence(_Sequence):
         headers = [self._header(Path(p)) for p in paths]
         super().__init__(paths, frame_numbers, headers[0][0] if headers else (0, 0))
         self.purpose, self.channel = purpose, channel
-        self.names = []  # type: List[List[str]]
+        self.names: List[List[str]] = []
         for path, (size, channels) in zip(self.paths, headers):
             self._check_size(path, *size)
             self.names.append(_pick(channels, purpose, channel, str(path)))
@@ -243,7 +243,7 @@ def open_clip(paths: Sequence[Path], frame_numbers: Sequence[int], purpose: str,
         return VideoClip(paths[0], frame_numbers, purpose, channel)
     if len(kinds) > 1:
         raise MediaError("a sequence mixes file types (%s): use one type per input" % ", ".join(sorted(kinds)))
-    reader = ExrSequence if kinds == {"exr"} else ImageSequence  # type: Callable
+    reader = ExrSequence if kinds == {"exr"} else ImageSequence
     return reader(paths, frame_numbers, purpose, channel)
 
 

@@ -48,8 +48,8 @@ class ExrResultSink:
         self.frame_numbers = list(frame_numbers)
         self.dtype = np.float16 if half_float else np.float32
         self.manifest = dict(manifest)
-        self.size = None  # type: Optional[tuple]
-        self.layers = {}  # type: Dict[str, List[str]]
+        self.size: Optional[tuple] = None
+        self.layers: Dict[str, List[str]] = {}
 
     def write_frame(self, index: int, clean: np.ndarray, quadmask: np.ndarray,
                     layers: Optional[Dict[str, np.ndarray]] = None) -> None:
