@@ -10,7 +10,7 @@ latent grid (variance-preserving), one noise frame per latent frame however long
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import cv2
 import numpy as np
