@@ -181,3 +181,17 @@ def test_download_requests_the_right_files_and_reports_truncation(tmp_path, monk
     assert len(problems) == 1 and "void_pass2.safetensors is truncated" in problems[0]
     with pytest.raises(ValueError, match="unknown part"):
         download.run_download(tmp_path, parts=("weights",), log=lambda s: None)
+
+
+def test_decode_under_accelerate_offload_hooks_matches(tiny_model_dir):
+    """sequential_offload wraps each module's forward; the trailing-latent upsampling patch must still apply."""
+    from accelerate import cpu_offload
+
+    layout = resolve_layout(tiny_model_dir)
+    z = torch.randn(1, 6, 16, 2, 3, generator=torch.Generator().manual_seed(1))
+    plain = decode_latents(load_vae(layout, torch.float32), z)
+    hooked_vae = load_vae(layout, torch.float32)
+    cpu_offload(hooked_vae, execution_device=torch.device("cpu"))
+    hooked = decode_latents(hooked_vae, z)
+    assert hooked.shape == plain.shape == (1, 3, 21, 16, 24)
+    assert torch.allclose(hooked, plain, atol=1e-6)

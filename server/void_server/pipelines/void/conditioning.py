@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ...reasoning.combine import quantise
+from .loading import execution_device
 
 MODEL_SIZE = (384, 672)  # (H, W) the model was trained at
 WINDOW_FRAMES = 85  # one temporal window: 22 latent frames
@@ -117,7 +118,7 @@ def augment_video(video_pm1: torch.Tensor, seed: int, ratio: float = NOISE_AUG_R
 @torch.no_grad()
 def vae_encode(vae, x: torch.Tensor) -> torch.Tensor:
     """(1, 3, T, H, W) -> (1, T_lat, 16, h, w): the distribution's mode times the scaling factor."""
-    lat = vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mode() * vae.config.scaling_factor
+    lat = vae.encode(x.to(execution_device(vae), vae.dtype)).latent_dist.mode() * vae.config.scaling_factor
     return lat.permute(0, 2, 1, 3, 4)
 
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.upsampling import CogVideoXUpsample3D
 
+from .loading import execution_device
+
 
 def decoded_frames(t_lat: int) -> int:
     return 1 + 4 * (t_lat - 1)
@@ -61,7 +63,7 @@ def _single_frame_time_upsampling(decoder: torch.nn.Module) -> Iterator[None]:
 @torch.no_grad()
 def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
     """(B, T_lat, 16, h, w) scaled latents -> (B, 3, 1 + 4 (T_lat - 1), 8h, 8w) float32 in [0, 1]."""
-    z = latents.permute(0, 2, 1, 3, 4).to(vae.device, vae.dtype) / vae.config.scaling_factor
+    z = latents.permute(0, 2, 1, 3, 4).to(execution_device(vae), vae.dtype) / vae.config.scaling_factor
     cache = None
     out = []
     for s, e in decode_chunks(z.shape[2]):

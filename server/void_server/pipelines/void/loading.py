@@ -38,6 +38,15 @@ class WeightsError(RuntimeError):
     """A checkpoint does not fit the model built from the config."""
 
 
+def execution_device(model: torch.nn.Module) -> torch.device:
+    """Where a model computes: accelerate's offload hooks leave parameters on the meta device, so ask the hook."""
+    for m in model.modules():
+        dev = getattr(getattr(m, "_hf_hook", None), "execution_device", None)
+        if dev is not None:
+            return torch.device(dev)
+    return next((p.device for p in model.parameters() if not p.is_meta), torch.device("cpu"))
+
+
 def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 

@@ -5,6 +5,8 @@ from typing import Tuple
 
 import torch
 
+from .loading import execution_device
+
 MAX_TEXT_TOKENS = 226
 
 
@@ -35,5 +37,5 @@ def encode_prompt(
     CogVideoX's T5 is run without an attention mask, so pad tokens are embedded too (the model was trained so).
     """
     ids = tokenize(tokenizer, prompt, max_length)
-    embeds = text_encoder(ids.to(text_encoder.device))[0]
+    embeds = text_encoder(ids.to(execution_device(text_encoder)))[0]
     return ids, embeds.to(device=device, dtype=dtype)
