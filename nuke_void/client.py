@@ -171,6 +171,10 @@ class VoidClient(object):
         # type: (dict) -> dict
         return self._json("POST", "/jobs", json=spec)
 
+    def list_jobs(self):
+        # type: () -> List[dict]
+        return self._json("GET", "/jobs")
+
     def start(self, job_id):
         # type: (str) -> dict
         return self._json("POST", "/jobs/%s/start" % job_id)

@@ -136,16 +136,19 @@ def _version() -> str:
 def cmd_download(args: argparse.Namespace) -> int:
     from .pipelines.void.download import run_download
 
-    model_dir = args.model_dir or load_config({}, args.config).model_dir
-    result = run_download(Path(model_dir).expanduser(), parts=args.parts)
-    return int(result) if isinstance(result, int) else 0
+    model_dir = Path(args.model_dir or load_config({}, args.config).model_dir).expanduser()
+    kwargs = {"parts": args.parts} if args.parts else {}
+    problems = run_download(model_dir, **kwargs) or []
+    for p in problems:
+        print("void-server download: still missing: %s" % p, file=sys.stderr)
+    return 1 if problems else 0
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
     from .pipelines.void.parity import run_parity
 
-    result = run_parity(args.case_dir, args.out)
-    return int(result) if isinstance(result, int) else 0
+    run_parity(args.case_dir, args.out)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     download = sub.add_parser("download", help="fetch the VOID weights into the model directory")
     download.add_argument("--config", type=Path)
     download.add_argument("--model-dir", type=Path)
-    download.add_argument("--parts", nargs="*", default=None, help="only these parts (default: all that are needed)")
+    download.add_argument("--parts", nargs="+", choices=("base", "void", "raft"),
+                          help="only these parts (default: all)")
     download.set_defaults(func=cmd_download)
     parity = sub.add_parser("parity", help="compare this implementation with the reference on a fixture case")
     parity.add_argument("case_dir", type=Path)

@@ -36,6 +36,7 @@ def test_job_end_to_end_exr_plate_png_matte(client, tmp_path):
     assert final["attempts"] == 1
     assert [s["progress"] for s in seen] == sorted(s["progress"] for s in seen)  # never goes backwards
 
+    assert job_id in [j["id"] for j in client.list_jobs()]
     paths = client.download_results(job_id, str(tmp_path / "out"))
     names = sorted(os.path.basename(p) for p in paths)
     assert names == ["clean.1001.exr", "clean.1002.exr", "clean.1003.exr", "manifest.json"]
@@ -81,9 +82,10 @@ def test_cancel_mid_run(client, tmp_path):
     mattes = png_mattes(tmp_path / "in", 1, 2)
     spec = spec_for(plates, mattes, 1, steps_pass1=200)
     job_id = client.submit(spec, {"plate": [str(p) for p in plates], "target": [str(p) for p in mattes]})
-    running = poll(lambda: (lambda s: s if s["stage"] == "pass1" and s["step"] >= 1 else None)(client.status(job_id)),
-                   what="the job to be in pass 1")
-    assert running["state"] == "running" and 0 < running["progress"] < 1
+    running = poll(lambda: (lambda s: s if s["stage"] == "pass1" and s["eta_seconds"] is not None else None)(
+        client.status(job_id)), what="the job to be in pass 1 with an ETA")
+    assert running["state"] == "running" and 0 < running["progress"] < 1 and running["eta_seconds"] > 0
+    assert job_id in client.health()["running"]
     client.cancel(job_id)
     with pytest.raises(JobCancelledError):
         client.wait(job_id, poll=0.05)

@@ -31,6 +31,8 @@ def test_sigkill_mid_job_then_restart_resumes_from_last_stage(tmp_path):
              what="the second job to be in pass 2")
         assert client.status(waiting)["state"] == "queued"
         assert client.status(waiting)["queue_position"] == 1
+        health = client.health()
+        assert health["queue_length"] == 1 and health["running"] == [interrupted]
         server.kill()
 
         server = ServerProcess(data, port=server.port).start()  # no step delay now: the rest runs at once
