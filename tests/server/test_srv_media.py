@@ -66,3 +66,20 @@ def test_sink_writes_channels_layers_and_manifest(tmp_path):
     qm = manifest["layers"]["quadmask"]
     assert np.array_equal(from_regions(ch[qm["remove"]].pixels, ch[qm["overlap"]].pixels, ch[qm["affected"]].pixels), q)
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_exr_data_window_smaller_than_the_format_is_placed_in_it(tmp_path):
+    """Nuke writes a roto's bounding box as the data window; the matte must land where it was drawn."""
+    import OpenEXR
+
+    box = np.ones((3, 4), np.float32)
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage,
+              "displayWindow": (np.array([0, 0], np.int32), np.array([9, 7], np.int32)),
+              "dataWindow": (np.array([5, 2], np.int32), np.array([8, 4], np.int32))}
+    path = tmp_path / "roto.0001.exr"
+    OpenEXR.File(header, {"A": box}).write(str(path))
+    clip = open_clip([path], [1], "matte", "alpha")
+    assert (clip.width, clip.height) == (10, 8)
+    expected = np.zeros((8, 10), np.float32)
+    expected[2:5, 5:9] = 1.0
+    np.testing.assert_array_equal(clip[0][..., 0], expected)

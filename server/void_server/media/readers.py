@@ -79,32 +79,51 @@ class _Sequence:
 
 
 class ExrSequence(_Sequence):
+    """EXR frames sized by their display window; pixels outside the data window (Nuke writes a matte's bounding
+    box, not the whole format) are zero."""
+
     def __init__(self, paths: Sequence[Path], frame_numbers: Sequence[int], purpose: str, channel: str) -> None:
         headers = [self._header(Path(p)) for p in paths]
         super().__init__(paths, frame_numbers, headers[0][0] if headers else (0, 0))
         self.purpose, self.channel = purpose, channel
         self.names: List[List[str]] = []
-        for path, (size, channels) in zip(self.paths, headers):
+        self.windows: List[Tuple[int, int, int, int]] = []
+        for path, (size, channels, window) in zip(self.paths, headers):
             self._check_size(path, *size)
             self.names.append(_pick(channels, purpose, channel, str(path)))
+            self.windows.append(window)
 
     @staticmethod
-    def _header(path: Path) -> Tuple[Tuple[int, int], List[str]]:
+    def _header(path: Path) -> Tuple[Tuple[int, int], List[str], Tuple[int, int, int, int]]:
+        """(display height, width), channel names, data window (x0, y0, x1, y1) relative to the display window."""
         import OpenEXR
 
         try:
             header = OpenEXR.File(str(path), header_only=True).header()
         except Exception as e:  # OpenEXR raises plain RuntimeError for unreadable files
             raise MediaError("%s is not a readable EXR file: %s" % (path, e))
-        lo, hi = header["dataWindow"]
-        return (int(hi[1] - lo[1] + 1), int(hi[0] - lo[0] + 1)), [c.name for c in header["channels"]]
+        (dx0, dy0), (dx1, dy1) = (tuple(int(v) for v in c) for c in header["displayWindow"])
+        (x0, y0), (x1, y1) = (tuple(int(v) for v in c) for c in header["dataWindow"])
+        return (dy1 - dy0 + 1, dx1 - dx0 + 1), [c.name for c in header["channels"]], (x0 - dx0, y0 - dy0, x1 - dx0, y1 - dy0)
+
+    def _place(self, pixels: np.ndarray, window: Tuple[int, int, int, int]) -> np.ndarray:
+        """Data-window pixels -> a display-window plane, zero outside, cropped where the data overhangs."""
+        x0, y0, x1, y1 = window
+        if (x0, y0, x1 + 1, y1 + 1) == (0, 0, self.width, self.height):
+            return pixels
+        out = np.zeros((self.height, self.width), np.float32)
+        sx0, sy0 = max(0, -x0), max(0, -y0)
+        tx0, ty0, tx1, ty1 = max(0, x0), max(0, y0), min(self.width, x1 + 1), min(self.height, y1 + 1)
+        if tx1 > tx0 and ty1 > ty0:
+            out[ty0:ty1, tx0:tx1] = pixels[sy0:sy0 + ty1 - ty0, sx0:sx0 + tx1 - tx0]
+        return out
 
     def __getitem__(self, index: int) -> np.ndarray:
         import OpenEXR
 
         path, names = self.paths[index], self.names[index]
         channels = OpenEXR.File(str(path), separate_channels=True).channels()
-        planes = [np.asarray(channels[n].pixels, dtype=np.float32) for n in names]
+        planes = [self._place(np.asarray(channels[n].pixels, dtype=np.float32), self.windows[index]) for n in names]
         frame = _assemble(planes, names, self.purpose, self.channel)
         if self.purpose == "quadmask" and frame.max() <= 1.0:
             frame = frame * 255.0  # stored normalised (0..1), as Nuke writes an 8-bit-looking matte to EXR
