@@ -64,6 +64,9 @@ class Worker(threading.Thread):
         m = self.manager
         while not m.stopping and not m.host.wait(0.5):
             pass
+        if m.host.problem:  # queued jobs wait (a restart with the problem fixed runs them); say why
+            for job_id in m.store.queued_ids():
+                m.store.update(job_id, message="waiting: this server cannot run jobs: %s" % m.host.problem)
         while not m.stopping:
             row = None if m.host.problem else m.store.claim_next(m.host.name)
             if row is None:
