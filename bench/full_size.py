@@ -1,7 +1,6 @@
 """Full-size VOID models with random weights, built straight on the GPU (no downloads on the device).
 
-The transformer config is CogVideoX-Fun-V1.5-5b-InP's (docs/void-reference-details.md §1) with VOID's 48 input
-channels. Random weights give real speed and memory; their outputs are meaningless, so benchmarks compare variants
+The configs are the real ones (`void_server.pipelines.void.tiny`, "full"). Random weights give real speed and memory; their outputs are meaningless, so benchmarks compare variants
 against each other, never against images.
 """
 from __future__ import annotations
@@ -10,14 +9,11 @@ from typing import Dict, Tuple
 
 import torch
 
-FULL_TRANSFORMER: Dict[str, object] = dict(
-    activation_fn="gelu-approximate", attention_bias=True, attention_head_dim=64, dropout=0.0, flip_sin_to_cos=True,
-    freq_shift=0, in_channels=48, max_text_seq_length=226, norm_elementwise_affine=True, norm_eps=1e-5,
-    num_attention_heads=48, num_layers=42, out_channels=16, patch_bias=False, patch_size=2, patch_size_t=2,
-    sample_frames=85, sample_height=96, sample_width=170, spatial_interpolation_scale=1.875,
-    temporal_compression_ratio=4, temporal_interpolation_scale=1.0, text_embed_dim=4096, time_embed_dim=512,
-    timestep_activation_fn="silu", use_learned_positional_embeddings=False, use_rotary_positional_embeddings=True,
-)
+from void_server.pipelines.void.loading import VOID_IN_CHANNELS
+from void_server.pipelines.void.tiny import TRANSFORMER_CONFIGS
+
+# The base model's config (one source: tiny.py) with VOID's 48 input channels, as the loader builds it.
+FULL_TRANSFORMER: Dict[str, object] = dict(TRANSFORMER_CONFIGS["full"], in_channels=VOID_IN_CHANNELS)
 
 
 def random_init_(model: torch.nn.Module, device: torch.device, dtype: torch.dtype, seed: int) -> torch.nn.Module:

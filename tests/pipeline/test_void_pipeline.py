@@ -120,3 +120,54 @@ def test_single_frame_clip(tiny_model_dir, bigben, tmp_path):
     VoidPipeline.from_config(Config(model_dir=tiny_model_dir)).run(
         _inputs(plate, mask, tmp_path / "job", passes=1), sink, lambda p: None, lambda: False)
     assert list(sink.clean) == [0] and sink.clean[0].shape == plate.shape[1:]
+
+
+class _FakeReasoner:
+    """Stands in for reasoning.auto.AutoReasoner (tested on its own in tests/reasoning): marks a fixed region."""
+
+    def __init__(self):
+        from void_server.reasoning.auto import AutoSettings
+
+        self.settings = AutoSettings()
+        self.unloaded = False
+        self.seen_encoding = None
+
+    def affected(self, plate, target, notes):
+        self.seen_encoding = self.settings.input_encoding
+        out = np.zeros(target.shape, bool)
+        out[:, -20:, -30:] = True
+        notes.append("fake reasoner ran")
+        return out
+
+    def unload(self):
+        self.unloaded = True
+
+
+def _target_inputs(plate, mask, workdir, mask_mode):
+    inputs = _inputs(plate, mask, workdir, passes=1)
+    inputs.settings.mask_mode = mask_mode
+    inputs.target = ArrayFrames((mask == 0).astype(np.float32))
+    return inputs
+
+
+def test_auto_mask_mode_uses_the_reasoner_then_frees_it_in_offload_modes(tiny_model_dir, bigben, tmp_path):
+    plate, mask = bigben
+    reasoner = _FakeReasoner()
+    pipe = VoidPipeline(tiny_model_dir, device="cpu", memory_mode="model_offload", model_size=SIZE,
+                        window_frames=21, reasoner=reasoner)
+    sink = MemorySink()
+    summary = pipe.run(_target_inputs(plate, mask, tmp_path / "job", "auto"), sink, lambda p: None, lambda: False)
+    assert "fake reasoner ran" in summary.notes
+    assert reasoner.seen_encoding == "srgb"  # the job's plate encoding reaches the reasoner
+    assert reasoner.unloaded and pipe.reasoner is None
+    q = sink.quadmask[0]
+    assert (q[-20:, -30:] == 127).any() and set(np.unique(q)) <= {0, 63, 127, 255}
+
+
+def test_auto_mask_mode_without_reasoning_models_says_so_and_removes_the_target(tiny_model_dir, bigben, tmp_path):
+    plate, mask = bigben
+    pipe = VoidPipeline(tiny_model_dir, device="cpu", model_size=SIZE, window_frames=21)
+    sink = MemorySink()
+    summary = pipe.run(_target_inputs(plate, mask, tmp_path / "job", "auto"), sink, lambda p: None, lambda: False)
+    assert any("auto mask mode unavailable" in n and "void-server download" in n for n in summary.notes)
+    assert set(np.unique(sink.quadmask[0])) == {0, 255}

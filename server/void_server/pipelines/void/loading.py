@@ -192,9 +192,15 @@ class Placement:
 class VoidModels:
     """Tokenizer, T5, VAE and the two pass transformers of one model dir, loaded lazily and placed per memory mode."""
 
-    def __init__(self, layout: ModelLayout, device: torch.device, memory_mode: str = "auto") -> None:
+    def __init__(self, layout: ModelLayout, device: torch.device, memory_mode: str = "auto",
+                 compile_blocks: Optional[bool] = None) -> None:
         self.layout = layout
         self.placement = Placement(device, memory_mode)
+        # Block compilation (accel.py) is lossless and 1.38x faster on the GPU; it is skipped where weights are
+        # cast or streamed per layer by hooks (fp8, sequential offload), which would break the compiled graphs.
+        if compile_blocks is None:
+            compile_blocks = device.type == "cuda"
+        self.compile_blocks = bool(compile_blocks) and self.placement.mode in ("gpu", "model_offload")
         self.dtype = self.placement.dtype
         _, self.add_noise = read_transformer_config(layout.base)
         self._vae = None
@@ -223,7 +229,12 @@ class VoidModels:
             if self.placement.mode == "sequential_offload" and self._transformers:
                 self._transformers.clear()  # one transformer's hooks at a time keeps host memory at one copy
             model = load_transformer(self.layout, pass_index, self.placement.load_device, self.dtype)
-            self._transformers[pass_index] = self.placement.prepare(model, is_transformer=True)
+            model = self.placement.prepare(model, is_transformer=True)
+            if self.compile_blocks:
+                from .accel import accelerate_transformer
+
+                accelerate_transformer(model)
+            self._transformers[pass_index] = model
         return self._transformers[pass_index]
 
     def scheduler(self, kind: str):
@@ -235,6 +246,7 @@ class VoidModels:
             "device": str(self.device),
             "dtype": str(self.dtype).replace("torch.", ""),
             "memory_mode": self.placement.mode,
+            "compiled_blocks": self.compile_blocks,
             "loaded": sorted(["vae"] * (self._vae is not None) + ["text_encoder"] * (self._text is not None)
                              + ["transformer_pass%d" % p for p in self._transformers]),
         }

@@ -53,10 +53,10 @@ class VoidPipeline:
 
     def __init__(self, model_dir: Path, device: Optional[str] = None, memory_mode: str = "auto",
                  model_size: Tuple[int, int] = MODEL_SIZE, window_frames: int = WINDOW_FRAMES,
-                 reasoner: Optional[object] = None) -> None:
+                 reasoner: Optional[object] = None, compile_blocks: Optional[bool] = None) -> None:
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.layout = resolve_layout(Path(model_dir))
-        self.models = VoidModels(self.layout, dev, memory_mode)
+        self.models = VoidModels(self.layout, dev, memory_mode, compile_blocks=compile_blocks)
         self.model_size = (int(model_size[0]), int(model_size[1]))
         self.window_frames = int(window_frames)
         self.reasoner = reasoner
@@ -71,12 +71,19 @@ class VoidPipeline:
         problems = check_model_dir(model_dir)
         if problems:
             raise PipelineUnavailable("VOID weights are not usable:\n  " + "\n  ".join(problems))
+        data_dir = getattr(config, "data_dir", None)
+        if data_dir is not None:
+            from .accel import compile_cache_dir
+
+            # Kept across restarts: a warm start skips the block compilation (docs/performance.md).
+            compile_cache_dir(Path(data_dir) / "compile-cache")
         return cls(
             model_dir,
             device=getattr(config, "device", None) or options.get("device"),
             memory_mode=getattr(config, "memory_mode", None) or "auto",
             model_size=tuple(options.get("model_size", MODEL_SIZE)),
             window_frames=int(options.get("window_frames", WINDOW_FRAMES)),
+            compile_blocks=options.get("compile"),
         )
 
     def describe(self) -> Dict[str, object]:
@@ -120,8 +127,33 @@ class VoidPipeline:
 
     def _quadmask(self, inputs: PipelineInputs, notes: List[str], progress: ProgressCallback) -> np.ndarray:
         passes = inputs.settings.passes
-        return build_quadmask(inputs, self.reasoner, notes,
-                              on_frame=lambda i, n: self._report(progress, "quadmask", i + 1, n, passes))
+        reasoner = self._reasoner(inputs.settings, notes)
+        try:
+            return build_quadmask(inputs, reasoner, notes,
+                                  on_frame=lambda i, n: self._report(progress, "quadmask", i + 1, n, passes))
+        finally:
+            # The VLM and SAM2 stay resident only where everything fits ("gpu" mode); else the diffusion passes
+            # get their memory back.
+            if self.reasoner is not None and self.models.placement.mode != "gpu":
+                self.reasoner.unload()
+                self.reasoner = None
+
+    def _reasoner(self, settings: PipelineSettings, notes: List[str]) -> Optional[object]:
+        """The auto mask mode's VLM + SAM2, loaded on first use from the model dir."""
+        if settings.mask_mode != "auto":
+            return None
+        if self.reasoner is None:
+            from ...reasoning.auto import AutoReasoner
+
+            try:
+                self.reasoner = AutoReasoner.from_model_dir(self.layout.root, device=str(self.models.device))
+            except FileNotFoundError as e:
+                notes.append("auto mask mode unavailable: %s" % e)
+                return None
+        settings_of = getattr(self.reasoner, "settings", None)
+        if settings_of is not None:
+            settings_of.input_encoding = settings.input_encoding
+        return self.reasoner
 
     def _model_inputs(self, inputs: PipelineInputs, quadmask: np.ndarray) -> ModelInputs:
         """Plate and quadmask -> model resolution: ROI crop, display-referred colour, area stretch, ping-pong pad."""
