@@ -65,6 +65,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.warning("listening on %s without a token: anyone who can reach this port can run jobs; "
                     "set --token or VOID_TOKEN", config.host)
     config.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock_data_dir(config.data_dir)  # held (open) for the life of the process
     host = PipelineHost(config.pipeline, config)
     if config.pipeline != "testing":
         threading.Thread(target=lambda: importlib.import_module("torch"), daemon=True).start()  # GPU info for health
@@ -72,7 +73,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log.info("VOID server on http://%s:%d/v1, pipeline '%s', data in %s", config.host, config.port, config.pipeline,
              config.data_dir)
     uvicorn.run(create_app(config, host), host=config.host, port=config.port, log_level=args.log_level.lower())
+    lock.close()
     return 0
+
+
+def _lock_data_dir(data_dir: Path):
+    """One server per data dir: two would run the same queued jobs. The OS drops the lock if the process dies."""
+    import fcntl
+
+    f = open(data_dir / "server.lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise ConfigError("another void-server is already using the data dir %s: stop it, or give this one "
+                          "another --data-dir" % data_dir)
+    return f
 
 
 def _check(ok: bool, what: str, fix: str = "") -> bool:

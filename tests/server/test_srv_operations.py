@@ -1,4 +1,4 @@
-"""`void-server doctor` says what to fix; finished jobs expire after the configured TTL."""
+"""Operations: `void-server doctor` says what to fix, finished jobs expire, one server per data dir."""
 from __future__ import annotations
 
 import os
@@ -34,3 +34,11 @@ def test_finished_jobs_expire_after_the_ttl(tmp_path):
     assert manager.store.get(old) is None and not manager.files(old).root.exists()
     assert manager.store.get(recent) is not None and manager.store.get(waiting) is not None
     manager.store.close()
+
+
+def test_a_second_server_on_the_same_data_dir_is_refused(testing_server):
+    r = subprocess.run([sys.executable, "-m", "void_server.cli", "serve", "--pipeline", "testing",
+                        "--data-dir", str(testing_server.data_dir), "--port", "1"], capture_output=True, text=True,
+                       timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 2
+    assert "another void-server is already using the data dir" in r.stderr
