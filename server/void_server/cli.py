@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .config import MEMORY_MODES, PIPELINES, ConfigError, ServerConfig, load_config
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MIN_FREE_DISK_GIB = 50.0  # a 4K, 200-frame job with both passes' checkpoints needs tens of GB
 
 
@@ -41,6 +42,7 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allowed-root", dest="allowed_roots", action="append", type=Path, default=[],
                    help="a folder the server may read shared-path inputs from (repeatable)")
     p.add_argument("--result-ttl-hours", type=float, help="delete finished jobs this long after (0 keeps them)")
+    p.add_argument("--log-level", choices=LOG_LEVELS, default=argparse.SUPPRESS, help="default INFO")
     p.add_argument("--pipeline-option", dest="options", action="append", type=_option, default=[],
                    metavar="KEY=VALUE", help="a pipeline-specific setting (repeatable)")
 
@@ -169,7 +171,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="void-server", description="The VOID for Nuke inference server.")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-level", default="INFO", choices=LOG_LEVELS)
     sub = p.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the HTTP server")
     _config_flags(serve)
