@@ -78,7 +78,7 @@ def stats(latents: np.ndarray) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sample", type=Path, default=Path("/work/shared/fixtures/void-samples/BigBen"))
+    p.add_argument("--sample", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "void-samples" / "BigBen")
     p.add_argument("--raft", type=Path, default=None, help="RAFT weights file; default: OpenCV DIS stand-in")
     p.add_argument("--warp-factor", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)

@@ -14,7 +14,7 @@ import pytest
 
 from void_server.pipelines.testing import FILL
 
-BIGBEN = Path("/work/shared/fixtures/void-samples/BigBen")
+BIGBEN = Path(os.environ["VOID_SHARED_DIR"]) / "fixtures" / "void-samples" / "BigBen"
 SIZE = (96, 64)  # width, height: BigBen (544x360) scaled down
 FRAMES = 4
 

@@ -12,7 +12,7 @@ try:
 except ImportError:  # the client-only install has no torch
     torch = None
 
-SAMPLES = Path(os.environ.get("VOID_SAMPLES_DIR", "/work/shared/fixtures/void-samples"))
+SAMPLES = Path(os.environ["VOID_SHARED_DIR"]) / "fixtures" / "void-samples"
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Parity with the reference implementation on every case under /work/shared/fixtures/parity (README's tolerance)."""
+"""Parity with the reference implementation on every case under the shared fixtures' parity/ (README's tolerance)."""
 from __future__ import annotations
 
 import os
@@ -12,7 +12,7 @@ from safetensors.torch import load_file  # noqa: E402
 
 from void_server.pipelines.void.parity import run_parity  # noqa: E402
 
-PARITY_ROOT = Path(os.environ.get("VOID_PARITY_DIR", "/work/shared/fixtures/parity"))
+PARITY_ROOT = Path(os.environ["VOID_SHARED_DIR"]) / "fixtures" / "parity"
 CASES = sorted(p for p in PARITY_ROOT.glob("*") if (p / "meta.json").is_file()) if PARITY_ROOT.is_dir() else []
 EXACT = {"prompt_input_ids", "pass1/mask", "pass2/mask"}
 MAX_ABS, MAX_REL = 1e-3, 1e-4

@@ -1,4 +1,5 @@
 """The PREVIEW pipeline end to end on a downscaled real sample (BigBen, 544x360), in memory."""
+import os
 from pathlib import Path
 
 import cv2
@@ -10,7 +11,7 @@ from void_server.pipelines.base import JobCancelled, PipelineInputs, PipelineSet
 from void_server.pipelines.preview import FILLED_DONE, PreviewPipeline
 from void_server.reasoning.combine import quantise
 
-SAMPLE = Path("/work/shared/fixtures/void-samples/BigBen")
+SAMPLE = Path(os.environ["VOID_SHARED_DIR"]) / "fixtures" / "void-samples" / "BigBen"
 FRAMES, SIZE = 6, (272, 180)  # every 4th frame, half size
 
 

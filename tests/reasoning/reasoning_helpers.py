@@ -1,11 +1,13 @@
 """Helpers for the reasoning tests: sample decoding and recorded VLM answers."""
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 import numpy as np
 
-SAMPLES = Path("/work/shared/fixtures/void-samples")
+SAMPLES = Path(os.environ["VOID_SHARED_DIR"]) / "fixtures" / "void-samples"
 ANSWERS = Path(__file__).parent / "answers"
 
 

@@ -1,6 +1,6 @@
 """`void-server parity CASE_DIR --out RESULT.safetensors`: run a parity case through our code path.
 
-A case folder (see /work/shared/fixtures/parity/README.md) holds a tiny random-weight model in the real layout,
+A case folder (see the shared fixtures' parity/README.md) holds a tiny random-weight model in the real layout,
 the decoded inputs, the reference's pass-2 raw noise and meta.json; we write the same tensor keys the reference's
 expected.safetensors holds, computed by our pipeline code (float32, CPU unless told otherwise).
 """
