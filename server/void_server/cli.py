@@ -11,7 +11,8 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .config import MEMORY_MODES, PIPELINES, ConfigError, ServerConfig, load_config
+from .auth import TokenTable
+from .config import MEMORY_MODES, PIPELINES, ConfigError, ServerConfig, is_loopback, load_config
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MIN_FREE_DISK_GIB = 50.0  # a 4K, 200-frame job with both passes' checkpoints needs tens of GB
@@ -35,7 +36,16 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, help="default 8765")
     p.add_argument("--data-dir", type=Path, help="jobs, uploads, results and the job database (default ~/.void/data)")
     p.add_argument("--model-dir", type=Path, help="VOID weights (default ~/.void/models)")
-    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (or set VOID_TOKEN)")
+    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (or set VOID_TOKEN, which stays out of "
+                                   "the process list)")
+    p.add_argument("--tokens-file", type=Path, help="one 'USER TOKEN' line per user; each user sees only their jobs")
+    p.add_argument("--insecure", action="store_true", default=None,
+                   help="allow listening on a non-loopback address without any token (trusted networks only)")
+    p.add_argument("--tls-cert", type=Path, help="PEM certificate (chain): serve HTTPS (with --tls-key)")
+    p.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
+    p.add_argument("--max-upload-mb", type=float, help="largest uploaded file, MiB (default 4096)")
+    p.add_argument("--max-frames", type=int, help="most frames per job (default 1000)")
+    p.add_argument("--max-resolution", type=int, help="longest plate side in pixels (default 4096)")
     p.add_argument("--memory-mode", choices=MEMORY_MODES)
     p.add_argument("--concurrency", type=int, help="GPU jobs at once: one per GPU (default 1)")
     p.add_argument("--pipeline", choices=PIPELINES, help="void (default), preview (CPU) or testing")
@@ -49,7 +59,8 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
 
 def config_from(args: argparse.Namespace) -> ServerConfig:
     names = ("host", "port", "data_dir", "model_dir", "token", "memory_mode", "concurrency", "pipeline",
-             "allowed_roots", "result_ttl_hours")
+             "allowed_roots", "result_ttl_hours", "tokens_file", "insecure", "tls_cert", "tls_key", "max_upload_mb",
+             "max_frames", "max_resolution")
     flags: Dict[str, Any] = {n: getattr(args, n) for n in names}
     flags["options"] = dict(args.options)
     return load_config(flags, args.config)
@@ -61,20 +72,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .api.app import create_app
     from .jobs.pipeline_host import PipelineHost
 
-    config = config_from(args)
+    config = config_from(args)  # refuses a non-loopback address without a token unless --insecure
     log = logging.getLogger("void_server")
-    if config.host not in ("127.0.0.1", "localhost", "::1") and not config.token:
-        log.warning("listening on %s without a token: anyone who can reach this port can run jobs; "
-                    "set --token or VOID_TOKEN", config.host)
+    if not is_loopback(config.host) and not config.auth_enabled:
+        log.warning("listening on %s without a token (--insecure): anyone who can reach this port can read and "
+                    "run jobs", config.host)
+    TokenTable.from_config(config)  # a malformed tokens file stops the server here, with its line number
     config.data_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock_data_dir(config.data_dir)  # held (open) for the life of the process
     host = PipelineHost(config.pipeline, config)
     if config.pipeline != "testing":
         threading.Thread(target=lambda: importlib.import_module("torch"), daemon=True).start()  # GPU info for health
     host.start_loading()
-    log.info("VOID server on http://%s:%d/v1, pipeline '%s', data in %s", config.host, config.port, config.pipeline,
-             config.data_dir)
-    uvicorn.run(create_app(config, host), host=config.host, port=config.port, log_level=args.log_level.lower())
+    scheme = "https" if config.tls_cert else "http"
+    log.info("VOID server on %s://%s:%d/v1, pipeline '%s', data in %s, %s", scheme, config.host, config.port,
+             config.pipeline, config.data_dir, "token auth" if config.auth_enabled else "no auth")
+    tls = {"ssl_certfile": str(config.tls_cert), "ssl_keyfile": str(config.tls_key)} if config.tls_cert else {}
+    uvicorn.run(create_app(config, host), host=config.host, port=config.port, log_level=args.log_level.lower(), **tls)
     lock.close()
     return 0
 

@@ -7,6 +7,7 @@ as the testing pipeline's `step_delay`).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 from pathlib import Path
@@ -35,11 +36,21 @@ class ServerConfig:
     allowed_roots: List[Path] = dataclasses.field(default_factory=list)
     result_ttl_hours: float = 7 * 24.0  # finished jobs are deleted this long after they finish; 0 keeps them
     options: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    tokens_file: Optional[Path] = None  # lines "USER TOKEN": one token per user; jobs belong to their user
+    insecure: bool = False  # allow a non-loopback bind without any token (a trusted, isolated network only)
+    tls_cert: Optional[Path] = None  # PEM certificate (chain) and key: the server speaks HTTPS
+    tls_key: Optional[Path] = None
+    max_upload_mb: float = 4096.0  # one uploaded file (a long 8-bit video or one big EXR frame)
+    max_frames: int = 1000
+    max_resolution: int = 4096  # longest side of the plate, in pixels (DCI 4K)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser()
         self.model_dir = Path(self.model_dir).expanduser()
         self.allowed_roots = [Path(p).expanduser() for p in self.allowed_roots]
+        for name in ("tokens_file", "tls_cert", "tls_key"):
+            value = getattr(self, name)
+            setattr(self, name, Path(value).expanduser() if value else None)
         self.validate()
 
     def validate(self) -> None:
@@ -53,6 +64,27 @@ class ServerConfig:
             raise ConfigError("concurrency must be at least 1, not %s" % self.concurrency)
         if float(self.result_ttl_hours) < 0:
             raise ConfigError("result_ttl_hours must be 0 (keep) or more, not %s" % self.result_ttl_hours)
+        for name in ("max_upload_mb", "max_frames", "max_resolution"):
+            if float(getattr(self, name)) <= 0:
+                raise ConfigError("%s must be more than 0, not %s" % (name, getattr(self, name)))
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("TLS needs both tls_cert and tls_key (PEM files), not only one")
+        for name in ("tokens_file", "tls_cert", "tls_key"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ConfigError("%s %s does not exist or is not a file" % (name, path))
+        if not is_loopback(self.host) and not self.token and not self.tokens_file and not self.insecure:
+            raise ConfigError("refusing to listen on %s without a token: anyone who can reach the port could read "
+                              "and run jobs; set --token / VOID_TOKEN or --tokens-file, or pass --insecure on a "
+                              "trusted network" % self.host)
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.token or self.tokens_file)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(float(self.max_upload_mb) * 2**20)
 
     @property
     def db_path(self) -> Path:
@@ -63,11 +95,22 @@ class ServerConfig:
         return self.data_dir / "jobs"
 
 
+def is_loopback(host: str) -> bool:
+    """Only this machine can reach the address (a host name other than localhost counts as reachable)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 FIELDS = {f.name for f in dataclasses.fields(ServerConfig)}
 # Environment variables: VOID_HOST, VOID_PORT, ..., VOID_ALLOWED_ROOTS (os.pathsep-separated).
 ENV_PREFIX = "VOID_"
-_INT = {"port", "concurrency"}
-_FLOAT = {"result_ttl_hours"}
+_INT = {"port", "concurrency", "max_frames", "max_resolution"}
+_FLOAT = {"result_ttl_hours", "max_upload_mb"}
+_BOOL = {"insecure"}
 
 
 def _coerce(name: str, value: Any, where: str) -> Any:
@@ -78,6 +121,10 @@ def _coerce(name: str, value: Any, where: str) -> Any:
             return float(value)
     except (TypeError, ValueError):
         raise ConfigError("%s: %s must be a number, not %r" % (where, name, value))
+    if name in _BOOL and isinstance(value, str):
+        if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+            raise ConfigError("%s: %s must be true or false, not %r" % (where, name, value))
+        return value.lower() in ("1", "true", "yes")
     if name == "allowed_roots":
         if isinstance(value, str):
             return [p for p in value.split(os.pathsep) if p]

@@ -101,18 +101,16 @@ def test_a_file_that_is_not_an_image_is_refused(client, tmp_path):
     assert e.field == "inputs.plate" and "plate.0002.exr is not a readable EXR" in e.message
 
 
-def test_empty_target_fails_the_job_with_the_reason(client, tmp_path):
+@pytest.mark.parametrize("value, words", [(0, "empty on every frame"), (255, "covers the whole frame on every frame")])
+def test_target_empty_or_full_on_every_frame_is_refused_at_start(client, tmp_path, value, words):
     plates = exr_plates(tmp_path, 1, 2)
-    mattes = png_mattes(tmp_path, 1, 2, size=(2, 2))  # writes nothing into a full-size matte below
+    mattes = png_mattes(tmp_path, 1, 2)
     for m in mattes:
-        cv2.imwrite(str(m), np.zeros((H, W), np.uint8))
+        cv2.imwrite(str(m), np.full((H, W), value, np.uint8))
     job = _job_with(client, tmp_path, plates, mattes)
-    client.start(job)
-    from nuke_void.client import JobFailed
-
-    with pytest.raises(JobFailed) as e:
-        client.wait(job, poll=0.05)
-    assert "quadmask" in e.value.message and "target matte is empty" in e.value.message
+    e = _start_error(client, job)
+    assert e.status_code == 422 and e.field == "inputs.target" and words in e.message
+    assert client.status(job)["state"] == "created"  # nothing queued: fix the matte, upload it again, start
 
 
 def test_shared_paths_inside_allowed_roots_only(tmp_path):

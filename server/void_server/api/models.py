@@ -6,12 +6,22 @@ what the client and the Nuke node build against these models, so the two cannot 
 from __future__ import annotations
 
 import enum
+import math
+import re
 from typing import Dict, List, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 API_VERSION = "v1"
 MAX_PROMPT_CHARS = 2000
+MAX_PROMPT_TOKENS = 226  # the T5 text encoder reads this many tokens and silently drops the rest
+_WORD = re.compile(r"\w+")
+_MARK = re.compile(r"[^\w\s]")
+
+
+def prompt_tokens(text: str) -> int:
+    """A tokenizer-free estimate of T5 tokens, on the generous side: a word per 8 letters, each mark, and EOS."""
+    return sum(math.ceil(len(w) / 8.0) for w in _WORD.findall(text)) + len(_MARK.findall(text)) + 1
 
 
 class Strict(BaseModel):
@@ -100,6 +110,9 @@ class JobSpec(Strict):
             raise ValueError("the prompt is empty: describe the clean scene, e.g. 'an empty street at dusk'")
         if len(v) > MAX_PROMPT_CHARS:
             raise ValueError("the prompt is %d characters; the limit is %d" % (len(v), MAX_PROMPT_CHARS))
+        if prompt_tokens(v) > MAX_PROMPT_TOKENS:
+            raise ValueError("the prompt is about %d tokens; the model reads at most %d: shorten it to the clean scene "
+                             "in a sentence or two" % (prompt_tokens(v), MAX_PROMPT_TOKENS))
         return v
 
     @model_validator(mode="after")

@@ -30,6 +30,12 @@ class Invalid(JobError):
     status_code = 422
 
 
+class TooLarge(JobError):
+    """A request body or upload over the server's limit; the message names the limit and its setting."""
+
+    status_code = 413
+
+
 class Unavailable(JobError):
     """The server cannot take jobs (pipeline weights missing); the message says how to fix it."""
 

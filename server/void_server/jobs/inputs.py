@@ -31,6 +31,15 @@ def frame_numbers(spec: JobSpec) -> List[int]:
     return list(range(spec.frames.first, spec.frames.last + 1))
 
 
+MAX_NAME_BYTES = 255  # what Linux file systems take
+
+
+def is_plain_name(name: str) -> bool:
+    """A name that stays a file directly inside its folder: no separators, no '..', no hidden or device names."""
+    return (bool(name) and name == os.path.basename(name) and not name.startswith(".") and "\\" not in name
+            and not any(ord(c) < 32 or ord(c) == 127 for c in name) and len(name.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES)
+
+
 def check_upload_names(spec: JobSpec) -> None:
     """Uploaded names become file names here: plain names only, no duplicates, one type, count = frames."""
     for role, item in spec.inputs.items():
@@ -38,8 +47,9 @@ def check_upload_names(spec: JobSpec) -> None:
             continue
         field = "inputs.%s.files" % role.value
         for name in item.files:
-            if not name or name != os.path.basename(name) or name.startswith(".") or "\\" in name:
-                raise Invalid("'%s' is not a plain file name (no folders, no leading dot)" % name, field)
+            if not is_plain_name(name):
+                raise Invalid("%r is not a plain file name (no folders, no leading dot, no control characters, "
+                              "at most %d bytes)" % (name, MAX_NAME_BYTES), field)
         if len(set(item.files)) != len(item.files):
             raise Invalid("a file name is listed twice", field)
         try:

@@ -4,13 +4,14 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
-from ..api.models import JobSpec, JobState, JobStatus, UploadStatus
+from ..api.models import InputRole, JobSpec, JobState, JobStatus, UploadStatus
 from ..config import ServerConfig
 from ..media.checksums import SUMS_DIR, checksum
 from ..media.sink import MANIFEST
 from . import inputs as job_inputs
+from . import limits
 from .errors import Conflict, NotFound, Unavailable
 from .layout import JobFiles
 from .pipeline_host import PipelineHost
@@ -23,7 +24,7 @@ class JobManager:
     def __init__(self, config: ServerConfig, host: PipelineHost) -> None:
         self.config, self.host = config, host
         self.store = JobStore(config.db_path)
-        self.uploads = UploadReceiver()
+        self.uploads = UploadReceiver(config.max_upload_bytes)
         self.live: Dict[str, LiveRun] = {}
         self.wakeup = threading.Condition()
         self._stop = threading.Event()
@@ -84,9 +85,19 @@ class JobManager:
     def row(self, job_id: str) -> Row:
         row = self.store.get(job_id)
         if row is None:
-            raise NotFound("no job '%s' on this server (finished jobs expire after %g hours)"
-                           % (job_id, self.config.result_ttl_hours), "job_id")
+            raise self._not_found(job_id)
         return row
+
+    def _not_found(self, job_id: str) -> NotFound:
+        return NotFound("no job '%s' on this server (finished jobs expire after %g hours)"
+                        % (job_id, self.config.result_ttl_hours), "job_id")
+
+    def check_access(self, job_id: str, user: Optional[str]) -> None:
+        """Another user's job answers exactly as a missing one: its id tells nothing. A job made while the server
+        ran without tokens has no owner and stays visible to every user."""
+        owner = self.row(job_id)["owner"]
+        if user is not None and owner is not None and owner != user:
+            raise self._not_found(job_id)
 
     @staticmethod
     def spec_of(row: Row) -> JobSpec:
@@ -114,19 +125,20 @@ class JobManager:
             **fields,
         )
 
-    def statuses(self) -> List[JobStatus]:
-        return [self._status(r) for r in self.store.all()]
+    def statuses(self, user: Optional[str] = None) -> List[JobStatus]:
+        return [self._status(r) for r in self.store.all() if user is None or r["owner"] in (None, user)]
 
     def _finish(self, job_id: str, state: JobState, **fields: object) -> None:
         self.store.update(job_id, state=state, finished_at=time.time(), eta_seconds=None, **fields)
 
     # -- jobs --------------------------------------------------------------------------------------------------
-    def create(self, spec: JobSpec) -> JobStatus:
+    def create(self, spec: JobSpec, owner: Optional[str] = None) -> JobStatus:
         if self.host.problem:
             raise Unavailable("this server cannot run jobs: %s" % self.host.problem)
+        limits.check_frame_count(spec, self.config)
         job_inputs.check_upload_names(spec)
         job_inputs.check_path_inputs(spec, self.config.allowed_roots)
-        job_id = self.store.create(spec.model_dump_json(), self.host.name, self.host.label)
+        job_id = self.store.create(spec.model_dump_json(), self.host.name, self.host.label, owner)
         self.files(job_id).create()
         return self.status(job_id)
 
@@ -147,10 +159,14 @@ class JobManager:
                 "%s: %s" % (r, ", ".join(n[:3]) + (" and %d more" % (len(n) - 3) if len(n) > 3 else ""))
                 for r, n in sorted(missing.items())), "inputs.%s" % role, detail=missing)
         sources = job_inputs.open_inputs(spec, files)  # fails now, with the field, rather than in the queue
-        for source in sources.values():
-            close = getattr(source, "close", None)
-            if close:
-                close()
+        try:
+            limits.check_resolution(sources[InputRole.plate], self.config)
+            limits.check_target_coverage(sources)
+        finally:
+            for source in sources.values():
+                close = getattr(source, "close", None)
+                if close:
+                    close()
         self.store.enqueue(job_id)
         self.notify()
         return self.status(job_id)

@@ -36,10 +36,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    finished_at REAL
+    finished_at REAL,
+    owner TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, queue_seq);
 """
+
+# Columns added after the first release: (name -> declaration), appended to older databases on open.
+ADDED_COLUMNS = {"owner": "TEXT"}
 
 Row = Dict[str, Any]
 
@@ -54,6 +58,10 @@ class JobStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # a state change survives a power cut, not just a crash
             self._db.executescript(SCHEMA)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
+            for name, decl in ADDED_COLUMNS.items():  # a data dir from an older server gains them in place
+                if name not in columns:
+                    self._db.execute("ALTER TABLE jobs ADD COLUMN %s %s" % (name, decl))
 
     def close(self) -> None:
         with self._lock:
@@ -68,13 +76,14 @@ class JobStore:
         with self._lock:
             return [_row(r) for r in self._db.execute(sql, args).fetchall()]
 
-    def create(self, spec_json: str, pipeline: str, label: str) -> str:
+    def create(self, spec_json: str, pipeline: str, label: str, owner: Optional[str] = None) -> str:
         job_id = uuid.uuid4().hex[:16]
         now = time.time()
         with self._lock:
             self._db.execute(
-                "INSERT INTO jobs (id, state, pipeline, pipeline_label, spec, created_at, updated_at) VALUES (?,?,?,?,?,?,?)",
-                (job_id, JobState.created.value, pipeline, label, spec_json, now, now),
+                "INSERT INTO jobs (id, state, pipeline, pipeline_label, spec, created_at, updated_at, owner) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (job_id, JobState.created.value, pipeline, label, spec_json, now, now, owner),
             )
         return job_id
 

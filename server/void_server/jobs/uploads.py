@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from ..media.checksums import checksum, forget, remember, sha256_file
-from .errors import Conflict, Invalid
+from .errors import Conflict, Invalid, TooLarge
 
 _RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 
@@ -52,13 +52,21 @@ def _write_all(f, data: bytes) -> None:
 
 
 class UploadReceiver:
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int) -> None:
         self._generation: Dict[Path, int] = {}
+        self.max_bytes = max_bytes
+
+    def _too_large(self, name: str, size: int) -> TooLarge:
+        return TooLarge("%s: %d bytes is over this server's %d MiB limit per file (--max-upload-mb)"
+                        % (name, size, self.max_bytes // 2**20), "Content-Length")
 
     async def receive(self, final: Path, chunks: AsyncIterator[bytes], content_range: Optional[str],
                       content_length: Optional[str], sha256: Optional[str]) -> Tuple[int, bool, Optional[str]]:
         """Append this request's bytes; returns (size, complete, sha256 when complete)."""
         start, expected, total = parse_content_range(content_range, content_length)
+        announced = total if total is not None else (start + expected if expected is not None else 0)
+        if announced > self.max_bytes:
+            raise self._too_large(final.name, announced)
         sha256 = sha256.lower() if sha256 else None
         if final.is_file():
             if sha256 and start == 0 and checksum(final) == sha256:
@@ -89,6 +97,8 @@ class UploadReceiver:
                         return f.tell(), False, None  # a newer request for this file took over
                     if expected is not None and got + len(chunk) > expected:
                         raise Invalid("more bytes than Content-Range/Content-Length announced", "Content-Range")
+                    if start + got + len(chunk) > self.max_bytes:  # a body of unannounced length
+                        raise self._too_large(final.name, start + got + len(chunk))
                     _write_all(f, chunk)
                     got += len(chunk)
                     if hasher is not None:

@@ -1,0 +1,48 @@
+"""What a server takes on: frame count and resolution limits, and target mattes that leave nothing to do.
+
+Each check raises `Invalid` naming the spec field and the setting that would allow more, before the job queues.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from ..api.models import InputRole, JobSpec
+from ..config import ServerConfig
+from ..pipelines.base import FrameSource
+from .errors import Invalid
+
+MATTE_ON = 0.5  # the quadmask's threshold (reasoning.combine): above it a pixel is part of the matte
+
+
+def check_frame_count(spec: JobSpec, config: ServerConfig) -> None:
+    if spec.frames.count > config.max_frames:
+        raise Invalid("%d frames (%d-%d); this server takes at most %d per job (--max-frames): split the shot"
+                      % (spec.frames.count, spec.frames.first, spec.frames.last, config.max_frames), "frames")
+
+
+def check_resolution(plate: FrameSource, config: ServerConfig) -> None:
+    if max(plate.width, plate.height) > config.max_resolution:
+        raise Invalid("the plate is %dx%d; this server takes at most %d pixels on the longest side "
+                      "(--max-resolution): reformat it down, or ask for a larger limit"
+                      % (plate.width, plate.height, config.max_resolution), "inputs.plate")
+
+
+def check_target_coverage(sources: Mapping[InputRole, FrameSource]) -> None:
+    """A target matte empty on every frame leaves nothing to remove; full on every frame leaves nothing to rebuild
+    the shot from. Reads frames only until one shows the matte is neither (usually the first)."""
+    target = sources.get(InputRole.target)
+    if target is None:
+        return
+    any_on = any_off = False
+    for i in range(len(target)):
+        on = np.asarray(target[i])[..., 0] > MATTE_ON
+        any_on, any_off = any_on or bool(on.any()), any_off or bool((~on).any())
+        if any_on and any_off:
+            return
+    if not any_on:
+        raise Invalid("the target matte is empty on every frame: nothing to remove (check the matte channel)",
+                      "inputs.target")
+    raise Invalid("the target matte covers the whole frame on every frame: nothing is left to rebuild the shot "
+                  "from (is the matte inverted?)", "inputs.target")
