@@ -47,10 +47,12 @@ class ServerProcess:
             self.args += ["--pipeline-option", "step_delay=%s" % step_delay]
         self.proc = None  # type: Optional[subprocess.Popen]
         self.log_path = self.data_dir.parent / ("server-%d.log" % self.port)
+        # With TLS the harness trusts the server's own (self-signed) certificate.
+        self.verify = self.args[self.args.index("--tls-cert") + 1] if "--tls-cert" in self.args else True
 
     @property
     def url(self) -> str:
-        return "http://127.0.0.1:%d" % self.port
+        return "%s://127.0.0.1:%d" % ("http" if self.verify is True else "https", self.port)
 
     def start(self, wait_ready: bool = True) -> "ServerProcess":
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
@@ -67,7 +69,7 @@ class ServerProcess:
         if self.proc is not None and self.proc.poll() is not None:
             raise AssertionError("the server exited with %s:\n%s" % (self.proc.returncode, self.read_log()))
         try:
-            r = requests.get(self.url + "/v1/health", timeout=2)
+            r = requests.get(self.url + "/v1/health", timeout=2, verify=self.verify)
         except requests.ConnectionError:
             return None
         body = r.json()
@@ -75,6 +77,15 @@ class ServerProcess:
 
     def read_log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def fd_count(self) -> int:
+        """Open file descriptors of the server process (Linux /proc)."""
+        return len(os.listdir("/proc/%d/fd" % self.proc.pid))
+
+    def rss_mib(self) -> float:
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        return kib / 1024.0
 
     def kill(self) -> None:
         """SIGKILL: no shutdown handler runs, as in a crash or a power cut."""

@@ -34,7 +34,7 @@ def create_app(config: ServerConfig, host: Optional[PipelineHost] = None) -> Fas
 
     app = FastAPI(title="VOID for Nuke server", version=server_version(), lifespan=lifespan)
     app.state.manager = manager
-    app.add_middleware(BodyLimit, upload_cap=config.max_upload_bytes)
+    app.add_middleware(BodyLimit)
     errors.install(app)
     tokens = TokenTable.from_config(config)
 

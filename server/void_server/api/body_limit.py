@@ -1,7 +1,7 @@
-"""A cap on every request body, counted as it streams in, so no request can fill memory or disk past it.
+"""A cap on every JSON request body, counted as it streams in, so no request can fill memory past it.
 
-JSON bodies (job specs) are small; file uploads have their own, larger cap (also enforced per file by
-jobs.uploads). A body whose Content-Length is over the cap is refused before it is read.
+A body whose Content-Length is over the cap is refused before it is read. File uploads stream to disk and have
+their own per-file cap (`--max-upload-mb`), enforced by jobs.uploads with the file's name in the error.
 """
 from __future__ import annotations
 
@@ -22,19 +22,19 @@ def _too_large(cap: int) -> str:
     return "the request body is over this server's limit of %d bytes for this endpoint" % cap
 
 
-class BodyLimit:
-    def __init__(self, app: Any, upload_cap: int) -> None:
-        self.app, self.upload_cap = app, upload_cap
+def is_upload(scope: Scope) -> bool:
+    return scope.get("method") == "PUT" and "/inputs/" in scope.get("path", "")
 
-    def cap_for(self, scope: Scope) -> int:
-        is_upload = scope.get("method") == "PUT" and "/inputs/" in scope.get("path", "")
-        return self.upload_cap if is_upload else MAX_JSON_BODY
+
+class BodyLimit:
+    def __init__(self, app: Any, cap: int = MAX_JSON_BODY) -> None:
+        self.app, self.cap = app, cap
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or is_upload(scope):
             await self.app(scope, receive, send)
             return
-        cap = self.cap_for(scope)
+        cap = self.cap
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > cap:
             await self._refuse(send, cap)

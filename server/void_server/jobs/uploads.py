@@ -57,8 +57,8 @@ class UploadReceiver:
         self.max_bytes = max_bytes
 
     def _too_large(self, name: str, size: int) -> TooLarge:
-        return TooLarge("%s: %d bytes is over this server's %d MiB limit per file (--max-upload-mb)"
-                        % (name, size, self.max_bytes // 2**20), "Content-Length")
+        return TooLarge("%s: %d bytes is over this server's %g MiB limit per file (--max-upload-mb)"
+                        % (name, size, self.max_bytes / 2**20), "Content-Length")
 
     async def receive(self, final: Path, chunks: AsyncIterator[bytes], content_range: Optional[str],
                       content_length: Optional[str], sha256: Optional[str]) -> Tuple[int, bool, Optional[str]]:
