@@ -12,7 +12,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from diffusers.models.embeddings import get_3d_rotary_pos_embed
 
-from ..base import CancelCheck, check_cancel
+from ..base import CancelCheck, JobCancelled
+from .parallel import ParallelPlan, sequence_parallel
 
 WINDOW_LATENTS = 22  # 85 video frames
 OVERLAP_LATENTS = 4  # 16 video frames
@@ -82,9 +83,14 @@ def denoise(
     on_step: Optional[StepCallback] = None,
     should_cancel: Optional[CancelCheck] = None,
     observer: Optional[CallObserver] = None,
+    parallel: Optional[ParallelPlan] = None,
 ) -> torch.Tensor:
     """Denoise `latents` (1, T_lat, 16, h, w) already scaled by init_noise_sigma, conditioned on
-    `inpaint_latents` (1, T_lat, 32, h, w). CFG (guidance > 1) batches [unconditional, conditional]."""
+    `inpaint_latents` (1, T_lat, 32, h, w). CFG (guidance > 1) batches [unconditional, conditional].
+
+    `parallel` (a `parallel.ParallelPlan`, every rank calling with the same inputs) splits the guidance pair, the
+    windows and the video tokens over ranks; every rank returns the same latents as the single-process loop."""
+    plan = parallel or ParallelPlan()
     device, dtype = latents.device, latents.dtype
     t_lat, h, w = latents.shape[1], latents.shape[3], latents.shape[4]
     if t_lat % 2 and (transformer.config.patch_size_t or 1) == 2:
@@ -92,47 +98,59 @@ def denoise(
     cfg = guidance_scale > 1.0
     if cfg and negative_embeds is None:
         raise ValueError("guidance needs negative prompt embeddings")
-    text = torch.cat([negative_embeds, prompt_embeds]) if cfg else prompt_embeds
+    split_cfg = cfg and plan.cfg.size == 2  # this rank computes one half of the pair
+    if split_cfg:
+        text = negative_embeds if plan.cfg.rank == 0 else prompt_embeds
+    else:
+        text = torch.cat([negative_embeds, prompt_embeds]) if cfg else prompt_embeds
     cond = inpaint_latents.to(device, dtype)
     spans = temporal_windows(t_lat, window, overlap)
     ropes = {n: rotary_embedding(transformer, n, h, w, device) for n in {e - b for b, e in spans}}
     weights = [window_weights(b, e, t_lat, overlap).to(device).view(1, -1, 1, 1, 1) for b, e in spans]
+    mine = plan.my_windows(len(spans))
+
+    def predict(x: torch.Tensor, c: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The guided noise prediction for one window."""
+        if cfg and not split_cfg:
+            x, c = torch.cat([x, x]), torch.cat([c, c])
+        timestep = t.expand(x.shape[0])
+        noise_pred = transformer(
+            hidden_states=torch.cat([x, c], dim=2),
+            encoder_hidden_states=text,
+            timestep=timestep,
+            image_rotary_emb=ropes[x.shape[1]],
+            return_dict=False,
+        )[0]
+        if observer is not None:
+            observer({"hidden_states": x, "encoder_hidden_states": text, "timestep": timestep,
+                      "inpaint_latents": c, "output": noise_pred})
+        if split_cfg:
+            noise_pred = torch.cat(plan.cfg.all_gather(noise_pred))  # [uncond, cond] as the batched call gives
+        noise_pred = noise_pred.float()
+        if cfg:
+            uncond, text_cond = noise_pred.chunk(2)
+            noise_pred = uncond + guidance_scale * (text_cond - uncond)
+        return noise_pred
 
     scheduler.set_timesteps(num_steps, device=device)
     timesteps = scheduler.timesteps
-    for i, t in enumerate(timesteps):
-        if should_cancel is not None:
-            check_cancel(should_cancel)
-        canvas = torch.zeros(latents.shape, device=device, dtype=torch.float32) if len(spans) > 1 else None
-        wsum = torch.zeros((1, t_lat, 1, 1, 1), device=device, dtype=torch.float32) if canvas is not None else None
-        for (b, e), wgt in zip(spans, weights):
-            x = latents[:, b:e]
-            c = cond[:, b:e]
-            if cfg:
-                x, c = torch.cat([x, x]), torch.cat([c, c])
-            timestep = t.expand(x.shape[0])
-            noise_pred = transformer(
-                hidden_states=torch.cat([x, c], dim=2),
-                encoder_hidden_states=text,
-                timestep=timestep,
-                image_rotary_emb=ropes[e - b],
-                return_dict=False,
-            )[0]
-            if observer is not None:
-                observer({"hidden_states": x, "encoder_hidden_states": text, "timestep": timestep,
-                          "inpaint_latents": c, "output": noise_pred})
-            noise_pred = noise_pred.float()
-            if cfg:
-                uncond, text_cond = noise_pred.chunk(2)
-                noise_pred = uncond + guidance_scale * (text_cond - uncond)
-            stepped = scheduler.step(noise_pred, t, latents[:, b:e], return_dict=False)[0]
-            if canvas is None:
-                latents = stepped.to(dtype)
-            else:
-                canvas[:, b:e] += stepped.float() * wgt
-                wsum[:, b:e] += wgt
-        if canvas is not None:
-            latents = (canvas / wsum).to(dtype)
-        if on_step is not None:
-            on_step(i + 1, len(timesteps))
+    with sequence_parallel(transformer, plan.sequence):
+        for i, t in enumerate(timesteps):
+            if should_cancel is not None and plan.world.any(should_cancel(), device):  # all ranks stop together
+                raise JobCancelled()
+            stepped = {k: scheduler.step(predict(latents[:, b:e], cond[:, b:e], t), t, latents[:, b:e], return_dict=False)[0]
+                       for k, (b, e) in enumerate(spans) if k in mine}
+            if plan.windows.size > 1:
+                stepped = dict(enumerate(plan.gather_windows(stepped, [e - b for b, e in spans], latents)))
+            if len(spans) == 1:
+                latents = stepped[0].to(dtype)
+            else:  # blended in window order on every rank, so every rank holds the same latents
+                canvas = torch.zeros(latents.shape, device=device, dtype=torch.float32)
+                wsum = torch.zeros((1, t_lat, 1, 1, 1), device=device, dtype=torch.float32)
+                for k, ((b, e), wgt) in enumerate(zip(spans, weights)):
+                    canvas[:, b:e] += stepped[k].float() * wgt
+                    wsum[:, b:e] += wgt
+                latents = (canvas / wsum).to(dtype)
+            if on_step is not None:
+                on_step(i + 1, len(timesteps))
     return latents

@@ -16,6 +16,7 @@ from .conditioning import apply_mask_rule, encode_conditioning
 from .decode import decode_latents
 from .denoise import OVERLAP_LATENTS, WINDOW_LATENTS, CallObserver, StepCallback, denoise
 from .loading import VoidModels
+from .parallel import ParallelPlan
 from .text import encode_prompt
 
 REFERENCE_NEGATIVE_PROMPT = (
@@ -75,8 +76,10 @@ def run_pass(
     on_step: Optional[StepCallback] = None,
     should_cancel: Optional[CancelCheck] = None,
     observer: Optional[CallObserver] = None,
+    parallel: Optional[ParallelPlan] = None,
 ) -> PassResult:
     """video01 (1, 3, T, H, W) in [0, 1] and inverted mask (1, 1, T, H, W), T = 4k + 1 with an even latent count.
+    `parallel` splits the denoising over ranks (every rank runs this with the same inputs; see parallel/).
 
     `initial_noise` (1, T_lat, 16, h, w) replaces the seeded noise (pass 2's warped noise)."""
     vae = models.vae
@@ -95,7 +98,7 @@ def run_pass(
     transformer = models.transformer(cfg.index)
     with models.placement.use(transformer):
         latents = denoise(transformer, scheduler, latents, inpaint, embeds, neg, cfg.guidance, cfg.steps,
-                          window, overlap, on_step, should_cancel, observer)
+                          window, overlap, on_step, should_cancel, observer, parallel)
     with models.placement.use(vae):
         video = decode_latents(vae, latents)
     return PassResult(latents=latents, video=video, noise_augmented_video=augmented)

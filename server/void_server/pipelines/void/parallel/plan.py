@@ -1,0 +1,118 @@
+"""Process groups for one job split over ranks, and the collectives the denoise loop needs."""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+
+
+@dataclasses.dataclass(frozen=True)
+class Axis:
+    """One way of splitting the work: this process's rank along it, how many ranks share it, and their group."""
+
+    rank: int = 0
+    size: int = 1
+    group: Optional[object] = None  # a torch.distributed ProcessGroup when size > 1
+
+    def all_gather(self, t: torch.Tensor) -> List[torch.Tensor]:
+        """Every rank's tensor (all the same shape), in rank order."""
+        if self.size == 1:
+            return [t]
+        t = t.contiguous()
+        out = [torch.empty_like(t) for _ in range(self.size)]
+        dist.all_gather(out, t, group=self.group)
+        return out
+
+    def all_to_all(self, send: Sequence[torch.Tensor], recv_shapes: Sequence[Tuple[int, ...]]) -> List[torch.Tensor]:
+        """send[j] goes to rank j; returns what rank j sent here, shaped recv_shapes[j]. Shapes may differ per rank
+        (uneven token shards), so this goes through one flat all_to_all_single (gloo's list form needs equal sizes)."""
+        if self.size == 1:
+            return [send[0]]
+        flat = torch.cat([t.reshape(-1) for t in send])
+        recv_sizes = [math.prod(s) for s in recv_shapes]
+        out = flat.new_empty(sum(recv_sizes))
+        dist.all_to_all_single(out, flat, recv_sizes, [t.numel() for t in send], group=self.group)
+        return [c.view(s) for c, s in zip(out.split(recv_sizes), recv_shapes)]
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """True on every rank if it is true on one (a cancel must stop all ranks at the same step)."""
+        if self.size == 1:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
+        return bool(t.item())
+
+
+@dataclasses.dataclass(frozen=True)
+class ParallelPlan:
+    cfg: Axis = Axis()
+    windows: Axis = Axis()
+    sequence: Axis = Axis()
+    world: Axis = Axis()  # every rank of the job, for decisions all must share (cancel)
+
+    def my_windows(self, count: int) -> List[int]:
+        return [k for k in range(count) if k % self.windows.size == self.windows.rank]
+
+    def gather_windows(self, mine: Dict[int, torch.Tensor], lengths: Sequence[int], like: torch.Tensor) -> List[torch.Tensor]:
+        """Every window's stepped latents (float32) on every rank. Round r gathers window r*size + j from rank j,
+        zero-padded to the longest window (all_gather needs equal shapes); a rank with no window that round sends
+        zeros. `like` (1, T, C, h, w) gives the other dimensions and the device."""
+        if self.windows.size == 1:
+            return [mine[k].float() for k in range(len(lengths))]
+        size, longest = self.windows.size, max(lengths)
+        out: List[torch.Tensor] = []
+        for first in range(0, len(lengths), size):
+            t = torch.zeros((like.shape[0], longest) + tuple(like.shape[2:]), dtype=torch.float32, device=like.device)
+            k = first + self.windows.rank
+            if k in mine:
+                t[:, : lengths[k]] = mine[k].float()
+            for j, g in enumerate(self.windows.all_gather(t)):
+                if first + j < len(lengths):
+                    out.append(g[:, : lengths[first + j]])
+        return out
+
+
+def _axis_groups(shape: Tuple[int, ...], dim: int) -> List[List[int]]:
+    """Rank lists that differ only along `dim` of the row-major rank grid `shape`."""
+    groups = []
+    others = [range(n) for i, n in enumerate(shape) if i != dim]
+    for fixed in itertools.product(*others):
+        ranks = []
+        for i in range(shape[dim]):
+            coord = list(fixed)
+            coord.insert(dim, i)
+            ranks.append(int(sum(c * math.prod(shape[d + 1:]) for d, c in enumerate(coord))))
+        groups.append(ranks)
+    return groups
+
+
+def make_plan(cfg: int = 1, windows: int = 1, sequence: int = 1) -> ParallelPlan:
+    """Split the initialised default process group (torchrun, or init_process_group) into the three axes.
+    Rank = (cfg_index * windows + window_index) * sequence + sequence_index, so the ranks of one sequence group
+    are neighbours (the same NVLink island on most machines). Every rank must call this with the same degrees."""
+    if cfg not in (1, 2):
+        raise ValueError("the guidance split has exactly two halves: cfg must be 1 or 2, not %d" % cfg)
+    if min(windows, sequence) < 1:
+        raise ValueError("windows and sequence degrees must be at least 1")
+    need = cfg * windows * sequence
+    if need == 1:
+        return ParallelPlan()
+    if not dist.is_initialized():
+        raise RuntimeError("a parallel plan of %d ranks needs torch.distributed initialised (torchrun)" % need)
+    world, rank = dist.get_world_size(), dist.get_rank()
+    if world != need:
+        raise ValueError("cfg %d x windows %d x sequence %d = %d ranks, but the world has %d" % (cfg, windows, sequence, need, world))
+    shape = (cfg, windows, sequence)
+    axes = []
+    for dim, n in enumerate(shape):
+        mine = Axis()
+        for ranks in _axis_groups(shape, dim):  # every rank creates every group, in the same order
+            group = dist.new_group(ranks) if n > 1 else None
+            if rank in ranks and n > 1:
+                mine = Axis(ranks.index(rank), n, group)
+        axes.append(mine)
+    return ParallelPlan(cfg=axes[0], windows=axes[1], sequence=axes[2], world=Axis(rank, world, None))

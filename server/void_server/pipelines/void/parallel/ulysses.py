@@ -1,0 +1,138 @@
+"""Ulysses sequence parallelism for diffusers' CogVideoX transformer (as xDiT does; diffusers 0.42 has no
+context-parallel plan for CogVideoX).
+
+Each rank of the sequence axis holds a contiguous shard of the video tokens through every block; the text tokens
+are replicated. Everything in a CogVideoX block except attention is token-wise (AdaLN-zero norms, the
+feed-forward), so it runs on the shard as it is. Attention needs every token: q, k and v of the shard go through
+one all-to-all that trades heads for sequence (each rank then holds ALL video tokens for heads/P heads), RoPE and
+SDPA run on the full sequence per head group, and a second all-to-all trades back. The text tokens' attention
+output is all-gathered over heads, so the text stream stays identical on every rank.
+
+`sequence_parallel(transformer, axis)` installs the processor and two hooks (shard before the first block, gather
+after the last) for the duration of a `with`, and restores the transformer afterwards.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from ..accel import rope
+from .plan import Axis
+
+
+def shard_sizes(tokens: int, ranks: int) -> List[int]:
+    """Contiguous shard lengths, the first `tokens % ranks` one longer (torch.tensor_split's rule)."""
+    base, extra = divmod(tokens, ranks)
+    return [base + (1 if r < extra else 0) for r in range(ranks)]
+
+
+class _Shards:
+    """The current forward's shard lengths, set by the pre-hook and read by every layer's processor."""
+
+    def __init__(self, axis: Axis) -> None:
+        self.axis = axis
+        self.sizes: List[int] = []
+
+    def start(self, tokens: int) -> Tuple[int, int]:
+        self.sizes = shard_sizes(tokens, self.axis.size)
+        if min(self.sizes) == 0:
+            raise ValueError("%d video tokens cannot be split over %d ranks" % (tokens, self.axis.size))
+        begin = sum(self.sizes[: self.axis.rank])
+        return begin, begin + self.sizes[self.axis.rank]
+
+
+class UlyssesAttnProcessor:
+    """Same math as diffusers' CogVideoXAttnProcessor2_0, over a sharded video sequence."""
+
+    def __init__(self, shards: _Shards) -> None:
+        self.shards = shards
+
+    def __call__(
+        self,
+        attn,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        attention_mask: Optional[torch.Tensor] = None,
+        image_rotary_emb: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        if attention_mask is not None:
+            raise NotImplementedError("CogVideoX runs without an attention mask")
+        axis, sizes = self.shards.axis, self.shards.sizes
+        p, heads = axis.size, attn.heads
+        if heads % p:
+            raise ValueError("%d attention heads cannot be split over %d sequence-parallel ranks" % (heads, p))
+        hp = heads // p
+        text_len, local = encoder_hidden_states.size(1), hidden_states.size(1)
+        x = torch.cat([encoder_hidden_states, hidden_states], dim=1)
+        b = x.shape[0]
+        qkv = torch.stack([attn.to_q(x), attn.to_k(x), attn.to_v(x)]).view(3, b, text_len + local, heads, -1)
+        d = qkv.shape[-1]
+        q, k, v = qkv.unbind(0)
+        # LayerNorm over head_dim: per token and head, so it may run before the exchange
+        q = attn.norm_q(q) if attn.norm_q is not None else q
+        k = attn.norm_k(k) if attn.norm_k is not None else k
+        qkv = torch.stack([q, k, v])
+        text, video = qkv[:, :, :text_len], qkv[:, :, text_len:]
+        my_heads = slice(axis.rank * hp, (axis.rank + 1) * hp)
+        # heads -> sequence: rank j gets this shard's tokens for its heads j*hp..(j+1)*hp
+        parts = axis.all_to_all([video[..., j * hp:(j + 1) * hp, :].contiguous() for j in range(p)],
+                                [(3, b, n, hp, d) for n in sizes])
+        full = torch.cat([text[..., my_heads, :], torch.cat(parts, dim=2)], dim=2).transpose(2, 3)  # (3, b, hp, L+S, d)
+        q, k, v = full.unbind(0)
+        if image_rotary_emb is not None:
+            cos, sin = (t.to(x.device) for t in image_rotary_emb)
+            q = torch.cat([q[:, :, :text_len], rope(q[:, :, text_len:], cos, sin)], dim=2)
+            if not attn.is_cross_attention:
+                k = torch.cat([k[:, :, :text_len], rope(k[:, :, text_len:], cos, sin)], dim=2)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False).transpose(1, 2)  # (b, L+S, hp, d)
+        text_out = torch.cat(axis.all_gather(out[:, :text_len]), dim=2)  # every head of the text tokens
+        # sequence -> heads: rank j gets its shard of the tokens for this rank's heads
+        starts = [sum(sizes[:j]) for j in range(p)]
+        back = axis.all_to_all([out[:, text_len + s:text_len + s + n].contiguous() for s, n in zip(starts, sizes)],
+                               [(b, local, hp, d)] * p)
+        out = torch.cat([text_out, torch.cat(back, dim=2)], dim=1).reshape(b, text_len + local, heads * d)
+        out = attn.to_out[1](attn.to_out[0](out))
+        return out[:, text_len:], out[:, :text_len]
+
+
+@contextlib.contextmanager
+def sequence_parallel(transformer: torch.nn.Module, axis: Axis) -> Iterator[torch.nn.Module]:
+    """Run `transformer` sequence-parallel over `axis` inside the `with`; a no-op for a one-rank axis."""
+    if axis.size == 1:
+        yield transformer
+        return
+    blocks = transformer.transformer_blocks
+    shards = _Shards(axis)
+    processor = UlyssesAttnProcessor(shards)
+    previous = [blk.attn1.processor for blk in blocks]
+
+    def shard(_module, args, kwargs):
+        hidden = kwargs["hidden_states"]
+        begin, end = shards.start(hidden.shape[1])
+        return args, dict(kwargs, hidden_states=hidden[:, begin:end])
+
+    def gather(_module, _args, output):
+        hidden, text = output
+        return _gather(axis, hidden, shards.sizes), text
+
+    hooks = [blocks[0].register_forward_pre_hook(shard, with_kwargs=True), blocks[-1].register_forward_hook(gather)]
+    for blk in blocks:
+        blk.attn1.set_processor(processor)
+    try:
+        yield transformer
+    finally:
+        for h in hooks:
+            h.remove()
+        for blk, proc in zip(blocks, previous):
+            blk.attn1.set_processor(proc)
+
+
+def _gather(axis: Axis, hidden: torch.Tensor, sizes: List[int]) -> torch.Tensor:
+    """all_gather needs equal shapes: pad every shard to the longest, gather, trim."""
+    longest = max(sizes)
+    pad = hidden.new_zeros((hidden.shape[0], longest - hidden.shape[1]) + tuple(hidden.shape[2:]))
+    gathered = axis.all_gather(torch.cat([hidden, pad], dim=1))
+    return torch.cat([g[:, :n] for g, n in zip(gathered, sizes)], dim=1)

@@ -1,0 +1,82 @@
+"""What each spawned rank runs (a module of its own so torch.multiprocessing's spawn can import it)."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Dict, Tuple
+
+import torch
+
+TEXT_LEN = 7
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """A tiny denoising problem: shapes chosen to exercise several windows and uneven token shards."""
+
+    t_lat: int = 6
+    h: int = 8
+    w: int = 12
+    window: int = 22
+    overlap: int = 4
+    guidance: float = 1.0
+    scheduler: str = "ddim"
+    steps: int = 3
+    degrees: Tuple[int, int, int] = (1, 1, 1)  # cfg, windows, sequence
+
+
+def tiny_transformer() -> torch.nn.Module:
+    from diffusers import CogVideoXTransformer3DModel
+
+    from void_server.pipelines.void.tiny import TRANSFORMER_CONFIGS
+
+    torch.manual_seed(0)
+    cfg = dict(TRANSFORMER_CONFIGS["tiny"], in_channels=48)
+    return CogVideoXTransformer3DModel(**cfg).eval()
+
+
+def inputs(case: Case):
+    gen = torch.Generator().manual_seed(1)
+    latents = torch.randn((1, case.t_lat, 16, case.h, case.w), generator=gen)
+    inpaint = torch.randn((1, case.t_lat, 32, case.h, case.w), generator=gen)
+    prompt = torch.randn((1, TEXT_LEN, 32), generator=gen)
+    negative = torch.randn((1, TEXT_LEN, 32), generator=gen)
+    return latents, inpaint, prompt, negative
+
+
+def scheduler(kind: str):
+    from diffusers import CogVideoXDDIMScheduler, DDIMScheduler
+
+    return {"ddim": DDIMScheduler, "cogvideox_ddim": CogVideoXDDIMScheduler}[kind]()
+
+
+def run_case(case: Case, plan=None) -> Tuple[torch.Tensor, dict]:
+    """-> (latents, what the transformer saw: its calls' batch sizes and the video tokens a block got)."""
+    from void_server.pipelines.void.denoise import denoise
+
+    latents, inpaint, prompt, negative = inputs(case)
+    transformer = tiny_transformer()
+    seen = {"batches": [], "block_tokens": []}
+    transformer.register_forward_pre_hook(
+        lambda m, a, kw: seen["batches"].append(kw["hidden_states"].shape[0]), with_kwargs=True)
+    transformer.transformer_blocks[1].register_forward_pre_hook(
+        lambda m, a, kw: seen["block_tokens"].append(kw["hidden_states"].shape[1]), with_kwargs=True)
+    out = denoise(transformer, scheduler(case.scheduler), latents, inpaint, prompt,
+                  negative if case.guidance > 1 else None, case.guidance, case.steps, case.window, case.overlap,
+                  parallel=plan)
+    return out, seen
+
+
+def rank_main(rank: int, world: int, store: str, cases: Dict[str, Case], out_dir: str) -> None:
+    """One rank: join the gloo group, run every case under its plan, save this rank's results."""
+    import torch.distributed as dist
+
+    from void_server.pipelines.void.parallel import make_plan
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method="file://" + store, rank=rank, world_size=world)
+    try:
+        results = {name: run_case(case, make_plan(*case.degrees)) for name, case in cases.items()}
+        torch.save(results, str(Path(out_dir) / ("rank%d.pt" % rank)))
+    finally:
+        dist.destroy_process_group()
