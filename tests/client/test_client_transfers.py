@@ -2,29 +2,19 @@
 from __future__ import annotations
 
 import hashlib
-import socket
 
 import numpy as np
 import pytest
 import requests
 
 from nuke_void.client import VoidError
-from void_test_harness import H, W, poll, spec_for, write_exr, png_mattes
+from void_test_harness import H, W, cut_upload, poll, spec_for, write_exr, png_mattes
 
 
 def _noisy_plate(path):
     """An EXR that does not compress much, so it spans many network chunks."""
     rng = np.random.default_rng(7)
     return write_exr(path, {c: rng.random((H * 8, W * 8), dtype=np.float32) for c in "RGB"})
-
-
-def _cut_upload(url_path, port, payload, total):
-    """Send only `payload` of a `total`-byte PUT and drop the connection, as a dying network would."""
-    s = socket.create_connection(("127.0.0.1", port))
-    head = ("PUT %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
-            "Content-Length: %d\r\nContent-Range: bytes 0-%d/%d\r\n\r\n" % (url_path, total, total - 1, total))
-    s.sendall(head.encode() + payload)
-    return s
 
 
 def test_upload_resumes_after_cut_connection(client, testing_server, tmp_path):
@@ -35,7 +25,7 @@ def test_upload_resumes_after_cut_connection(client, testing_server, tmp_path):
     half = len(data) // 2
     url_path = "/v1/jobs/%s/inputs/plate/%s" % (job, plate.name)
 
-    sock = _cut_upload(url_path, testing_server.port, data[:half], len(data))
+    sock = cut_upload(url_path, testing_server.port, data[:half], len(data))
     got = poll(lambda: (lambda st: st if st["size"] == half else None)(
         requests.get(testing_server.url + url_path).json()), what="the server to store the first half")
     sock.close()

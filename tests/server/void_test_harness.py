@@ -104,6 +104,16 @@ class ServerProcess:
             self.log.close()
 
 
+def cut_upload(url_path: str, port: int, payload: bytes, total: int) -> socket.socket:
+    """Send only `payload` of a `total`-byte PUT and leave the connection hanging, as a dying network would;
+    the caller closes the returned socket."""
+    s = socket.create_connection(("127.0.0.1", port))
+    head = ("PUT %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
+            "Content-Length: %d\r\nContent-Range: bytes 0-%d/%d\r\n\r\n" % (url_path, total, total - 1, total))
+    s.sendall(head.encode() + payload)
+    return s
+
+
 # -- input files -------------------------------------------------------------------------------------------------
 
 H, W = 24, 32

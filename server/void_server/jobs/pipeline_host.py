@@ -1,7 +1,10 @@
 """Loads the server's one pipeline once, in the background, and keeps it resident between jobs."""
 from __future__ import annotations
 
+import dataclasses
+import gc
 import logging
+import sys
 import threading
 from typing import Any, Optional
 
@@ -17,6 +20,7 @@ class PipelineHost:
         self.pipeline: Optional[Pipeline] = None
         self.problem: Optional[str] = None
         self._done = threading.Event()
+        self._reload_lock = threading.Lock()
 
     def load(self) -> None:
         try:
@@ -45,6 +49,19 @@ class PipelineHost:
     @property
     def label(self) -> str:
         return self.pipeline.label if self.pipeline is not None else self.name
+
+    def reload(self, memory_mode: str) -> Pipeline:
+        """The pipeline again in another memory mode (after running out of GPU memory); later jobs keep it."""
+        with self._reload_lock:
+            self.pipeline = None
+            gc.collect()
+            torch = sys.modules.get("torch")
+            if torch is not None and torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            self.config = dataclasses.replace(self.config, memory_mode=memory_mode)
+            self.pipeline = load_pipeline(self.name, self.config)
+            log.warning("pipeline '%s' reloaded with memory mode %s", self.name, memory_mode)
+            return self.pipeline
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         return self._done.wait(timeout)

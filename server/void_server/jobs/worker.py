@@ -1,16 +1,21 @@
 """The worker: takes queued jobs in order, one at a time per worker (one worker per GPU), runs the pipeline."""
 from __future__ import annotations
 
+import errno
 import logging
+import shutil
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional
 
 from ..api.models import JobState
+from ..media.checksums import SUMS_DIR
 from ..media.sequences import MediaError
 from ..media.sink import ExrResultSink
 from ..pipelines.base import JobCancelled, PipelineUnavailable, Progress
 from . import inputs as job_inputs
+from . import oom
 from .errors import JobError
 from .store import Row
 
@@ -19,6 +24,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("void_server")
 STORE_EVERY_S = 1.0  # progress reaches the database at most this often (status reads the live copy)
+
+
+class OutOfGpuMemory(ValueError):
+    """Out of GPU memory in the lowest memory mode; the message says what was tried and what to change."""
+
+
+def discard_partial_results(results: Path, everything: bool = False) -> None:
+    """Remove interrupted writes (*.tmp); with `everything`, the results of a job that will never succeed."""
+    if not results.is_dir():
+        return
+    for p in results.iterdir():
+        if p.is_file() and (everything or p.name.endswith(".tmp")):
+            p.unlink()
+    if everything:
+        shutil.rmtree(results / SUMS_DIR, ignore_errors=True)
 
 
 class LiveRun:
@@ -98,7 +118,8 @@ class Worker(threading.Thread):
             sink = ExrResultSink(files.results, inputs.plate.frame_numbers, spec.output.half_float,
                                  {"job": job_id, "pipeline": pipeline.name, "label": pipeline.label,
                                   "encoding": inputs.settings.input_encoding})
-            summary = pipeline.run(inputs, sink, live.on_progress, live.should_cancel)
+            discard_partial_results(files.results)  # a write cut by a crash left a .tmp
+            summary = self._run_with_memory_fallback(pipeline, inputs, sink, live, notes)
             notes.extend(summary.notes)
             sink.finish(notes)
             m._finish(job_id, JobState.succeeded, progress=1.0, message="done", notes=notes, stage="merge")
@@ -109,6 +130,14 @@ class Worker(threading.Thread):
                 m.store.update(job_id, state=JobState.queued, message="interrupted by a server shutdown: resumes")
         except JobError as e:
             m._finish(job_id, JobState.failed, message="failed", error="%s: %s" % (e.field, e.message) if e.field else e.message)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            m._finish(job_id, JobState.failed, message="failed", notes=notes, error=(
+                "%s: the disk holding the server's data dir is full (%s): free space there, then submit the job again"
+                % (self._stage(live), e.strerror or "no space left on device")))
+        except OutOfGpuMemory as e:
+            m._finish(job_id, JobState.failed, message="failed", notes=notes, error=str(e))
         except (MediaError, ValueError, PipelineUnavailable) as e:
             m._finish(job_id, JobState.failed, message="failed", error="%s: %s" % (self._stage(live), e))
         except Exception as e:
@@ -117,7 +146,32 @@ class Worker(threading.Thread):
                       error="internal error in %s: %s: %s (see the server log)" % (self._stage(live), type(e).__name__, e))
         finally:
             m.live.pop(job_id, None)
+            state = (m.store.get(job_id) or {}).get("state")
+            if state in (JobState.failed.value, JobState.cancelled.value):
+                discard_partial_results(files.results, everything=True)  # nothing half-written is ever served
             log.info("job %s: %s", job_id, (m.store.get(job_id) or {}).get("state"))
+
+    def _run_with_memory_fallback(self, pipeline, inputs, sink, live: LiveRun, notes: List[str]):
+        """Out of GPU memory: reload the pipeline in the next lower memory mode and run again from the last
+        finished stage's checkpoint; with no lower mode left, fail saying what was tried."""
+        m = self.manager
+        while True:
+            try:
+                return pipeline.run(inputs, sink, live.on_progress, live.should_cancel)
+            except Exception as e:
+                if not oom.is_out_of_memory(e):
+                    raise
+                mode = oom.current_mode(pipeline, m.host.config.memory_mode)
+                lower, stage = oom.next_mode(mode), self._stage(live)
+                if lower is None:
+                    raise OutOfGpuMemory("%s: out of GPU memory even in memory mode %s (%s): use a shorter frame "
+                                         "range or a smaller model size, or free the GPU" % (stage, mode, e))
+                notes.append("%s: out of GPU memory in memory mode %s: retried from the last finished stage in %s"
+                             % (stage, mode, lower))
+                m.store.update(live.job_id, notes=notes, message="out of GPU memory: retrying in %s" % lower)
+                log.warning("job %s: %s", live.job_id, notes[-1])
+                pipeline = m.host.reload(lower)
+                inputs.settings.memory_mode = lower
 
     @staticmethod
     def _stage(live: LiveRun) -> str:

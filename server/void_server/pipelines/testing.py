@@ -3,10 +3,14 @@
 The clean plate is the plate with the remove region (remove + overlap) filled with FILL; the pass-1 layer fills
 it with PASS1_FILL. Every stage leaves a `<stage>.done` checkpoint in the workdir and appends its name to
 `testing-stages.log` each time it actually runs, so a test can see a restarted job skip finished stages.
-`config.options["step_delay"]` (seconds) slows each fake step so tests can catch a job mid-run.
+`config.options["step_delay"]` (seconds) slows each fake step and each merged frame so tests can catch a job
+mid-run. Fault injection, for the reliability tests:
+- `oom_modes`: memory modes (e.g. ["gpu", "model_offload"]) in which pass 1 raises torch's CUDA OutOfMemoryError;
+- `disk_full_at_frame`: the merge raises OSError(ENOSPC) instead of writing this frame (0-based), as a full disk.
 """
 from __future__ import annotations
 
+import errno
 import time
 from pathlib import Path
 from typing import Any, Dict, List
@@ -42,9 +46,19 @@ class TestingPipeline:
     def __init__(self, config: Any) -> None:
         options = getattr(config, "options", None) or {}
         self.step_delay = float(options.get("step_delay", 0.0))
+        mode = str(getattr(config, "memory_mode", "auto"))
+        self.memory_mode = "gpu" if mode == "auto" else mode  # what auto picks on a GPU with room
+        self.oom_modes = list(options.get("oom_modes") or [])
+        disk_full = options.get("disk_full_at_frame")
+        self.disk_full_at_frame = None if disk_full is None else int(disk_full)
 
     def describe(self) -> Dict[str, object]:
-        return {"pipeline": self.name, "models": [], "step_delay": self.step_delay}
+        return {"pipeline": self.name, "models": [], "step_delay": self.step_delay, "memory_mode": self.memory_mode}
+
+    def _out_of_memory(self) -> Exception:
+        import torch  # only the OOM test pays for the import
+
+        return torch.cuda.OutOfMemoryError("CUDA out of memory (testing pipeline, memory mode %s)" % self.memory_mode)
 
     def run(self, inputs: PipelineInputs, sink: ResultSink, progress: ProgressCallback,
             should_cancel: CancelCheck) -> RunSummary:
@@ -70,6 +84,8 @@ class TestingPipeline:
                     if self.step_delay:
                         time.sleep(self.step_delay)
                     report(stage, step, total)
+                    if stage == "pass1" and self.memory_mode in self.oom_modes:
+                        raise self._out_of_memory()  # after the first step, as a real OOM comes mid-stage
                 (work / (stage + ".done")).touch()
 
         begin("quadmask")  # logs only: build_quadmask keeps (and skips on) its own quadmask.done checkpoint
@@ -80,6 +96,10 @@ class TestingPipeline:
         if begin("merge"):
             for i in range(n):
                 check_cancel(should_cancel)
+                if self.step_delay:
+                    time.sleep(self.step_delay)
+                if i == self.disk_full_at_frame:
+                    raise OSError(errno.ENOSPC, "No space left on device", str(sink))
                 q = np.asarray(quadmask[i])
                 plate = inputs.plate[i]
                 layers = {"pass1": filled(plate, q, PASS1_FILL)} if s.passes == 2 and s.keep_pass1 else None
