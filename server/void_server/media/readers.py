@@ -122,7 +122,10 @@ class ExrSequence(_Sequence):
         import OpenEXR
 
         path, names = self.paths[index], self.names[index]
-        channels = OpenEXR.File(str(path), separate_channels=True).channels()
+        try:
+            channels = OpenEXR.File(str(path), separate_channels=True).channels()
+        except Exception as e:  # a header that reads but pixels that do not: truncated or corrupt
+            raise MediaError("%s: the pixels cannot be read (truncated or corrupt EXR?): %s" % (path, e))
         planes = [self._place(np.asarray(channels[n].pixels, dtype=np.float32), self.windows[index]) for n in names]
         frame = _assemble(planes, names, self.purpose, self.channel)
         if self.purpose == "quadmask" and frame.max() <= 1.0:
