@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .auth import TokenTable
-from .config import MEMORY_MODES, PIPELINES, ConfigError, ServerConfig, is_loopback, load_config
+from .config import CLUSTER_STORAGES, MEMORY_MODES, PIPELINES, ConfigError, ServerConfig, is_loopback, load_config
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MIN_FREE_DISK_GIB = 50.0  # a 4K, 200-frame job with both passes' checkpoints needs tens of GB
@@ -43,6 +43,12 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
                    help="allow listening on a non-loopback address without any token (trusted networks only)")
     p.add_argument("--tls-cert", type=Path, help="PEM certificate (chain): serve HTTPS (with --tls-key)")
     p.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
+    p.add_argument("--cluster", metavar="ADDRESS", help="run jobs on a Ray cluster: 'auto' (this machine is in one), "
+                   "HOST:PORT or ray://HOST:PORT (docs/cluster.md)")
+    p.add_argument("--cluster-storage", choices=CLUSTER_STORAGES,
+                   help="how workers get inputs and return results: shared (DATA_DIR on storage every machine "
+                   "mounts, default) or object_store (through Ray)")
+    p.add_argument("--cluster-resource", help="the Ray resource a worker takes one of (default GPU)")
     p.add_argument("--max-upload-mb", type=float, help="largest uploaded file, MiB (default 4096)")
     p.add_argument("--max-frames", type=int, help="most frames per job (default 1000)")
     p.add_argument("--max-resolution", type=int, help="longest plate side in pixels (default 4096)")
@@ -60,7 +66,7 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
 def config_from(args: argparse.Namespace) -> ServerConfig:
     names = ("host", "port", "data_dir", "model_dir", "token", "memory_mode", "concurrency", "pipeline",
              "allowed_roots", "result_ttl_hours", "tokens_file", "insecure", "tls_cert", "tls_key", "max_upload_mb",
-             "max_frames", "max_resolution")
+             "max_frames", "max_resolution", "cluster", "cluster_storage", "cluster_resource")
     flags: Dict[str, Any] = {n: getattr(args, n) for n in names}
     flags["options"] = dict(args.options)
     return load_config(flags, args.config)
@@ -80,8 +86,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     TokenTable.from_config(config)  # a malformed tokens file stops the server here, with its line number
     config.data_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock_data_dir(config.data_dir)  # held (open) for the life of the process
-    host = PipelineHost(config.pipeline, config)
-    if config.pipeline != "testing":
+    if config.cluster:
+        from .cluster.pool import ClusterHost
+
+        host = ClusterHost(config)  # the pipeline lives on the cluster's workers, not here
+    else:
+        host = PipelineHost(config.pipeline, config)
+    if config.pipeline != "testing" and not config.cluster:
         threading.Thread(target=lambda: importlib.import_module("torch"), daemon=True).start()  # GPU info for health
     host.start_loading()
     scheme = "https" if config.tls_cert else "http"

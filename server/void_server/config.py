@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 PIPELINES = ("void", "preview", "testing")
+CLUSTER_STORAGES = ("shared", "object_store")
 MEMORY_MODES = ("auto", "gpu", "model_offload", "sequential_offload", "fp8")
 
 
@@ -43,6 +44,9 @@ class ServerConfig:
     max_upload_mb: float = 4096.0  # one uploaded file (a long 8-bit video or one big EXR frame)
     max_frames: int = 1000
     max_resolution: int = 4096  # longest side of the plate, in pixels (DCI 4K)
+    cluster: Optional[str] = None  # Ray address ("auto", "HOST:PORT", "ray://HOST:PORT"): run jobs on the cluster
+    cluster_storage: str = "shared"  # "shared" (DATA_DIR mounted on every worker) or "object_store"
+    cluster_resource: str = "GPU"  # the Ray resource one worker takes a unit of (a custom one for CPU tests)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser()
@@ -67,6 +71,8 @@ class ServerConfig:
         for name in ("max_upload_mb", "max_frames", "max_resolution"):
             if float(getattr(self, name)) <= 0:
                 raise ConfigError("%s must be more than 0, not %s" % (name, getattr(self, name)))
+        if self.cluster_storage not in CLUSTER_STORAGES:
+            raise ConfigError("cluster_storage '%s' is not one of %s" % (self.cluster_storage, ", ".join(CLUSTER_STORAGES)))
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("TLS needs both tls_cert and tls_key (PEM files), not only one")
         for name in ("tokens_file", "tls_cert", "tls_key"):

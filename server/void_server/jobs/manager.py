@@ -35,8 +35,9 @@ class JobManager:
         """Recover after a restart, expire old jobs, start the workers."""
         self.recover()
         self.expire()
-        for i in range(self.config.concurrency):
-            self._threads.append(Worker(self, i))
+        cluster_workers = getattr(self.host, "workers", None)  # a cluster host brings one worker per remote GPU
+        self._threads.extend(cluster_workers(self) if cluster_workers else
+                             [Worker(self, i) for i in range(self.config.concurrency)])
         self._threads.append(threading.Thread(target=self._janitor, name="job-expiry", daemon=True))
         for t in self._threads:
             t.start()

@@ -3,20 +3,16 @@ from __future__ import annotations
 
 import errno
 import logging
-import shutil
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional
 
 from ..api.models import JobState
-from ..media.checksums import SUMS_DIR
 from ..media.sequences import MediaError
-from ..media.sink import ExrResultSink
 from ..pipelines.base import JobCancelled, PipelineUnavailable, Progress
-from . import inputs as job_inputs
 from . import oom
 from .errors import JobError
+from .executor import Executor, WorkerLost, discard_partial_results, run_pipeline
 from .store import Row
 
 if TYPE_CHECKING:
@@ -28,17 +24,6 @@ STORE_EVERY_S = 1.0  # progress reaches the database at most this often (status 
 
 class OutOfGpuMemory(ValueError):
     """Out of GPU memory in the lowest memory mode; the message says what was tried and what to change."""
-
-
-def discard_partial_results(results: Path, everything: bool = False) -> None:
-    """Remove interrupted writes (*.tmp); with `everything`, the results of a job that will never succeed."""
-    if not results.is_dir():
-        return
-    for p in results.iterdir():
-        if p.is_file() and (everything or p.name.endswith(".tmp")):
-            p.unlink()
-    if everything:
-        shutil.rmtree(results / SUMS_DIR, ignore_errors=True)
 
 
 class LiveRun:
@@ -76,9 +61,10 @@ class LiveRun:
 
 
 class Worker(threading.Thread):
-    def __init__(self, manager: "JobManager", index: int) -> None:
+    def __init__(self, manager: "JobManager", index: int, executor: Optional[Executor] = None) -> None:
         super().__init__(name="job-worker-%d" % index, daemon=True)
         self.manager = manager
+        self.executor = executor  # None: the pipeline runs in this process; else e.g. on a Ray GPU worker
 
     def run(self) -> None:
         m = self.manager
@@ -87,7 +73,7 @@ class Worker(threading.Thread):
         if m.host.problem:  # queued jobs wait (a restart with the problem fixed runs them); say why
             for job_id in m.store.queued_ids():
                 m.store.update(job_id, message="waiting: this server cannot run jobs: %s" % m.host.problem)
-        while not m.stopping:
+        while not m.stopping and (self.executor is None or self.executor.alive):
             row = None if m.host.problem else m.store.claim_next(m.host.name)
             if row is None:
                 with m.wakeup:
@@ -112,22 +98,26 @@ class Worker(threading.Thread):
         notes: List[str] = []
         log.info("job %s: attempt %d starts", job_id, row["attempts"])
         try:
-            inputs = job_inputs.pipeline_inputs(spec, files, m.config.memory_mode, notes)
-            pipeline = m.host.pipeline
-            assert pipeline is not None
-            sink = ExrResultSink(files.results, inputs.plate.frame_numbers, spec.output.half_float,
-                                 {"job": job_id, "pipeline": pipeline.name, "label": pipeline.label,
-                                  "encoding": inputs.settings.input_encoding})
-            discard_partial_results(files.results)  # a write cut by a crash left a .tmp
-            summary = self._run_with_memory_fallback(pipeline, inputs, sink, live, notes)
-            notes.extend(summary.notes)
-            sink.finish(notes)
+            if self.executor is not None:
+                self.executor.execute(job_id, spec, files, live, notes)
+            else:
+                assert m.host.pipeline is not None
+                run_pipeline(m.host.pipeline, job_id, spec, files, m.config.memory_mode, live.on_progress,
+                             live.should_cancel, notes,
+                             run=lambda p, inputs, sink: self._run_with_memory_fallback(p, inputs, sink, live, notes))
             m._finish(job_id, JobState.succeeded, progress=1.0, message="done", notes=notes, stage="merge")
         except JobCancelled:
             if live.cancel.is_set():
                 m._finish(job_id, JobState.cancelled, message="cancelled")
             else:
                 m.store.update(job_id, state=JobState.queued, message="interrupted by a server shutdown: resumes")
+        except WorkerLost as e:  # the job goes back to the queue (it keeps its place) and runs on another worker
+            if live.cancel.is_set():
+                m._finish(job_id, JobState.cancelled, message="cancelled")
+                return
+            retry = "retried: %s; attempt %d goes to another worker" % (e, row["attempts"] + 1)
+            log.warning("job %s: %s", job_id, retry)
+            m.store.update(job_id, state=JobState.queued, message=retry, notes=notes + [retry])
         except JobError as e:
             m._finish(job_id, JobState.failed, message="failed", error="%s: %s" % (e.field, e.message) if e.field else e.message)
         except OSError as e:

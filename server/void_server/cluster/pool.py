@@ -1,0 +1,157 @@
+"""ClusterHost: stands where the single-machine PipelineHost stands (the API and job manager use either), connects
+to Ray and keeps one GpuWorker actor per free GPU slot of the cluster, each served by one worker thread of the
+job manager (the same queue order as the single-machine server: a worker thread claims the next job only while its
+GPU is idle). Machines joining add actors; an actor or machine lost ends its thread and its job is queued again."""
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from typing import Any, Dict, List, Optional
+
+from . import import_ray
+from .actor import GpuWorker
+from .executor import RayExecutor
+from .transport import STORAGES
+
+log = logging.getLogger("void_server")
+SCAN_S = 1.0  # how often the pool looks for new GPU capacity and dead workers
+START_TIMEOUT_S = 600.0  # loading the VOID models on a worker takes about a minute; a stuck start is dropped
+
+
+class ClusterView:
+    """What /v1/health shows as the pipeline's description: every worker, its machine, GPU and job."""
+
+    def __init__(self, host: "ClusterHost") -> None:
+        self.host = host
+        self.name = host.name
+
+    @property
+    def label(self) -> str:
+        return self.host.label
+
+    def describe(self) -> Dict[str, object]:
+        return {"cluster": self.host.address, "storage": self.host.storage, "resource": self.host.resource,
+                "workers": self.host.workers_info()}
+
+
+class ClusterHost:
+    def __init__(self, config: Any) -> None:
+        if config.cluster_storage not in STORAGES:
+            raise ValueError("cluster storage %r is not one of %s" % (config.cluster_storage, ", ".join(STORAGES)))
+        self.config, self.name = config, config.pipeline
+        self.address = config.cluster
+        self.storage, self.resource = config.cluster_storage, config.cluster_resource
+        self.problem: Optional[str] = None
+        self.pipeline: Optional[ClusterView] = None
+        self._label: Optional[str] = None
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._executors: Dict[str, RayExecutor] = {}
+        self._starting: Dict[str, Any] = {}
+        self.ray = None
+        self._connecting = False
+
+    # -- the PipelineHost interface ------------------------------------------------------------------------------
+    def load(self) -> None:
+        try:
+            self.ray = import_ray()
+            address = None if self.address in ("local",) else self.address
+            self.ray.init(address=address, namespace="void", log_to_driver=False, ignore_reinit_error=True)
+            self.pipeline = ClusterView(self)
+            log.info("connected to the Ray cluster at %s: %s", self.address, self.ray.cluster_resources())
+        except Exception as e:
+            self.problem = "cannot use the Ray cluster at %s: %s: %s" % (self.address, type(e).__name__, e)
+            log.error(self.problem)
+        self._done.set()
+
+    def start_loading(self) -> None:
+        with self._lock:  # the CLI and the app's start-up may both ask; connect once
+            if self._connecting:
+                return
+            self._connecting = True
+        threading.Thread(target=self.load, name="cluster-connect", daemon=True).start()
+
+    @property
+    def loading(self) -> bool:
+        return not self._done.is_set()
+
+    @property
+    def ready(self) -> bool:
+        return self.pipeline is not None
+
+    @property
+    def label(self) -> str:
+        return self._label or self.name
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        return self._done.wait(timeout)
+
+    def workers(self, manager) -> List[threading.Thread]:
+        """The job manager's threads in cluster mode: the pool keeper, which starts one worker thread per actor."""
+        return [threading.Thread(target=self._keep_pool, args=(manager,), name="cluster-pool", daemon=True)]
+
+    # -- the pool ------------------------------------------------------------------------------------------------
+    def workers_info(self) -> List[Dict[str, object]]:
+        with self._lock:
+            out = [dict(e.info, job=e.job, state="running" if e.job else "idle") for e in self._executors.values()]
+            out += [{"worker": w, "state": "starting"} for w in self._starting]
+        return out
+
+    def _slots(self) -> int:
+        return int(self.ray.cluster_resources().get(self.resource, 0))
+
+    def _keep_pool(self, manager) -> None:
+        self.wait()
+        while self.problem is None and not manager.stopping:
+            try:
+                with self._lock:
+                    for wid in [w for w, e in self._executors.items() if not e.alive]:
+                        log.warning("worker %s is gone", wid)
+                        del self._executors[wid]
+                    missing = self._slots() - len(self._executors) - len(self._starting)
+                for _ in range(max(0, missing)):
+                    self._start_worker(manager)
+                for e in list(self._executors.values()):
+                    if e.job is None and e.alive:
+                        e.check()  # notices a lost idle worker, refreshes what health shows
+            except Exception:
+                log.exception("cluster pool")
+            with manager.wakeup:
+                manager.wakeup.wait(SCAN_S)
+
+    def _actor_options(self) -> Dict[str, Any]:
+        need = {"num_gpus": 1} if self.resource == "GPU" else {"resources": {self.resource: 1}}
+        # threads: run, plus progress/cancel/describe calls while it runs; no restarts (the job is retried instead)
+        return dict(need, num_cpus=0, max_concurrency=4, max_restarts=0)
+
+    def _start_worker(self, manager) -> None:
+        wid = "w-" + uuid.uuid4().hex[:8]
+        actor = self.ray.remote(GpuWorker).options(name="void-" + wid, **self._actor_options()).remote(
+            wid, self.name, self.config)
+        with self._lock:
+            self._starting[wid] = actor
+        threading.Thread(target=self._await_start, args=(manager, wid, actor), name="start-" + wid, daemon=True).start()
+
+    def _await_start(self, manager, wid: str, actor) -> None:
+        from ..jobs.worker import Worker
+
+        try:
+            info = self.ray.get(actor.describe.remote(), timeout=START_TIMEOUT_S)
+        except Exception as e:
+            log.error("worker %s did not start: %s: %s", wid, type(e).__name__, e)
+            self.ray.kill(actor)
+            with self._lock:
+                self._starting.pop(wid, None)
+            return
+        executor = RayExecutor(actor, info, self.storage, self.config.jobs_dir)
+        with self._lock:
+            self._starting.pop(wid, None)
+            self._executors[wid] = executor
+            self._label = self._label or str(info.get("label"))
+        if info.get("problem"):
+            log.error("worker %s on %s cannot run jobs: %s", wid, info.get("host"), info["problem"])
+            return  # kept (it holds its GPU slot and shows in health) but given no jobs
+        log.info("worker %s ready on %s (GPU %s)", wid, info.get("host"), ",".join(info.get("gpus") or []) or "-")
+        Worker(manager, len(self._executors), executor=executor).start()
+        manager.notify()
