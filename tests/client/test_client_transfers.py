@@ -107,3 +107,32 @@ def test_download_resumes_from_a_partial_file(client, tmp_path):
     assert (out / "clean.0001.exr").read_bytes() == whole
     assert hashlib.sha256(whole).hexdigest() == info["sha256"]
     assert not (out / "clean.0001.exr.part").exists()
+
+
+def test_download_cut_mid_stream_resumes_with_a_range(client, tmp_path):
+    """The connection drops after part of the body: the client keeps the .part and asks for the rest."""
+    plate = _noisy_plate(tmp_path / "plate.0001.exr")
+    matte = png_mattes(tmp_path, 1, 1, size=(H * 8, W * 8))[0]
+    job = client.submit(spec_for([plate], [matte], 1, passes=1, steps_pass1=1),
+                        {"plate": [str(plate)], "target": [str(matte)]})
+    client.wait(job, poll=0.05)
+    ranges, real_get = [], client.session.get
+
+    def cutting_get(url, **kwargs):
+        ranges.append((kwargs.get("headers") or {}).get("Range"))
+        r = real_get(url, **kwargs)
+        if len(ranges) == 1:  # the first transfer dies after 1000 bytes
+            body = r.iter_content
+
+            def cut(chunk_size=1):
+                yield next(body(1000))
+                raise requests.exceptions.ChunkedEncodingError("connection reset by peer")
+            r.iter_content = cut
+        return r
+
+    client.session.get = cutting_get
+    client.backoff = 0.01
+    paths = client.download_results(job, str(tmp_path / "out"))
+    assert ranges[:2] == [None, "bytes=1000-"]
+    whole = requests.get(client.api + "/jobs/%s/results/clean.0001.exr" % job).content
+    assert (tmp_path / "out" / "clean.0001.exr").read_bytes() == whole and len(paths) == 2
