@@ -32,8 +32,12 @@ def edit_alpha(quadmask: np.ndarray, dilate_px: float, feather_px: float) -> np.
     edit = q != KEEP
     if not edit.any():
         return np.zeros(q.shape, np.float32)
-    # Distance of every pixel to the nearest edit pixel (0 on the edit region itself).
-    dist = cv2.distanceTransform((~edit).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    # Exact Euclidean distance of every pixel to the nearest edit pixel (0 on the edit region itself). scipy's
+    # transform works on integer squared distances, so it is bit-reproducible; OpenCV's precise mode differs by an
+    # ulp between runs when frames are merged on several threads, which breaks "same seed, same result".
+    from scipy.ndimage import distance_transform_edt
+
+    dist = distance_transform_edt(~edit).astype(np.float32)
     if feather_px <= 0:
         return (dist <= dilate_px).astype(np.float32)
     t = np.clip((dilate_px + feather_px - dist) / feather_px, 0.0, 1.0)
@@ -84,11 +88,15 @@ def merge_frame(
     alpha = edit_alpha(np.asarray(quadmask)[y0:y1, x0:x1], dilate, feather)
 
     out = plate.copy()
-    if not alpha.any():
+    rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
+    if not len(rows):
         return out
-    fill = from_model(_fit(gen, x1 - x0, y1 - y0), encoding)
-    under = plate[y0:y1, x0:x1, :3]
-    a = alpha[..., None]
+    # Colour conversion and blending only over the alpha's own bounding box: a removal is usually a small part
+    # of the frame, and this is the per-frame cost that dominates the merge at plate resolution.
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    fill = from_model(_fit(gen, x1 - x0, y1 - y0)[r0:r1, c0:c1], encoding)
+    under = plate[y0 + r0:y0 + r1, x0 + c0:x0 + c1, :3]
+    a = alpha[r0:r1, c0:c1, None]
     blended = np.where(a >= 1.0, fill, under * (1.0 - a) + fill * a)
-    out[y0:y1, x0:x1, :3] = np.where(a > 0.0, blended, under).astype(plate.dtype, copy=False)
+    out[y0 + r0:y0 + r1, x0 + c0:x0 + c1, :3] = np.where(a > 0.0, blended, under).astype(plate.dtype, copy=False)
     return out

@@ -238,17 +238,27 @@ class VoidPipeline:
                pass1: Optional[torch.Tensor], sink: ResultSink, progress: ProgressCallback,
                should_cancel: CancelCheck) -> int:
         """Model frames -> plate resolution, written frame by frame; pixels outside the edit region are the plate's."""
+        from ..frame_pool import ordered_map
         from .merge import merge_frame
 
         encoding = inputs.settings.input_encoding
         passes = inputs.settings.passes
-        for i in range(job.frames):
-            check_cancel(should_cancel)
+
+        # Plain numpy views, made once: the merge threads then do numpy/OpenCV work only.
+        final_np = final.float().numpy()
+        pass1_np = pass1.float().numpy() if pass1 is not None else None
+
+        def merged(i: int):
             plate = np.asarray(inputs.plate[i], dtype=np.float32)
             q = np.asarray(quadmask[i])
-            clean = merge_frame(plate, _hwc(final, i), q, job.box, encoding)[..., :3]
-            layers = {"pass1": merge_frame(plate, _hwc(pass1, i), q, job.box, encoding)[..., :3]} if pass1 is not None else None
-            sink.write_frame(i, np.ascontiguousarray(clean, dtype=np.float32), q.astype(np.uint8), layers)
+            clean = merge_frame(plate, _hwc(final_np, i), q, job.box, encoding)[..., :3]
+            layers = {"pass1": merge_frame(plate, _hwc(pass1_np, i), q, job.box, encoding)[..., :3]} if pass1_np is not None else None
+            return np.ascontiguousarray(clean, dtype=np.float32), q.astype(np.uint8), layers
+
+        # Frames are merged in parallel and written in order (the sink writes files one at a time).
+        for i, (clean, q, layers) in enumerate(ordered_map(merged, job.frames)):
+            check_cancel(should_cancel)
+            sink.write_frame(i, clean, q, layers)
             self._report(progress, "merge", i + 1, job.frames, passes)
         return job.frames
 
@@ -266,8 +276,9 @@ class _Lazy:
         return self._get(i)
 
 
-def _hwc(video: torch.Tensor, i: int) -> np.ndarray:
-    return video[0, :, i].permute(1, 2, 0).float().numpy()
+def _hwc(video: np.ndarray, i: int) -> np.ndarray:
+    """Frame i of a (1, 3, T, H, W) clip as (H, W, 3)."""
+    return video[0, :, i].transpose(1, 2, 0)
 
 
 def _checkpoint_tag_of(path: Path) -> Optional[str]:
