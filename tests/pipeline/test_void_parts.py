@@ -195,3 +195,37 @@ def test_decode_under_accelerate_offload_hooks_matches(tiny_model_dir):
     hooked = decode_latents(hooked_vae, z)
     assert hooked.shape == plain.shape == (1, 3, 21, 16, 24)
     assert torch.allclose(hooked, plain, atol=1e-6)
+
+
+def test_prompt_embeddings_run_t5_once_per_distinct_text(tiny_model_dir):
+    from void_server.pipelines.void.loading import VoidModels
+    from void_server.pipelines.void.weights import resolve_layout
+
+    models = VoidModels(resolve_layout(tiny_model_dir), torch.device("cpu"))
+    _, encoder = models.text
+    calls = []
+    encoder.register_forward_hook(lambda *a: calls.append(1))
+    ids_a, emb_a = models.prompt_embeddings("a calm river")
+    ids_b, emb_b = models.prompt_embeddings("a calm river")
+    models.prompt_embeddings("")
+    assert len(calls) == 2
+    assert torch.equal(ids_a, ids_b) and torch.equal(emb_a, emb_b)
+    assert not models.park_text_encoder  # parking only pays on a GPU
+
+
+def test_handing_pass_1s_video_latents_to_pass_2_changes_nothing(tiny_model_dir):
+    """Both passes encode the same plate with the same seeded augmentation, so reusing the latents is exact."""
+    from void_server.pipelines.void.conditioning import encode_conditioning
+    from void_server.pipelines.void.loading import VoidModels
+    from void_server.pipelines.void.weights import resolve_layout
+
+    models = VoidModels(resolve_layout(tiny_model_dir), torch.device("cpu"))
+    g = torch.Generator().manual_seed(3)
+    video = torch.rand(1, 3, 9, 64, 112, generator=g)
+    mask = (torch.rand(1, 1, 9, 64, 112, generator=g) > 0.7).float()
+    first, augmented = encode_conditioning(models.vae, video, mask * 0.5, True, seed=11)
+    again, none = encode_conditioning(models.vae, video, mask, True, seed=11)
+    reused, skipped = encode_conditioning(models.vae, video, mask, True, seed=11, video_latents=first[:, :, 16:])
+    assert augmented is not None and skipped is None
+    assert torch.equal(reused, again)
+    assert not torch.equal(first[:, :, :16], again[:, :, :16])  # the masks differ, so must their latents

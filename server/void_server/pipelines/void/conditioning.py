@@ -129,14 +129,19 @@ def encode_conditioning(
     mask: torch.Tensor,
     add_noise: bool,
     seed: int,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+    video_latents: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """-> (inpaint latents (1, T_lat, 32, h, w): VAE(1 - mask) then VAE(video), the augmented [-1, 1] video).
 
     The video is the full, unmasked plate (the reference's zero_out_mask_region=False); the mask image is
-    3-channel `1 - mask` in [0, 1], not rescaled."""
-    video = video01 * 2.0 - 1.0
-    if add_noise:
-        video = augment_video(video, seed)
+    3-channel `1 - mask` in [0, 1], not rescaled. Both passes condition on the same plate with the same seeded
+    augmentation, so pass 2 can hand in pass 1's `video_latents` (exactly what it would encode); then the
+    augmented video is not rebuilt and None is returned for it."""
+    video = None
+    if video_latents is None:
+        video = video01 * 2.0 - 1.0
+        if add_noise:
+            video = augment_video(video, seed)
+        video_latents = vae_encode(vae, video)
     mask_latents = vae_encode(vae, (1.0 - mask).expand(-1, 3, -1, -1, -1))
-    video_latents = vae_encode(vae, video)
-    return torch.cat([mask_latents, video_latents], dim=2), video
+    return torch.cat([mask_latents, video_latents.to(mask_latents.device, mask_latents.dtype)], dim=2), video

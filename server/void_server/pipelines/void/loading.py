@@ -177,8 +177,9 @@ class Placement:
         return model
 
     @contextlib.contextmanager
-    def use(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-        if self.mode != "model_offload" or self.device.type == "cpu":
+    def use(self, model: torch.nn.Module, offload: bool = False) -> Iterator[torch.nn.Module]:
+        """`model` on the execution device meanwhile; `offload` asks for that in every memory mode."""
+        if (self.mode != "model_offload" and not offload) or self.device.type == "cpu":
             yield model
             return
         model.to(self.device)
@@ -205,6 +206,10 @@ class VoidModels:
         _, self.add_noise = read_transformer_config(layout.base)
         self._vae = None
         self._text = None
+        self._embeddings: Dict[str, Tuple[torch.Tensor, torch.Tensor]] = {}
+        # T5-XXL (9.5 GB) is needed for a moment per prompt: on the GPU it waits in host memory between uses, which
+        # keeps the resident set to the two transformers and the VAE (docs/performance.md).
+        self.park_text_encoder = device.type == "cuda" and self.placement.mode in ("gpu", "fp8")
         self._transformers: Dict[int, torch.nn.Module] = {}
 
     @property
@@ -221,8 +226,27 @@ class VoidModels:
     def text(self):
         if self._text is None:
             tokenizer, encoder = load_text(self.layout, self.dtype)
-            self._text = (tokenizer, self.placement.prepare(encoder))
+            if self.park_text_encoder:
+                encoder.to("cpu")
+            else:
+                encoder = self.placement.prepare(encoder)
+            self._text = (tokenizer, encoder)
         return self._text
+
+    def prompt_embeddings(self, prompt: str) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(token ids, T5 embeddings on the device) for `prompt`, cached: both passes and the guidance's empty
+        prompt share them, so T5 runs at most once per distinct text."""
+        from .text import encode_prompt
+
+        hit = self._embeddings.pop(prompt, None)
+        if hit is None:
+            tokenizer, encoder = self.text
+            with self.placement.use(encoder, offload=self.park_text_encoder):
+                hit = encode_prompt(tokenizer, encoder, prompt, self.device, self.dtype)
+        self._embeddings[prompt] = hit  # most recent last
+        while len(self._embeddings) > 8:
+            self._embeddings.pop(next(iter(self._embeddings)))
+        return hit
 
     def transformer(self, pass_index: int) -> torch.nn.Module:
         if pass_index not in self._transformers:

@@ -17,7 +17,6 @@ from .decode import decode_latents
 from .denoise import OVERLAP_LATENTS, WINDOW_LATENTS, CallObserver, StepCallback, denoise
 from .loading import VoidModels
 from .parallel import ParallelPlan
-from .text import encode_prompt
 
 REFERENCE_NEGATIVE_PROMPT = (
     "The video is not of a high quality, it has a low resolution. Watermark present in each frame. "
@@ -44,7 +43,8 @@ PASS2 = PassConfig(index=2, steps=50, guidance=6.0, scheduler="cogvideox_ddim", 
 class PassResult:
     latents: torch.Tensor  # (1, T_lat, 16, h, w) denoised
     video: torch.Tensor  # (1, 3, 1 + 4 (T_lat - 1), H, W) float32 in [0, 1], every padded frame
-    noise_augmented_video: torch.Tensor  # (1, 3, T, H, W) the [-1, 1] conditioning video as encoded
+    noise_augmented_video: Optional[torch.Tensor]  # (1, 3, T, H, W) the [-1, 1] conditioning video as encoded
+    video_latents: torch.Tensor  # (1, T_lat, 16, h, w) VAE(augmented video): the same for both passes
 
 
 def seeded_latents(seed: int, t_lat: int, h: int, w: int) -> torch.Tensor:
@@ -55,10 +55,8 @@ def seeded_latents(seed: int, t_lat: int, h: int, w: int) -> torch.Tensor:
 
 def embed_prompts(models: VoidModels, prompt: str, negative: Optional[str]):
     """-> (token ids (1, 226), prompt embeddings, negative embeddings or None)."""
-    tokenizer, encoder = models.text
-    with models.placement.use(encoder):
-        ids, embeds = encode_prompt(tokenizer, encoder, prompt, models.device, models.dtype)
-        neg = None if negative is None else encode_prompt(tokenizer, encoder, negative, models.device, models.dtype)[1]
+    ids, embeds = models.prompt_embeddings(prompt)
+    neg = None if negative is None else models.prompt_embeddings(negative)[1]
     return ids, embeds, neg
 
 
@@ -77,15 +75,18 @@ def run_pass(
     should_cancel: Optional[CancelCheck] = None,
     observer: Optional[CallObserver] = None,
     parallel: Optional[ParallelPlan] = None,
+    video_latents: Optional[torch.Tensor] = None,
 ) -> PassResult:
     """video01 (1, 3, T, H, W) in [0, 1] and inverted mask (1, 1, T, H, W), T = 4k + 1 with an even latent count.
     `parallel` splits the denoising over ranks (every rank runs this with the same inputs; see parallel/).
 
-    `initial_noise` (1, T_lat, 16, h, w) replaces the seeded noise (pass 2's warped noise)."""
+    `initial_noise` (1, T_lat, 16, h, w) replaces the seeded noise (pass 2's warped noise); `video_latents` from
+    an earlier pass over the same video and seed skip its encoding."""
     vae = models.vae
     with models.placement.use(vae):
         inpaint, augmented = encode_conditioning(
-            vae, video01.to(models.device), apply_mask_rule(mask, cfg.mask_rule).to(models.device), models.add_noise, seed)
+            vae, video01.to(models.device), apply_mask_rule(mask, cfg.mask_rule).to(models.device), models.add_noise, seed,
+            video_latents)
     _, t_lat, _, h, w = inpaint.shape
     _, embeds, neg = embed_prompts(models, prompt, cfg.negative_prompt if cfg.guidance > 1.0 else None)
 
@@ -101,4 +102,5 @@ def run_pass(
                           window, overlap, on_step, should_cancel, observer, parallel)
     with models.placement.use(vae):
         video = decode_latents(vae, latents)
-    return PassResult(latents=latents, video=video, noise_augmented_video=augmented)
+    return PassResult(latents=latents, video=video, noise_augmented_video=augmented,
+                      video_latents=inpaint[:, :, LATENT_CHANNELS:])

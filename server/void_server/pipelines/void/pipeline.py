@@ -41,6 +41,8 @@ class ModelInputs:
     box: Optional[Box]  # ROI crop in plate pixels, None = whole frame
     video: torch.Tensor  # (1, 3, length, H, W) in [0, 1]
     mask: torch.Tensor  # (1, 1, length, H, W) inverted quadmask
+    # VAE latents of the augmented plate, set by the first pass that encodes them; later passes reuse them.
+    video_latents: Optional[torch.Tensor] = None
 
     @property
     def latent_frames(self) -> int:
@@ -188,18 +190,23 @@ class VoidPipeline:
         path = inputs.workdir / ("void_%s.safetensors" % stage)
         if path.is_file() and _checkpoint_tag_of(path) == tag:
             self._report(progress, stage, steps, steps, inputs.settings.passes, "resumed from checkpoint")
-            return load_file(str(path))["video"]
+            saved = load_file(str(path))
+            if job.video_latents is None:
+                job.video_latents = saved.get("video_latents")
+            return saved["video"]
         passes = inputs.settings.passes
         self._report(progress, stage, 0, steps, passes)
         window = latent_frames(self.window_frames)
         result = run_pass(self.models, cfg, job.video, job.mask, inputs.settings.prompt, inputs.settings.seed,
                           initial_noise=noise, window=window,
                           on_step=lambda i, n: self._report(progress, stage, i, n, passes),
-                          should_cancel=should_cancel)
+                          should_cancel=should_cancel, video_latents=job.video_latents)
+        job.video_latents = result.video_latents
         video = result.video.float().cpu().contiguous()
         inputs.workdir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        save_file({"video": video, "latents": result.latents.float().cpu().contiguous()}, str(tmp), metadata={"tag": tag})
+        save_file({"video": video, "latents": result.latents.float().cpu().contiguous(),
+                   "video_latents": result.video_latents.cpu().contiguous()}, str(tmp), metadata={"tag": tag})
         tmp.replace(path)
         return video
 
