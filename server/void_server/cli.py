@@ -146,6 +146,14 @@ def doctor_checks(config: ServerConfig) -> List[bool]:
         problems = check_model_dir(config.model_dir)
         results.append(_check(not problems, "VOID weights in %s%s" % (config.model_dir, "".join(
             "\n             - %s" % p for p in problems)), "void-server download --model-dir %s" % config.model_dir))
+    from .reasoning.weights import check_reasoning_models
+
+    problems = check_reasoning_models(config.model_dir)
+    # Optional: without them the auto mask mode falls back to the target alone, and says so in the job.
+    print("  %-8s auto mask mode models (VLM + SAM2) in %s%s" % (
+        "ok" if not problems else "optional", config.model_dir,
+        "".join("\n             - %s" % p for p in problems)
+        + ("\n           fix: void-server download --reasoning --model-dir %s" % config.model_dir if problems else "")))
     try:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=str(config.data_dir)):
@@ -181,7 +189,12 @@ def cmd_download(args: argparse.Namespace) -> int:
 
     model_dir = Path(args.model_dir or load_config({}, args.config).model_dir).expanduser()
     kwargs = {"parts": args.parts} if args.parts else {}
-    problems = run_download(model_dir, **kwargs) or []
+    problems = [] if args.reasoning_only else (run_download(model_dir, **kwargs) or [])
+    if args.reasoning or args.reasoning_only:
+        from .reasoning.weights import check_reasoning_models, download_reasoning_models
+
+        download_reasoning_models(model_dir)
+        problems += check_reasoning_models(model_dir)
     for p in problems:
         print("void-server download: still missing: %s" % p, file=sys.stderr)
     return 1 if problems else 0
@@ -209,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--model-dir", type=Path)
     download.add_argument("--parts", nargs="+", choices=("base", "void", "raft"),
                           help="only these parts (default: all)")
+    download.add_argument("--reasoning", action="store_true",
+                          help="also the auto mask mode's models (Qwen3-VL-8B-Instruct, SAM 2.1 hiera-large)")
+    download.add_argument("--reasoning-only", action="store_true", help="only the auto mask mode's models")
     download.set_defaults(func=cmd_download)
     parity = sub.add_parser("parity", help="compare this implementation with the reference on a fixture case")
     parity.add_argument("case_dir", type=Path)

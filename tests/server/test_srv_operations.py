@@ -20,6 +20,21 @@ def test_doctor_names_the_fix_for_missing_weights(tmp_path):
     assert r.returncode == 1
     assert "void-server download --model-dir %s" % (tmp_path / "models") in r.stdout
     assert "ok       data dir %s writable" % (tmp_path / "data") in r.stdout
+    assert "void-server download --reasoning --model-dir %s" % (tmp_path / "models") in r.stdout
+
+
+def test_download_reasoning_fetches_the_vlm_and_sam2(tmp_path, monkeypatch):
+    """No hub here: the hub call is replaced, and what it was asked for is checked."""
+
+    import huggingface_hub
+
+    from void_server import cli
+
+    asked = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda **kw: asked.append(kw["repo_id"]) or kw["local_dir"])
+    code = cli.main(["download", "--reasoning-only", "--model-dir", str(tmp_path)])
+    assert asked == ["Qwen/Qwen3-VL-8B-Instruct", "facebook/sam2.1-hiera-large"]
+    assert code == 1  # nothing was really written, so the check afterwards names what is missing
 
 
 def test_finished_jobs_expire_after_the_ttl(tmp_path):
