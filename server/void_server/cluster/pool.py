@@ -9,6 +9,7 @@ import threading
 import uuid
 from typing import Any, Dict, List, Optional
 
+from ..jobs.host_base import BackgroundHost
 from . import import_ray
 from .actor import GpuWorker
 from .executor import RayExecutor
@@ -35,8 +36,9 @@ class ClusterView:
                 "workers": self.host.workers_info()}
 
 
-class ClusterHost:
+class ClusterHost(BackgroundHost):
     def __init__(self, config: Any) -> None:
+        super().__init__()
         if config.cluster_storage not in STORAGES:
             raise ValueError("cluster storage %r is not one of %s" % (config.cluster_storage, ", ".join(STORAGES)))
         self.config, self.name = config, config.pipeline
@@ -45,12 +47,10 @@ class ClusterHost:
         self.problem: Optional[str] = None
         self.pipeline: Optional[ClusterView] = None
         self._label: Optional[str] = None
-        self._done = threading.Event()
         self._lock = threading.Lock()
         self._executors: Dict[str, RayExecutor] = {}
         self._starting: Dict[str, Any] = {}
         self.ray = None
-        self._connecting = False
 
     # -- the PipelineHost interface ------------------------------------------------------------------------------
     def load(self) -> None:
@@ -65,27 +65,9 @@ class ClusterHost:
             log.error(self.problem)
         self._done.set()
 
-    def start_loading(self) -> None:
-        with self._lock:  # the CLI and the app's start-up may both ask; connect once
-            if self._connecting:
-                return
-            self._connecting = True
-        threading.Thread(target=self.load, name="cluster-connect", daemon=True).start()
-
-    @property
-    def loading(self) -> bool:
-        return not self._done.is_set()
-
-    @property
-    def ready(self) -> bool:
-        return self.pipeline is not None
-
     @property
     def label(self) -> str:
         return self._label or self.name
-
-    def wait(self, timeout: Optional[float] = None) -> bool:
-        return self._done.wait(timeout)
 
     def workers(self, manager) -> List[threading.Thread]:
         """The job manager's threads in cluster mode: the pool keeper, which starts one worker thread per actor."""

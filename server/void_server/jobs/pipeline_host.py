@@ -10,16 +10,17 @@ from typing import Any, Optional
 
 from ..pipelines import load_pipeline
 from ..pipelines.base import Pipeline, PipelineUnavailable
+from .host_base import BackgroundHost
 
 log = logging.getLogger("void_server")
 
 
-class PipelineHost:
+class PipelineHost(BackgroundHost):
     def __init__(self, name: str, config: Any) -> None:
+        super().__init__()
         self.name, self.config = name, config
         self.pipeline: Optional[Pipeline] = None
         self.problem: Optional[str] = None
-        self._done = threading.Event()
         self._reload_lock = threading.Lock()
 
     def load(self) -> None:
@@ -34,17 +35,6 @@ class PipelineHost:
         if self.problem:
             log.error("pipeline '%s' is NOT available: %s", self.name, self.problem)
         self._done.set()
-
-    def start_loading(self) -> None:
-        threading.Thread(target=self.load, name="pipeline-loader", daemon=True).start()
-
-    @property
-    def loading(self) -> bool:
-        return not self._done.is_set()
-
-    @property
-    def ready(self) -> bool:
-        return self.pipeline is not None
 
     @property
     def label(self) -> str:
@@ -62,6 +52,3 @@ class PipelineHost:
             self.pipeline = load_pipeline(self.name, self.config)
             log.warning("pipeline '%s' reloaded with memory mode %s", self.name, memory_mode)
             return self.pipeline
-
-    def wait(self, timeout: Optional[float] = None) -> bool:
-        return self._done.wait(timeout)
