@@ -57,8 +57,14 @@ def area_resize(frames: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
 
 
 def _frames(frames: Union[np.ndarray, Sequence[np.ndarray]]) -> Iterator[np.ndarray]:
-    for i in range(len(frames)):
-        yield np.asarray(frames[i])
+    """The frames in order. Lazy sequences (plate reads, crop and colour conversion at plate resolution, per
+    frame) are fetched on the frame pool: that work is numpy/OpenCV and was ~10 s of a 1080p job done serially."""
+    from ..frame_pool import ordered_map
+
+    if isinstance(frames, np.ndarray):
+        yield from frames
+        return
+    yield from ordered_map(lambda i: np.asarray(frames[i]), len(frames))
 
 
 def prepare_video(frames: Union[np.ndarray, Sequence[np.ndarray]], size: Tuple[int, int], length: int) -> torch.Tensor:
