@@ -43,7 +43,17 @@ CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, queue_seq);
 """
 
 # Columns added after the first release: (name -> declaration), appended to older databases on open.
-ADDED_COLUMNS = {"owner": "TEXT"}
+ADDED_COLUMNS = {"owner": "TEXT", "started_at": "REAL"}
+
+# The queue's order, one definition for claiming and for queue positions. Jobs that were running when the server
+# stopped go first (their checkpoints are warm); then per-user fairness: the user whose last job started longest
+# ago goes next, so one artist's batch of twenty shots cannot hold back another's single shot; then first come,
+# first served. Without tokens every job has the same (NULL) owner and this is plain FIFO.
+QUEUE_ORDER = (
+    "ORDER BY (q.attempts > 0) DESC, "
+    "COALESCE((SELECT MAX(s.started_at) FROM jobs s WHERE s.owner IS q.owner), 0) ASC, "
+    "q.queue_seq ASC"
+)
 
 Row = Dict[str, Any]
 
@@ -109,16 +119,17 @@ class JobStore:
             self.update(job_id, state=JobState.queued, queue_seq=seq, message="waiting for the GPU")
 
     def claim_next(self, pipeline: str) -> Optional[Row]:
-        """The oldest queued job, now marked running (attempts + 1); None when the queue is empty."""
+        """The next queued job in QUEUE_ORDER, now marked running (attempts + 1); None when the queue is empty."""
         with self._lock:
-            row = self._one("SELECT * FROM jobs WHERE state = ? ORDER BY queue_seq LIMIT 1", (JobState.queued.value,))
+            row = self._one("SELECT * FROM jobs q WHERE q.state = ? %s LIMIT 1" % QUEUE_ORDER, (JobState.queued.value,))
             if row is None:
                 return None
-            self.update(row["id"], state=JobState.running, attempts=row["attempts"] + 1, message="starting")
+            self.update(row["id"], state=JobState.running, attempts=row["attempts"] + 1, message="starting",
+                        started_at=time.time())
             return self.get(row["id"])
 
     def queued_ids(self) -> List[str]:
-        return [r["id"] for r in self._all("SELECT id FROM jobs WHERE state = ? ORDER BY queue_seq", (JobState.queued.value,))]
+        return [r["id"] for r in self._all("SELECT q.id FROM jobs q WHERE q.state = ? %s" % QUEUE_ORDER, (JobState.queued.value,))]
 
     def ids_in(self, state: JobState) -> List[str]:
         return [r["id"] for r in self._all("SELECT id FROM jobs WHERE state = ?", (state.value,))]
