@@ -12,6 +12,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("VOID_SHARED_DIR", str(REPO.parent / "shared"))
 SHARED = Path(os.environ["VOID_SHARED_DIR"])
+# Test servers stay on loopback. Ray otherwise swaps 127.0.0.1 for the machine's network address; it reads this
+# when first imported, and every server the tests start inherits it.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

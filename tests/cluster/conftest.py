@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "server"))
 
 from void_test_harness import STEP_DELAY, ServerProcess  # noqa: E402
 
+# (tests/conftest.py keeps Ray on loopback.)
 ray = pytest.importorskip("ray", reason="the cluster extra (ray) is not installed")
 RESOURCE = "void_gpu"
 WORKERS = 2
@@ -19,10 +20,11 @@ WORKERS = 2
 @pytest.fixture(scope="session")
 def ray_address():
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # (Ray maps 127.0.0.1 to this machine's own node address itself; the cluster is this machine alone)
     ctx = ray.init(num_cpus=2, resources={RESOURCE: WORKERS}, include_dashboard=False, namespace="void-tests",
                    log_to_driver=False)
-    yield ctx.address_info["address"]
+    address = ctx.address_info["address"]
+    assert address.startswith("127.0.0.1:"), "the test cluster must stay on loopback, got %s" % address
+    yield address
     ray.shutdown()
 
 
