@@ -67,7 +67,7 @@ def problems(f: Facts) -> List[str]:
     if not (f.prompt or "").strip():
         found.append("Describe the clean scene in the prompt, e.g. 'an empty street at dusk'.")
     if not (f.server or "").strip():
-        found.append("Enter the VOID server address, e.g. http://gpu-box:8420.")
+        found.append("Enter the VOID server address, e.g. http://gpu-box:8765.")
     elif not f.server.strip().lower().startswith(("http://", "https://")):
         found.append("The server address must start with http:// or https:// (got '%s')." % f.server.strip())
     if not f.output_root:
