@@ -1,5 +1,5 @@
 """The real loading and inference paths on tiny random-weight checkpoints: VLM generate, SAM2 tracking,
-and auto mode end to end through build_quadmask."""
+SAM3 text segmentation, and auto mode end to end through build_quadmask."""
 from __future__ import annotations
 
 from typing import List
@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 
 from reasoning_helpers import answer
-from tiny_models import build_tiny_qwen3_vl, build_tiny_sam2_video
+from tiny_models import build_tiny_qwen3_vl, build_tiny_sam2_video, build_tiny_sam3
 from void_server.media.frames import ArrayFrames
 from void_server.pipelines.base import PipelineInputs, PipelineSettings
-from void_server.reasoning.auto import AutoReasoner, AutoSettings, sample_indices
+from void_server.reasoning.auto import AutoReasoner, AutoSettings, display_rgb, sample_indices
 from void_server.reasoning.combine import AFFECTED, KEEP, OVERLAP, REMOVE, combine
 from void_server.reasoning.quadmask import build_quadmask
 from void_server.reasoning.schema import parse_answer
-from void_server.reasoning.segment import Prompt, Sam2Tracker
+from void_server.reasoning.segment import Prompt, Sam2Tracker, keep_near, near_target, proximity_radius
+from void_server.reasoning.text_segment import Sam3TextSegmenter
 from void_server.reasoning.weights import check_reasoning_models
 from void_server.reasoning.vlm import LocalVLM, ask, model_class_for
 
@@ -28,6 +29,7 @@ def model_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     build_tiny_qwen3_vl(root / "Qwen3-VL-8B-Instruct")
     build_tiny_sam2_video(root / "sam2.1-hiera-large")
+    build_tiny_sam3(root / "sam3")
     return root
 
 
@@ -39,6 +41,15 @@ def vlm(model_dir):
 @pytest.fixture(scope="module")
 def tracker(model_dir):
     return Sam2Tracker.from_pretrained(model_dir / "sam2.1-hiera-large", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def text_segmenter(model_dir):
+    segmenter = Sam3TextSegmenter.from_pretrained(model_dir / "sam3", device="cpu")
+    # Random weights score every instance ~0.2 with mask probabilities mostly under 0.1: these thresholds give
+    # partial masks that differ between frames, so reuse and filtering show.
+    segmenter.threshold, segmenter.mask_threshold = 0.0, 0.1
+    return segmenter
 
 
 def clip():
@@ -159,9 +170,10 @@ def test_from_model_dir_and_unload(model_dir, tmp_path):
         AutoReasoner.from_model_dir(tmp_path, device="cpu")
     assert check_reasoning_models(model_dir) == []  # the tiny folders have the real layouts
     reasoner = AutoReasoner.from_model_dir(model_dir, device="cpu")
-    assert reasoner.vlm.name == "Qwen3-VL-8B-Instruct"
+    assert reasoner.vlm.name == "Qwen3-VL-8B-Instruct" and isinstance(reasoner.text_segmenter, Sam3TextSegmenter)
+    assert AutoReasoner.from_model_dir(model_dir, device="cpu", sam3="absent").text_segmenter is None  # optional
     reasoner.unload()
-    assert reasoner.vlm is None and reasoner.tracker is None
+    assert reasoner.vlm is None and reasoner.tracker is None and reasoner.text_segmenter is None
     notes: List[str] = []
     plate, target = clip()
     assert not reasoner.affected(ArrayFrames(plate), target, notes).any() and "unloaded" in notes[0]
@@ -170,3 +182,41 @@ def test_from_model_dir_and_unload(model_dir, tmp_path):
 def test_sample_indices():
     assert sample_indices(50, 10) == [0, 5, 11, 16, 22, 27, 33, 38, 44, 49]
     assert sample_indices(3, 10) == [0, 1, 2]
+
+
+def test_sam3_segments_every_fifth_frame_and_reuses_it(text_segmenter, monkeypatch):
+    frames = list(np.random.default_rng(1).integers(0, 255, (11, 40, 64, 3), dtype=np.uint8))
+    batches = []
+    call = type(text_segmenter.processor).__call__
+
+    def recording(self, images=None, text=None, **kw):
+        batches.append(([next(i for i, f in enumerate(frames) if f is im) for im in images], list(text)))
+        return call(self, images=images, text=text, **kw)
+
+    monkeypatch.setattr(type(text_segmenter.processor), "__call__", recording)
+    monkeypatch.setattr(text_segmenter, "batch", 2)
+    mask = text_segmenter.segment(frames, "red cup", every=5)
+    assert mask.shape == (11, 40, 64) and mask.dtype == bool
+    assert batches == [([0, 5], ["red cup"] * 2), ([10], ["red cup"])]  # keyframes only, in batches
+    assert mask[0].any() and not np.array_equal(mask[0], mask[5])
+    assert all(np.array_equal(mask[i], mask[0]) for i in range(1, 5))
+    assert all(np.array_equal(mask[i], mask[5]) for i in range(6, 10))
+
+
+UNLOCATED = """{"affected": [{"name": "ghost", "kind": "other", "locations": []}], "scene": "a table"}"""
+
+
+def test_auto_segments_unlocated_objects_by_name(tracker, text_segmenter):
+    plate, target = clip()
+    settings = AutoSettings(sample_frames=4, vlm_long_side=64, gridify=False)
+    reasoner = AutoReasoner(ScriptedVLM([UNLOCATED]), tracker, settings, text_segmenter)
+    notes: List[str] = []
+    out = reasoner.affected(ArrayFrames(plate), target, notes)
+    raw = text_segmenter.segment([display_rgb(f, "linear") for f in plate], "ghost", 5)
+    expected = keep_near(raw, near_target(target, proximity_radius(H, W)))
+    assert out.shape == (T, H, W) and np.array_equal(out, expected)
+    assert out.any() and (raw & ~out).any()  # the proximity filter dropped pieces away from the target
+    assert "ghost (other): not located, SAM3 text every 5 frames, " in " | ".join(notes)
+    notes = []
+    AutoReasoner(ScriptedVLM([UNLOCATED]), tracker, settings).affected(ArrayFrames(plate), target, notes)
+    assert "ghost (other): not located, skipped" in " | ".join(notes)  # no SAM3 folder: as before

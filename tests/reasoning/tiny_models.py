@@ -109,3 +109,56 @@ def build_tiny_sam2_video(path: Path, image_size: int = 128) -> Path:
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
+
+
+def _clip_tokenizer():
+    """CLIPTokenizer (the one facebook/sam3 ships) over single byte-level characters, no merges: any name
+    tokenises, offline."""
+    from tokenizers import pre_tokenizers
+    from transformers import CLIPTokenizer
+
+    chars = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in chars + [c + "</w>" for c in chars]:
+        vocab[c] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[])
+
+
+def build_tiny_sam3(path: Path, image_size: int = 112) -> Path:
+    """Sam3Model (text-prompted detector) with a 2-layer ViT, CLIP text encoder and DETR of a few channels at
+    `image_size` px (the real one: 1008, patch 14)."""
+    import torch
+    from transformers import Sam3Config, Sam3ImageProcessor, Sam3Model, Sam3Processor
+
+    tokenizer = _clip_tokenizer()
+    s, patch = image_size, 14
+    side = s // patch  # ViT tokens per side; the FPN scales them by 4, 2, 1 (and 0.5)
+    hidden = 32
+    config = Sam3Config(
+        vision_config=dict(
+            backbone_config=dict(model_type="sam3_vit_model", hidden_size=hidden, intermediate_size=64,
+                                 num_hidden_layers=2,
+                                 num_attention_heads=2, image_size=s, patch_size=patch, window_size=side // 2,
+                                 global_attn_indexes=[1], pretrain_image_size=s),
+            fpn_hidden_size=hidden, backbone_feature_sizes=[[side * 4] * 2, [side * 2] * 2, [side] * 2]),
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=64, projection_dim=hidden,
+                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=32,
+                         bos_token_id=0, eos_token_id=1, pad_token_id=1),
+        geometry_encoder_config=dict(hidden_size=hidden, num_layers=1, num_attention_heads=2, intermediate_size=64),
+        detr_encoder_config=dict(hidden_size=hidden, num_layers=1, num_attention_heads=2, intermediate_size=64),
+        detr_decoder_config=dict(hidden_size=hidden, num_layers=1, num_queries=8, num_attention_heads=2,
+                                 intermediate_size=64),
+        mask_decoder_config=dict(hidden_size=hidden, num_attention_heads=2),
+    )
+    torch.manual_seed(0)
+    model = Sam3Model(config).eval()
+    with torch.no_grad():  # the default init gives flat 0.5 masks and scores: spread them so frames differ
+        for param in model.parameters():
+            param.normal_(0.0, 0.3)
+    processor = Sam3Processor(
+        image_processor=Sam3ImageProcessor(size={"height": s, "width": s},
+                                           mask_size={"height": side * 4, "width": side * 4}),
+        tokenizer=tokenizer)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path

@@ -2,6 +2,7 @@
 
     plate + target -> sampled frames with grid and red target -> VLM (prompt.py) -> Answer (schema.py)
       -> SAM2 prompts from cells / points / boxes, tracked forward and back (segment.py)
+      -> objects named but not located: SAM3 by name every 5th frame (text_segment.py), if MODEL_DIR/sam3 exists
       -> kept where they touch the target's neighbourhood (visual effects), movers swept along their path
       -> gridified like the reference -> (T, H, W) bool at plate resolution
 
@@ -22,10 +23,12 @@ from .grid import Grid, draw_grid, label_frame, outline_target
 from .prompt import PROMPT_VERSION, build_prompt
 from .schema import VISUAL_KINDS, Answer, parse_answer
 from .segment import Sam2Tracker, keep_near, near_target, prompts_for, proximity_radius, sweep_along_path
+from .text_segment import Sam3TextSegmenter
 from .vlm import LocalVLM, VLMBackend, ask
 
 DEFAULT_VLM = "Qwen3-VL-8B-Instruct"
 DEFAULT_SAM2 = "sam2.1-hiera-large"
+DEFAULT_SAM3 = "sam3"
 
 
 @dataclasses.dataclass
@@ -36,6 +39,7 @@ class AutoSettings:
     proximity_at_4k: float = 25.0  # radius in px at 3840 wide, scaled (the reference: 50x50 kernel)
     gridify: bool = True  # the reference's cell-filled grey mask, which VOID was trained on
     input_encoding: str = "linear"  # plates are scene-linear unless the job says srgb
+    text_every: int = 5  # SAM3 text segmentation on every n-th frame, reused in between (the reference's 5)
     instruction: Optional[str] = None
 
 
@@ -66,28 +70,32 @@ def sample_indices(total: int, count: int) -> List[int]:
 
 class AutoReasoner:
     def __init__(self, vlm: Optional[VLMBackend], tracker: Optional[Sam2Tracker],
-                 settings: Optional[AutoSettings] = None) -> None:
-        self.vlm, self.tracker = vlm, tracker
+                 settings: Optional[AutoSettings] = None, text_segmenter: Optional[Sam3TextSegmenter] = None) -> None:
+        self.vlm, self.tracker, self.text_segmenter = vlm, tracker, text_segmenter
         self.settings = settings or AutoSettings()
 
     @classmethod
     def from_model_dir(cls, model_dir: Union[str, Path], device: str = "cuda", vlm: str = DEFAULT_VLM,
-                       sam2: str = DEFAULT_SAM2, settings: Optional[AutoSettings] = None) -> "AutoReasoner":
-        """Loads MODEL_DIR/<vlm> and MODEL_DIR/<sam2> (either may also be an absolute path)."""
+                       sam2: str = DEFAULT_SAM2, sam3: str = DEFAULT_SAM3,
+                       settings: Optional[AutoSettings] = None) -> "AutoReasoner":
+        """Loads MODEL_DIR/<vlm> and MODEL_DIR/<sam2>, and MODEL_DIR/<sam3> if it is there (it is optional and
+        gated); each may also be an absolute path."""
         root = Path(model_dir)
-        vlm_dir, sam_dir = root / vlm, root / sam2
+        vlm_dir, sam_dir, sam3_dir = root / vlm, root / sam2, root / sam3
         for d in (vlm_dir, sam_dir):
             if not (d / "config.json").is_file():
                 raise FileNotFoundError(
                     "auto mask mode needs %s (run `void-server download --reasoning`)" % d)
-        return cls(LocalVLM.from_pretrained(vlm_dir, device), Sam2Tracker.from_pretrained(sam_dir, device), settings)
+        text = Sam3TextSegmenter.from_pretrained(sam3_dir, device) if (sam3_dir / "config.json").is_file() else None
+        return cls(LocalVLM.from_pretrained(vlm_dir, device), Sam2Tracker.from_pretrained(sam_dir, device), settings,
+                   text)
 
     def unload(self) -> None:
-        """Frees the VLM and SAM2 before the diffusion passes need the memory."""
-        for part in (self.vlm, self.tracker):
+        """Frees the VLM, SAM2 and SAM3 before the diffusion passes need the memory."""
+        for part in (self.vlm, self.tracker, self.text_segmenter):
             if part is not None and hasattr(part, "unload"):
                 part.unload()
-        self.vlm = self.tracker = None
+        self.vlm = self.tracker = self.text_segmenter = None
         gc.collect()
         try:
             import torch
@@ -145,17 +153,23 @@ class AutoReasoner:
         out = np.zeros((t, h, w), bool)
         described = []
         for obj, obj_prompts, mask in zip(answer.objects, prompts, masks):
+            how = ""
             if not obj_prompts:
-                described.append("%s (%s): not located, skipped" % (obj.name, obj.kind))
-                continue
+                if self.text_segmenter is None:
+                    described.append("%s (%s): not located, skipped" % (obj.name, obj.kind))
+                    continue
+                # A name matches every such thing in the shot, so whatever its kind, only pieces near the target
+                # count (the reference filters its SAM3 masks the same way).
+                mask = keep_near(self.text_segmenter.segment(frames, obj.name, self.settings.text_every), near)
+                how = "not located, SAM3 text every %d frames, " % self.settings.text_every
             # Visual effects belong to the target: only pieces touching it count. Physical objects the VLM
             # located stay whole (a held bag, a pushed cart), and movers also cover where they would now go.
             region = keep_near(mask, near) if obj.kind in VISUAL_KINDS else mask
             if obj.will_move and obj.path:
                 region = region | sweep_along_path(mask, obj.path, work_grid)
             out |= region
-            described.append("%s (%s%s): %d frames" % (
-                obj.name, obj.kind, ", moves" if obj.will_move else "", int(region.any(axis=(1, 2)).sum())))
+            described.append("%s (%s%s): %s%d frames" % (
+                obj.name, obj.kind, ", moves" if obj.will_move else "", how, int(region.any(axis=(1, 2)).sum())))
         notes.append("%s: %s" % (tag, "; ".join(described)))
         return out
 

@@ -32,7 +32,7 @@ SAM2 = Checkpoint("facebook/sam2.1-hiera-large", "sam2.1-hiera-large", ("sam2_vi
                   "Apache-2.0", True, purpose="tracks each affected region through the clip")
 SAM3 = Checkpoint("facebook/sam3", "sam3", ("sam3_video", "sam3"), _HF_FILES, 3.5,
                   "SAM License (Meta; gated: accept it on the hub first)", False, gated=True,
-                  purpose="text-prompted segmentation (optional; not used by auto mode yet)")
+                  purpose="segments objects the VLM names but does not locate, by name (optional)")
 CHECKPOINTS = (VLM, SAM2, SAM3)
 
 

@@ -1,0 +1,61 @@
+"""Text-prompted segmentation for objects the VLM names but does not locate: SAM3 finds every instance of the name.
+
+As the reference does: SAM3 runs on every `every`-th frame (keyframes 0, every, 2*every, ...) and each keyframe's
+mask stands for the frames up to the next one. The caller keeps only pieces near the target (segment.keep_near):
+a name like "cup" matches every cup in the shot.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import numpy as np
+
+
+class Sam3TextSegmenter:
+    """Sam3Model + Sam3Processor from a local folder (facebook/sam3 layout; its sam3_video config loads too)."""
+
+    def __init__(self, model: Any, processor: Any, device: str, dtype: Any, threshold: float = 0.5,
+                 mask_threshold: float = 0.5, batch: int = 4) -> None:
+        self.model, self.processor, self.device, self.dtype = model, processor, device, dtype
+        self.threshold, self.mask_threshold = threshold, mask_threshold  # instance score, mask logit (sigmoid)
+        self.batch = batch  # keyframes per forward pass: bounds the ViT's activation memory at 1008 px
+
+    @classmethod
+    def from_pretrained(cls, model_dir: Union[str, Path], device: str = "cuda") -> "Sam3TextSegmenter":
+        import torch
+        from transformers import Sam3Model, Sam3Processor
+
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        model = Sam3Model.from_pretrained(model_dir, local_files_only=True).to(device, dtype=dtype).eval()
+        processor = Sam3Processor.from_pretrained(model_dir, local_files_only=True)
+        return cls(model, processor, device, dtype)
+
+    def segment(self, frames: Sequence[np.ndarray], name: str, every: int = 5) -> np.ndarray:
+        """uint8 RGB frames (T, H, W, 3) and an object's name -> (T, H, W) bool: the union of the instances SAM3
+        finds on each keyframe, repeated on the frames up to the next keyframe."""
+        import torch
+
+        t, h, w = len(frames), frames[0].shape[0], frames[0].shape[1]
+        every = max(1, int(every))
+        keys = list(range(0, t, every))
+        out = np.zeros((t, h, w), bool)
+        with torch.inference_mode():
+            for start in range(0, len(keys), self.batch):
+                chunk = keys[start:start + self.batch]
+                inputs = self.processor(images=[frames[k] for k in chunk], text=[name] * len(chunk),
+                                        return_tensors="pt").to(self.device)
+                inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+                outputs = self.model(**inputs)
+                results = self.processor.post_process_instance_segmentation(
+                    outputs, threshold=self.threshold, mask_threshold=self.mask_threshold,
+                    target_sizes=[(h, w)] * len(chunk))
+                for k, result in zip(chunk, results):
+                    masks = result["masks"]
+                    if len(masks):
+                        out[k:k + every] = masks.bool().any(dim=0).cpu().numpy()
+        return out
+
+    def unload(self) -> None:
+        self.model = None
+        self.processor = None
