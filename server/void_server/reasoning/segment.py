@@ -58,12 +58,11 @@ class Sam2Tracker:
 
     @classmethod
     def from_pretrained(cls, model_dir: Union[str, Path], device: str = "cuda") -> "Sam2Tracker":
-        import torch
         from transformers import Sam2VideoModel, Sam2VideoProcessor
 
-        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        model = Sam2VideoModel.from_pretrained(model_dir, local_files_only=True).to(device, dtype=dtype).eval()
-        processor = Sam2VideoProcessor.from_pretrained(model_dir, local_files_only=True)
+        from .local_models import load_local
+
+        model, processor, dtype = load_local(Sam2VideoModel, Sam2VideoProcessor, model_dir, device)
         return cls(model, processor, device, dtype)
 
     def track(self, frames: Sequence[np.ndarray], objects: Sequence[List[Prompt]]) -> List[np.ndarray]:

@@ -23,12 +23,11 @@ class Sam3TextSegmenter:
 
     @classmethod
     def from_pretrained(cls, model_dir: Union[str, Path], device: str = "cuda") -> "Sam3TextSegmenter":
-        import torch
         from transformers import Sam3Model, Sam3Processor
 
-        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        model = Sam3Model.from_pretrained(model_dir, local_files_only=True).to(device, dtype=dtype).eval()
-        processor = Sam3Processor.from_pretrained(model_dir, local_files_only=True)
+        from .local_models import load_local
+
+        model, processor, dtype = load_local(Sam3Model, Sam3Processor, model_dir, device)
         return cls(model, processor, device, dtype)
 
     def segment(self, frames: Sequence[np.ndarray], name: str, every: int = 5) -> np.ndarray:

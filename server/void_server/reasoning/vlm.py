@@ -58,11 +58,11 @@ class LocalVLM:
         import torch
         from transformers import AutoProcessor
 
+        from .local_models import load_local
+
         model_dir = Path(model_dir)
-        torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
-        model = model_class_for(model_dir).from_pretrained(model_dir, dtype=torch_dtype, local_files_only=True)
-        model = model.to(device).eval()
-        processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True)
+        model, processor, _ = load_local(model_class_for(model_dir), AutoProcessor, model_dir, device,
+                                         getattr(torch, dtype) if dtype else None)
         return cls(model, processor, model_dir.name, max_new_tokens)
 
     def chat(self, messages: List[Message]) -> str:
