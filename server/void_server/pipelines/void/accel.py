@@ -48,6 +48,16 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     return (x.float() * cos + rotated * sin).to(x.dtype)
 
 
+def rope_video_tokens(q: torch.Tensor, k: torch.Tensor, text_len: int, rotary: Tuple[torch.Tensor, torch.Tensor],
+                      rotate_k: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+    """q, k (B, heads, text + video, d) -> RoPE on the video tokens only (the text tokens have no position)."""
+    cos, sin = (t.to(q.device) for t in rotary)
+    q = torch.cat([q[:, :, :text_len], rope(q[:, :, text_len:], cos, sin)], dim=2)
+    if rotate_k:
+        k = torch.cat([k[:, :, :text_len], rope(k[:, :, text_len:], cos, sin)], dim=2)
+    return q, k
+
+
 class FastCogVideoXAttnProcessor:
     """Drop-in for diffusers' CogVideoXAttnProcessor2_0 (same inputs, outputs and math)."""
 
@@ -80,10 +90,7 @@ class FastCogVideoXAttnProcessor:
         if attn.norm_k is not None:
             k = attn.norm_k(k)
         if image_rotary_emb is not None:
-            cos, sin = (t.to(x.device) for t in image_rotary_emb)
-            q = torch.cat([q[:, :, :text_len], rope(q[:, :, text_len:], cos, sin)], dim=2)
-            if not attn.is_cross_attention:
-                k = torch.cat([k[:, :, :text_len], rope(k[:, :, text_len:], cos, sin)], dim=2)
+            q, k = rope_video_tokens(q, k, text_len, image_rotary_emb, not attn.is_cross_attention)
         with sdpa_kernel(self._backends, set_priority=True):
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False)
         out = attn.to_out[0](out.transpose(1, 2).reshape(b, n, -1))

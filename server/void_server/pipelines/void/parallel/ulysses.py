@@ -19,7 +19,7 @@ from typing import Iterator, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..accel import rope
+from ..accel import rope_video_tokens
 from .plan import Axis
 
 
@@ -83,10 +83,7 @@ class UlyssesAttnProcessor:
         full = torch.cat([text[..., my_heads, :], torch.cat(parts, dim=2)], dim=2).transpose(2, 3)  # (3, b, hp, L+S, d)
         q, k, v = full.unbind(0)
         if image_rotary_emb is not None:
-            cos, sin = (t.to(x.device) for t in image_rotary_emb)
-            q = torch.cat([q[:, :, :text_len], rope(q[:, :, text_len:], cos, sin)], dim=2)
-            if not attn.is_cross_attention:
-                k = torch.cat([k[:, :, :text_len], rope(k[:, :, text_len:], cos, sin)], dim=2)
+            q, k = rope_video_tokens(q, k, text_len, image_rotary_emb, not attn.is_cross_attention)
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False).transpose(1, 2)  # (b, L+S, hp, d)
         text_out = torch.cat(axis.all_gather(out[:, :text_len]), dim=2)  # every head of the text tokens
         # sequence -> heads: rank j gets its shard of the tokens for this rank's heads
