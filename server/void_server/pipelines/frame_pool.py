@@ -13,7 +13,7 @@ T = TypeVar("T")
 
 
 def default_workers() -> int:
-    return int(os.environ.get("VOID_FRAME_WORKERS", 0)) or max(1, min(8, (os.cpu_count() or 1)))
+    return max(1, min(8, (os.cpu_count() or 1)))
 
 
 def ordered_map(fn: Callable[[int], T], count: int, workers: Optional[int] = None,
