@@ -54,6 +54,8 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-resolution", type=int, help="longest plate side in pixels (default 4096)")
     p.add_argument("--memory-mode", choices=MEMORY_MODES)
     p.add_argument("--concurrency", type=int, help="GPU jobs at once: one per GPU (default 1)")
+    p.add_argument("--gpus-per-worker", type=int, help="GPUs each job's denoising is split over (default 1; "
+                   "docs/cluster.md, 'One job on several GPUs')")
     p.add_argument("--pipeline", choices=PIPELINES, help="void (default), preview (CPU) or testing")
     p.add_argument("--allowed-root", dest="allowed_roots", action="append", type=Path, default=[],
                    help="a folder the server may read shared-path inputs from (repeatable)")
@@ -66,7 +68,7 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
 def config_from(args: argparse.Namespace) -> ServerConfig:
     names = ("host", "port", "data_dir", "model_dir", "token", "memory_mode", "concurrency", "pipeline",
              "allowed_roots", "result_ttl_hours", "tokens_file", "insecure", "tls_cert", "tls_key", "max_upload_mb",
-             "max_frames", "max_resolution", "cluster", "cluster_storage", "cluster_resource")
+             "max_frames", "max_resolution", "cluster", "cluster_storage", "cluster_resource", "gpus_per_worker")
     flags: Dict[str, Any] = {n: getattr(args, n) for n in names}
     flags["options"] = dict(args.options)
     return load_config(flags, args.config)

@@ -47,6 +47,7 @@ class ServerConfig:
     cluster: Optional[str] = None  # Ray address ("auto", "HOST:PORT", "ray://HOST:PORT"): run jobs on the cluster
     cluster_storage: str = "shared"  # "shared" (DATA_DIR mounted on every worker) or "object_store"
     cluster_resource: str = "GPU"  # the Ray resource one worker takes a unit of (a custom one for CPU tests)
+    gpus_per_worker: int = 1  # GPUs one job spreads its transformer work over (>1: one urgent shot on several GPUs)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser()
@@ -66,6 +67,8 @@ class ServerConfig:
             raise ConfigError("port %s is not a TCP port (1-65535)" % self.port)
         if int(self.concurrency) < 1:
             raise ConfigError("concurrency must be at least 1, not %s" % self.concurrency)
+        if int(self.gpus_per_worker) < 1:
+            raise ConfigError("gpus_per_worker must be at least 1, not %s" % self.gpus_per_worker)
         if float(self.result_ttl_hours) < 0:
             raise ConfigError("result_ttl_hours must be 0 (keep) or more, not %s" % self.result_ttl_hours)
         for name in ("max_upload_mb", "max_frames", "max_resolution"):
@@ -114,7 +117,7 @@ def is_loopback(host: str) -> bool:
 FIELDS = {f.name for f in dataclasses.fields(ServerConfig)}
 # Environment variables: VOID_HOST, VOID_PORT, ..., VOID_ALLOWED_ROOTS (os.pathsep-separated).
 ENV_PREFIX = "VOID_"
-_INT = {"port", "concurrency", "max_frames", "max_resolution"}
+_INT = {"port", "concurrency", "max_frames", "max_resolution", "gpus_per_worker"}
 _FLOAT = {"result_ttl_hours", "max_upload_mb"}
 _BOOL = {"insecure"}
 
