@@ -12,6 +12,7 @@ from typing import Optional
 import torch
 
 from ..base import CancelCheck
+from ..stage_clock import StageClock
 from .conditioning import apply_mask_rule, encode_conditioning
 from .decode import decode_latents
 from .denoise import OVERLAP_LATENTS, WINDOW_LATENTS, CallObserver, StepCallback, denoise
@@ -76,6 +77,7 @@ def run_pass(
     observer: Optional[CallObserver] = None,
     parallel: Optional[ParallelPlan] = None,
     video_latents: Optional[torch.Tensor] = None,
+    clock: Optional[StageClock] = None,
 ) -> PassResult:
     """video01 (1, 3, T, H, W) in [0, 1] and inverted mask (1, 1, T, H, W), T = 4k + 1 with an even latent count.
     `parallel` splits the denoising over ranks (every rank runs this with the same inputs; see parallel/).
@@ -83,7 +85,8 @@ def run_pass(
     `initial_noise` (1, T_lat, 16, h, w) replaces the seeded noise (pass 2's warped noise); `video_latents` from
     an earlier pass over the same video and seed skip its encoding."""
     vae = models.vae
-    with models.placement.use(vae):
+    clock = clock or StageClock()
+    with clock("encode"), models.placement.use(vae):
         inpaint, augmented = encode_conditioning(
             vae, video01.to(models.device), apply_mask_rule(mask, cfg.mask_rule).to(models.device), models.add_noise, seed,
             video_latents)
@@ -97,10 +100,10 @@ def run_pass(
     latents = (noise * scheduler.init_noise_sigma).to(models.device, models.dtype)
 
     transformer = models.transformer(cfg.index)
-    with models.placement.use(transformer):
+    with clock("denoise"), models.placement.use(transformer):
         latents = denoise(transformer, scheduler, latents, inpaint, embeds, neg, cfg.guidance, cfg.steps,
                           window, overlap, on_step, should_cancel, observer, parallel)
-    with models.placement.use(vae):
+    with clock("decode"), models.placement.use(vae):
         video = decode_latents(vae, latents)
     return PassResult(latents=latents, video=video, noise_augmented_video=augmented,
                       video_latents=inpaint[:, :, LATENT_CHANNELS:])

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -22,6 +21,7 @@ import torch
 from ...reasoning.quadmask import build_quadmask
 from ..base import (CancelCheck, PipelineInputs, PipelineSettings, PipelineUnavailable, Progress, ProgressCallback,
                     ResultSink, RunSummary, check_cancel, stage_fraction)
+from ..stage_clock import StageClock
 from .conditioning import MODEL_SIZE, WINDOW_FRAMES, latent_frames, padded_length, prepare_mask, prepare_video
 from .denoise import WINDOW_LATENTS
 from .latent_noise import reference_noise_to_latents
@@ -97,28 +97,28 @@ class VoidPipeline:
             should_cancel: CancelCheck) -> RunSummary:
         s = inputs.settings
         notes: List[str] = []
-        timings: Dict[str, float] = {}
-        clock = time.monotonic()
+        clock = StageClock()
 
-        quadmask = self._quadmask(inputs, notes, progress)
-        timings["quadmask"] = time.monotonic() - clock
-        job = self._model_inputs(inputs, quadmask)
+        with clock("quadmask"):
+            quadmask = self._quadmask(inputs, notes, progress)
+        with clock("model_inputs"):
+            job = self._model_inputs(inputs, quadmask)
         check_cancel(should_cancel)
 
-        clock = time.monotonic()
-        pass1 = self._pass(inputs, job, PASS1, s.steps_pass1, 1.0, None, progress, should_cancel)
-        timings["pass1"] = time.monotonic() - clock
+        with clock("pass1"):
+            pass1 = self._pass(inputs, job, PASS1, s.steps_pass1, 1.0, None, progress, should_cancel, clock.child("pass1"))
         final = pass1
         if s.passes >= 2:
-            clock = time.monotonic()
-            noise = self._pass2_noise(job, pass1, s, notes)
-            final = self._pass(inputs, job, PASS2, s.steps_pass2, s.guidance_pass2, noise, progress, should_cancel)
-            timings["pass2"] = time.monotonic() - clock
+            with clock("pass2_noise"):
+                noise = self._pass2_noise(job, pass1, s, notes)
+            with clock("pass2"):
+                final = self._pass(inputs, job, PASS2, s.steps_pass2, s.guidance_pass2, noise, progress, should_cancel,
+                                   clock.child("pass2"))
 
-        clock = time.monotonic()
-        written = self._merge(inputs, quadmask, job, final, pass1 if (s.passes >= 2 and s.keep_pass1) else None,
-                              sink, progress, should_cancel)
-        timings["merge"] = time.monotonic() - clock
+        with clock("merge"):
+            written = self._merge(inputs, quadmask, job, final, pass1 if (s.passes >= 2 and s.keep_pass1) else None,
+                                  sink, progress, should_cancel)
+        timings = clock.timings
         return RunSummary(frames_written=written, notes=notes, timings=timings)
 
     # -- stages ------------------------------------------------------------------------------------------------
@@ -180,7 +180,8 @@ class VoidPipeline:
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
     def _pass(self, inputs: PipelineInputs, job: ModelInputs, base: PassConfig, steps: int, guidance: float,
-              noise: Optional[torch.Tensor], progress: ProgressCallback, should_cancel: CancelCheck) -> torch.Tensor:
+              noise: Optional[torch.Tensor], progress: ProgressCallback, should_cancel: CancelCheck,
+              clock: Optional[StageClock] = None) -> torch.Tensor:
         """One pass (checkpointed): -> decoded frames (1, 3, length, H, W) float32 in [0, 1] on the CPU."""
         from safetensors.torch import load_file, save_file
 
@@ -200,14 +201,15 @@ class VoidPipeline:
         result = run_pass(self.models, cfg, job.video, job.mask, inputs.settings.prompt, inputs.settings.seed,
                           initial_noise=noise, window=window,
                           on_step=lambda i, n: self._report(progress, stage, i, n, passes),
-                          should_cancel=should_cancel, video_latents=job.video_latents)
+                          should_cancel=should_cancel, video_latents=job.video_latents, clock=clock)
         job.video_latents = result.video_latents
         video = result.video.float().cpu().contiguous()
-        inputs.workdir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({"video": video, "latents": result.latents.float().cpu().contiguous(),
-                   "video_latents": result.video_latents.cpu().contiguous()}, str(tmp), metadata={"tag": tag})
-        tmp.replace(path)
+        with (clock or StageClock())("checkpoint"):
+            inputs.workdir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            save_file({"video": video, "latents": result.latents.float().cpu().contiguous(),
+                       "video_latents": result.video_latents.cpu().contiguous()}, str(tmp), metadata={"tag": tag})
+            tmp.replace(path)
         return video
 
     def _raft_model(self):
