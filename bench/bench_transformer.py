@@ -55,6 +55,48 @@ def time_calls(fn: Callable[[], torch.Tensor], warmup: int, reps: int) -> List[f
     return out
 
 
+# Kernel names -> where a forward's GPU time goes. Order matters: cuDNN/flash attention kernels also carry "sm90",
+# and Triton templates of max-autotune GEMMs carry "triton".
+KERNEL_CLASSES = (
+    ("attention", ("flash", "fmha", "sdpa", "attention", "attn")),
+    ("matmul", ("gemm", "nvjet", "xmma", "cutlass", "wgmma", "triton_tem", "_mm_", "matmul")),
+    ("fused norm/modulation/rope/gelu (triton)", ("triton",)),
+    ("copies", ("memcpy", "memset", "copy", "cat")),
+)
+
+
+def kernel_class(name: str) -> str:
+    low = name.lower()
+    for cls, keys in KERNEL_CLASSES:
+        if any(k in low for k in keys):
+            return cls
+    return "other elementwise"
+
+
+def profile_split(fwd: Callable[[], torch.Tensor], seconds_per_forward: float, reps: int = 3) -> Dict[str, object]:
+    """GPU time per kernel class for one forward, and the launch gaps (wall time with no kernel running)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fwd()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fwd()
+        torch.cuda.synchronize()
+    split: Dict[str, float] = {}
+    top: Dict[str, float] = {}
+    for evt in prof.key_averages():
+        t = getattr(evt, "self_device_time_total", 0) or 0  # microseconds, summed over reps
+        if t <= 0:
+            continue
+        cls = kernel_class(evt.key)
+        split[cls] = split.get(cls, 0.0) + t / 1e6 / reps
+        top[evt.key[:90]] = t / 1e6 / reps
+    busy = sum(split.values())
+    split["gaps (no kernel running)"] = max(seconds_per_forward - busy, 0.0)
+    return {"seconds": split, "top_kernels": dict(sorted(top.items(), key=lambda kv: -kv[1])[:8])}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=85)
@@ -64,6 +106,7 @@ def main() -> None:
     ap.add_argument("--variants", default="eager,eager_lean,compiled,compiled_lean")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--compile-cache", default=None, help="inductor cache dir (warm-start measurement)")
+    ap.add_argument("--profile", action="store_true", help="split each variant's batch-1 forward by kernel class")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     args = ap.parse_args()
     if args.compile_cache:
@@ -95,8 +138,10 @@ def main() -> None:
             model = model.float()
         t0 = time.perf_counter()
         mode = "max-autotune-no-cudagraphs" if "autotune" in variant else None
-        if "lean" in variant:
-            accelerate_transformer(model, attention="auto", compile_blocks=variant.startswith("compiled"), compile_mode=mode)
+        # "..._lean" = our processor with the auto backend order; "..._cudnn" / "..._flash" pin one SDPA backend.
+        backend = next((b for b in ("cudnn", "flash", "efficient") if variant.endswith("_" + b)), "auto" if "lean" in variant else None)
+        if backend is not None:
+            accelerate_transformer(model, attention=backend, compile_blocks=variant.startswith("compiled"), compile_mode=mode)
         elif variant.startswith("compiled"):
             for block in model.transformer_blocks:
                 block.compile(fullgraph=True, dynamic=False, mode=mode)
@@ -132,6 +177,8 @@ def main() -> None:
                 "mfu_of_measured_peak": flops * batch / med / 1e12 / peak, "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
                 "rel_l2_vs_eager": rel, "rel_l2_vs_fp32": rel_to("fp32"), "finite": bool(torch.isfinite(out).all()),
             }
+            if args.profile and batch == 1:
+                row["profile"] = profile_split(fwd, med)
             results.append(row)
             print(json.dumps(row), flush=True)
         del model
@@ -148,6 +195,13 @@ def main() -> None:
         print("%-14s %5d %10.4f %10.2f %8.0f %5.0f%% %8.1f %10s %10s" % (
             r["variant"], r["batch"], r["s_per_forward"], r["first_call_s"], r["tflops"], 100 * r["mfu_of_measured_peak"],
             r["peak_gib"], fmt(r["rel_l2_vs_eager"]), fmt(r["rel_l2_vs_fp32"])))
+    for r in results:
+        if "profile" in r:
+            print("\n%s, batch 1: where %.3f s per forward goes" % (r["variant"], r["s_per_forward"]))
+            for cls, sec in sorted(r["profile"]["seconds"].items(), key=lambda kv: -kv[1]):
+                print("  %-44s %7.1f ms  %5.1f%%" % (cls, sec * 1e3, 100 * sec / r["s_per_forward"]))
+            for name, sec in r["profile"]["top_kernels"].items():
+                print("    %7.2f ms  %s" % (sec * 1e3, name))
 
 
 if __name__ == "__main__":
