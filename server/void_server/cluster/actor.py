@@ -37,19 +37,25 @@ class GpuWorker:
         self.host.load()
         ctx = ray.get_runtime_context()
         self.node_id, self.gpu_ids = ctx.get_node_id(), [str(g) for g in ray.get_gpu_ids()]
+        self.node_ip = ray.util.get_node_ip_address()
+        # what this actor holds (e.g. {"GPU": 2.0} with --gpus-per-worker 2, or a custom resource in tests)
+        self.units = {k: v for k, v in ctx.get_assigned_resources().items() if k != "CPU"}
         self._job: Optional[str] = None
+        self._workdir: Optional[str] = None
         self._progress: Optional[Dict[str, Any]] = None
         self._cancel = threading.Event()
         self._lock = threading.Lock()
 
     def describe(self) -> Dict[str, Any]:
-        return {"worker": self.worker_id, "host": socket.gethostname(), "node": self.node_id, "pid": os.getpid(),
-                "gpus": self.gpu_ids, "gpu": _gpu_name(), "pipeline": self.host.name, "label": self.host.label,
-                "problem": self.host.problem, "job": self._job,
+        return {"worker": self.worker_id, "host": socket.gethostname(), "node": self.node_id, "ip": self.node_ip,
+                "pid": os.getpid(), "gpus": self.gpu_ids, "gpu": _gpu_name(), "units": self.units,
+                "gpus_per_worker": int(getattr(self.config, "gpus_per_worker", 1)),
+                "pipeline": self.host.name, "label": self.host.label, "problem": self.host.problem,
+                "job": self._job, "workdir": self._workdir,
                 "models": self.host.pipeline.describe() if self.host.pipeline is not None else {}}
 
     def progress(self) -> Optional[Dict[str, Any]]:
-        return self._progress
+        return dict(self._progress, workdir=self._workdir) if self._progress else None
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -66,7 +72,7 @@ class GpuWorker:
             except Exception as e:
                 return {"error": RemoteError("%s: %s" % (type(e).__name__, e))}
             finally:
-                self._job = None
+                self._job = self._workdir = None
 
     def _run(self, job: Dict[str, Any]) -> Dict[str, Any]:
         if self.host.pipeline is None:
@@ -90,6 +96,7 @@ class GpuWorker:
             return {"notes": notes, "results": transport.pack(files.results)}
 
     def _execute(self, job, spec, files, on_progress, notes) -> None:
+        self._workdir = str(files.root)  # where this job's files are on this machine (health shows it)
         run_pipeline(self.host.pipeline, job["id"], spec, files, self.config.memory_mode, on_progress,
                      self._cancel.is_set, notes)
 

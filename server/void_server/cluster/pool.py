@@ -33,7 +33,7 @@ class ClusterView:
 
     def describe(self) -> Dict[str, object]:
         return {"cluster": self.host.address, "storage": self.host.storage, "resource": self.host.resource,
-                "workers": self.host.workers_info()}
+                "gpus_per_worker": self.host.units, "workers": self.host.workers_info()}
 
 
 class ClusterHost(BackgroundHost):
@@ -44,12 +44,14 @@ class ClusterHost(BackgroundHost):
         self.config, self.name = config, config.pipeline
         self.address = config.cluster
         self.storage, self.resource = config.cluster_storage, config.cluster_resource
+        self.units = int(getattr(config, "gpus_per_worker", 1) or 1)  # of the resource, per worker
         self.problem: Optional[str] = None
         self.pipeline: Optional[ClusterView] = None
         self._label: Optional[str] = None
         self._lock = threading.Lock()
         self._executors: Dict[str, RayExecutor] = {}
         self._starting: Dict[str, Any] = {}
+        self._threads_started = 0
         self.ray = None
 
     # -- the PipelineHost interface ------------------------------------------------------------------------------
@@ -76,34 +78,54 @@ class ClusterHost(BackgroundHost):
     # -- the pool ------------------------------------------------------------------------------------------------
     def workers_info(self) -> List[Dict[str, object]]:
         with self._lock:
-            out = [dict(e.info, job=e.job, state="running" if e.job else "idle") for e in self._executors.values()]
+            out = [dict(e.info, job=e.job, workdir=e.workdir, state="running" if e.job else "idle")
+                   for e in self._executors.values()]
             out += [{"worker": w, "state": "starting"} for w in self._starting]
         return out
 
-    def _slots(self) -> int:
-        return int(self.ray.cluster_resources().get(self.resource, 0))
+    def _live_nodes(self) -> Dict[str, float]:
+        """Every live Ray node -> its units of the worker resource (a machine that left is no longer listed)."""
+        return {n["NodeID"]: float((n.get("Resources") or {}).get(self.resource, 0))
+                for n in self.ray.nodes() if n.get("Alive")}
+
+    def _slots(self, nodes: Dict[str, float]) -> int:
+        # counted per machine: one worker's units must all be on one machine (a job never spans machines)
+        return sum(int(units // self.units) for units in nodes.values())
 
     def _keep_pool(self, manager) -> None:
         self.wait()
         while self.problem is None and not manager.stopping:
             try:
-                with self._lock:
-                    for wid in [w for w, e in self._executors.items() if not e.alive]:
-                        log.warning("worker %s is gone", wid)
-                        del self._executors[wid]
-                    missing = self._slots() - len(self._executors) - len(self._starting)
-                for _ in range(max(0, missing)):
-                    self._start_worker(manager)
-                for e in list(self._executors.values()):
-                    if e.job is None and e.alive:
-                        e.check()  # notices a lost idle worker, refreshes what health shows
+                self._scan(manager)
             except Exception:
                 log.exception("cluster pool")
             with manager.wakeup:
                 manager.wakeup.wait(SCAN_S)
 
+    def _scan(self, manager) -> None:
+        """Drop the workers of machines that left, start workers on new capacity, check the idle ones."""
+        nodes = self._live_nodes()
+        for e in list(self._executors.values()):
+            if e.alive and e.node not in nodes:
+                log.warning("worker %s: its machine %s (Ray node %s) left the cluster", e.name, e.info.get("host"),
+                            e.node)
+                e.lose("its machine left the cluster")  # a running job is requeued by its worker thread
+        with self._lock:
+            for wid in [w for w, e in self._executors.items() if not e.alive]:
+                log.warning("worker %s is gone", wid)
+                del self._executors[wid]
+            missing = self._slots(nodes) - len(self._executors) - len(self._starting)
+        for _ in range(max(0, missing)):
+            self._start_worker(manager)
+        for e in list(self._executors.values()):
+            if e.job is None and e.alive:
+                e.check()  # notices a lost idle worker, refreshes what health shows
+
     def _actor_options(self) -> Dict[str, Any]:
-        need = {"num_gpus": 1} if self.resource == "GPU" else {"resources": {self.resource: 1}}
+        # --gpus-per-worker N: the actor reserves N GPUs (Ray sets CUDA_VISIBLE_DEVICES to them) and its pipeline
+        # gets the same config, so it spreads each job over them
+        n = self.units
+        need = {"num_gpus": n} if self.resource == "GPU" else {"resources": {self.resource: n}}
         # threads: run, plus progress/cancel/describe calls while it runs; no restarts (the job is retried instead)
         return dict(need, num_cpus=0, max_concurrency=4, max_restarts=0)
 
@@ -135,5 +157,6 @@ class ClusterHost(BackgroundHost):
             log.error("worker %s on %s cannot run jobs: %s", wid, info.get("host"), info["problem"])
             return  # kept (it holds its GPU slot and shows in health) but given no jobs
         log.info("worker %s ready on %s (GPU %s)", wid, info.get("host"), ",".join(info.get("gpus") or []) or "-")
-        Worker(manager, len(self._executors), executor=executor).start()
+        self._threads_started += 1
+        Worker(manager, self._threads_started, executor=executor).start()
         manager.notify()
