@@ -7,6 +7,7 @@ so clips past the reference's 197-frame cap simply get more windows.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -14,6 +15,7 @@ from diffusers.models.embeddings import get_3d_rotary_pos_embed
 
 from ..base import CancelCheck, JobCancelled
 from .parallel import ParallelPlan, sequence_parallel
+from .step_cache import CacheStats, FirstBlockCache, attach
 
 WINDOW_LATENTS = 22  # 85 video frames
 OVERLAP_LATENTS = 4  # 16 video frames
@@ -84,12 +86,17 @@ def denoise(
     should_cancel: Optional[CancelCheck] = None,
     observer: Optional[CallObserver] = None,
     parallel: Optional[ParallelPlan] = None,
+    step_cache: float = 0.0,
+    cache_stats: Optional[CacheStats] = None,
 ) -> torch.Tensor:
     """Denoise `latents` (1, T_lat, 16, h, w) already scaled by init_noise_sigma, conditioned on
     `inpaint_latents` (1, T_lat, 32, h, w). CFG (guidance > 1) batches [unconditional, conditional].
 
     `parallel` (a `parallel.ParallelPlan`, every rank calling with the same inputs) splits the guidance pair, the
-    windows and the video tokens over ranks; every rank returns the same latents as the single-process loop."""
+    windows and the video tokens over ranks; every rank returns the same latents as the single-process loop.
+
+    `step_cache` > 0 turns on the first-block cache (step_cache.py; lossy) with that threshold, one cache per window
+    for this pass; `cache_stats` collects its hit count."""
     plan = parallel or ParallelPlan()
     device, dtype = latents.device, latents.dtype
     t_lat, h, w = latents.shape[1], latents.shape[3], latents.shape[4]
@@ -108,19 +115,21 @@ def denoise(
     ropes = {n: rotary_embedding(transformer, n, h, w, device) for n in {e - b for b, e in spans}}
     weights = [window_weights(b, e, t_lat, overlap).to(device).view(1, -1, 1, 1, 1) for b, e in spans]
     mine = plan.my_windows(len(spans))
+    cache = _step_cache(step_cache, cache_stats, plan, split_cfg)
 
-    def predict(x: torch.Tensor, c: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The guided noise prediction for one window."""
+    def predict(x: torch.Tensor, c: torch.Tensor, t: torch.Tensor, k: int) -> torch.Tensor:
+        """The guided noise prediction for window k."""
         if cfg and not split_cfg:
             x, c = torch.cat([x, x]), torch.cat([c, c])
         timestep = t.expand(x.shape[0])
-        noise_pred = transformer(
-            hidden_states=torch.cat([x, c], dim=2),
-            encoder_hidden_states=text,
-            timestep=timestep,
-            image_rotary_emb=ropes[x.shape[1]],
-            return_dict=False,
-        )[0]
+        with cache.context(k) if cache is not None else contextlib.nullcontext():
+            noise_pred = transformer(
+                hidden_states=torch.cat([x, c], dim=2),
+                encoder_hidden_states=text,
+                timestep=timestep,
+                image_rotary_emb=ropes[x.shape[1]],
+                return_dict=False,
+            )[0]
         if observer is not None:
             observer({"hidden_states": x, "encoder_hidden_states": text, "timestep": timestep,
                       "inpaint_latents": c, "output": noise_pred})
@@ -134,11 +143,12 @@ def denoise(
 
     scheduler.set_timesteps(num_steps, device=device)
     timesteps = scheduler.timesteps
-    with sequence_parallel(transformer, plan.sequence):
+    with sequence_parallel(transformer, plan.sequence), \
+            attach(transformer, cache) if cache is not None else contextlib.nullcontext():
         for i, t in enumerate(timesteps):
             if should_cancel is not None and plan.world.any(should_cancel(), device):  # all ranks stop together
                 raise JobCancelled()
-            stepped = {k: scheduler.step(predict(latents[:, b:e], cond[:, b:e], t), t, latents[:, b:e], return_dict=False)[0]
+            stepped = {k: scheduler.step(predict(latents[:, b:e], cond[:, b:e], t, k), t, latents[:, b:e], return_dict=False)[0]
                        for k, (b, e) in enumerate(spans) if k in mine}
             if plan.windows.size > 1:
                 stepped = dict(enumerate(plan.gather_windows(stepped, [e - b for b, e in spans], latents)))
@@ -154,3 +164,18 @@ def denoise(
             if on_step is not None:
                 on_step(i + 1, len(timesteps))
     return latents
+
+
+def _step_cache(threshold: float, stats: Optional[CacheStats], plan: ParallelPlan, split_cfg: bool) -> Optional[FirstBlockCache]:
+    """The pass's first-block cache, or None when off. The two halves of a split guidance pair share one decision
+    (their sums are added, as the batched pair's would be); sequence-parallel ranks hold different token shards
+    inside the blocks, which the cache's residuals cannot span."""
+    if threshold < 0 or threshold != threshold:
+        raise ValueError("the step-cache threshold must be >= 0 (0 = off), got %r" % threshold)
+    if threshold == 0:
+        return None
+    if plan.sequence.size > 1:
+        raise ValueError("the step cache does not combine with sequence parallelism; run it with the guidance or "
+                         "window split, or turn the step cache off")
+    reduce = (lambda t: torch.stack(plan.cfg.all_gather(t)).sum(0)) if split_cfg else None
+    return FirstBlockCache(threshold, reduce, stats)
