@@ -121,6 +121,9 @@ def accelerate_transformer(
         for block in transformer.transformer_blocks:
             block.attn1.set_processor(processor)
     if compile_blocks:
+        # One graph per window length x batch (1, or the CFG pair) x bf16 or float8 linears (fp8_linear.py):
+        # more variants than dynamo's default limit of 8 recompiles per code object.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         for block in transformer.transformer_blocks:
             # dynamic=False: window lengths are few (a full window, perhaps one shorter last window), so a
             # specialised graph per length beats a symbolic one.

@@ -1,0 +1,113 @@
+"""float8 matrix work: the quantisation's numerics (CPU emulation), the CUDA path's shapes under a full-graph
+compile (traced with fake tensors), swapping in and out of a transformer, and the errors where it cannot run."""
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from void_server.pipelines.void import fp8_linear  # noqa: E402
+from void_server.pipelines.void.fp8_linear import (FP8_MAX, Fp8Linear, Fp8Unsupported, fp8_matmul,  # noqa: E402
+                                                   quantise_rows, support_problem)
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+def test_row_quantisation_is_within_e4m3_rounding():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 64, generator=g) * torch.logspace(-3, 3, 32).unsqueeze(1)  # rows of very different sizes
+    q, scale = quantise_rows(x)
+    assert q.dtype == torch.float8_e4m3fn and scale.shape == (32, 1)
+    assert torch.equal(q.float().abs().amax(dim=1), torch.full((32,), FP8_MAX))  # each row's absmax maps to 448
+    back = q.float() * scale
+    normal = x.abs() >= scale * 2.0 ** -6  # e4m3's smallest normal, in each row's units
+    # 3 mantissa bits: round-to-nearest is within half a unit in the last place, 2^-4 relative.
+    assert ((back - x).abs() <= x.abs() * 2.0 ** -4 + 1e-12)[normal].all()
+    assert _rel(back, x) > 1e-3  # it really is quantised
+
+
+def test_emulated_linear_is_close_to_float32_and_keeps_shapes():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 48)
+    x = torch.randn(2, 37, 64)  # 74 rows: padded to 80 inside, trimmed again
+    f = Fp8Linear(linear, emulate=True)
+    with torch.no_grad():
+        y, expected = f(x), linear(x)
+    assert y.shape == expected.shape and y.dtype == x.dtype
+    # Two operands each rounded by up to 2^-4 relative (~3.6% rms for uniform rounding): a few percent overall.
+    assert 5e-3 < _rel(y, expected) < 0.06
+    assert f.bias is linear.bias  # shared, not copied
+
+
+def test_the_cuda_path_traces_as_one_graph_with_valid_scaled_mm_operands():
+    """Dynamo with fake tensors runs _scaled_mm's shape checks (row-wise scales (M,1)/(1,N), column-major second
+    operand): what the H100 will get, checked here without a GPU."""
+    torch.manual_seed(0)
+    f = Fp8Linear(torch.nn.Linear(64, 48).to(torch.bfloat16), emulate=False)
+    graphs = []
+
+    def capture(gm, example_inputs):
+        graphs.append(gm)
+        return lambda *args: (torch.zeros(2, 37, 48, dtype=torch.bfloat16),)  # CPU has no float8 matmul to run
+
+    compiled = torch.compile(f, fullgraph=True, dynamic=False, backend=capture)
+    out = compiled(torch.randn(2, 37, 64, dtype=torch.bfloat16))
+    assert len(graphs) == 1 and out.shape == (2, 37, 48)
+    mm = [n for n in graphs[0].graph.nodes if n.target is torch._scaled_mm]
+    assert len(mm) == 1
+    value = mm[0].meta["example_value"]
+    assert tuple(value.shape) == (80, 48) and value.dtype == torch.bfloat16
+
+
+def _tiny_transformer() -> torch.nn.Module:
+    pytest.importorskip("diffusers")
+    from diffusers import CogVideoXTransformer3DModel
+
+    from void_server.pipelines.void.tiny import TRANSFORMER_CONFIGS
+
+    torch.manual_seed(0)
+    return CogVideoXTransformer3DModel(**dict(TRANSFORMER_CONFIGS["tiny"], in_channels=48)).eval()
+
+
+def _forward(model) -> torch.Tensor:
+    from void_server.pipelines.void.denoise import rotary_embedding
+
+    g = torch.Generator().manual_seed(1)
+    x, text = torch.randn(1, 4, 48, 8, 12, generator=g), torch.randn(1, 7, 32, generator=g)
+    with torch.no_grad():
+        return model(hidden_states=x, encoder_hidden_states=text, timestep=torch.tensor([500]),
+                     image_rotary_emb=rotary_embedding(model, 4, 8, 12, torch.device("cpu")), return_dict=False)[0]
+
+
+def test_transformer_swaps_to_float8_inside_the_context_and_back_after():
+    model = _tiny_transformer()
+    plain = _forward(model)
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    with fp8_matmul(model, torch.device("cpu"), emulate=True):
+        swapped = {n for n, m in model.named_modules() if isinstance(m, Fp8Linear)}
+        lossy = _forward(model)
+    # Per block: q, k, v, out, and the two MLP layers; the modulation linears stay as they are.
+    assert len(swapped) == 6 * len(model.transformer_blocks)
+    assert not any("norm" in n for n in swapped)
+    assert 1e-4 < _rel(lossy, plain) < 0.1
+    assert {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)} == linears
+    assert torch.equal(_forward(model), plain)
+    first = fp8_linear.twins(model, emulate=True)
+    with fp8_matmul(model, torch.device("cpu"), emulate=True):
+        pass
+    assert fp8_linear.twins(model, emulate=True) is first  # quantised once per transformer, not per job
+
+
+def test_unsupported_hardware_is_a_clear_error(monkeypatch):
+    model = _tiny_transformer()
+    with pytest.raises(Fp8Unsupported, match="compute capability 8.9"):
+        with fp8_matmul(model, torch.device("cpu")):
+            pass
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100")
+    assert "A100 is 8.0" in support_problem(torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert support_problem(torch.device("cuda")) is None
+    with pytest.raises(Fp8Unsupported, match="memory mode model_offload"):
+        with fp8_matmul(model, torch.device("cuda"), memory_mode="model_offload"):
+            pass
