@@ -7,7 +7,7 @@ steps, guidance 6 against an empty prompt, binary mask.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -78,12 +78,14 @@ def run_pass(
     parallel: Optional[ParallelPlan] = None,
     video_latents: Optional[torch.Tensor] = None,
     clock: Optional[StageClock] = None,
+    denoiser: Optional[Callable[..., torch.Tensor]] = None,
 ) -> PassResult:
     """video01 (1, 3, T, H, W) in [0, 1] and inverted mask (1, 1, T, H, W), T = 4k + 1 with an even latent count.
     `parallel` splits the denoising over ranks (every rank runs this with the same inputs; see parallel/).
 
     `initial_noise` (1, T_lat, 16, h, w) replaces the seeded noise (pass 2's warped noise); `video_latents` from
-    an earlier pass over the same video and seed skip its encoding."""
+    an earlier pass over the same video and seed skip its encoding. `denoiser` stands in for `denoise.denoise`
+    (same arguments): the pipeline's rank group runs the loop over several devices with it."""
     vae = models.vae
     clock = clock or StageClock()
     with clock("encode"), models.placement.use(vae):
@@ -101,8 +103,8 @@ def run_pass(
 
     transformer = models.transformer(cfg.index)
     with clock("denoise"), models.placement.use(transformer):
-        latents = denoise(transformer, scheduler, latents, inpaint, embeds, neg, cfg.guidance, cfg.steps,
-                          window, overlap, on_step, should_cancel, observer, parallel)
+        latents = (denoiser or denoise)(transformer, scheduler, latents, inpaint, embeds, neg, cfg.guidance, cfg.steps,
+                                        window, overlap, on_step, should_cancel, observer, parallel)
     with clock("decode"), models.placement.use(vae):
         video = decode_latents(vae, latents)
     return PassResult(latents=latents, video=video, noise_augmented_video=augmented,

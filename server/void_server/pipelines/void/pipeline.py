@@ -10,6 +10,7 @@ covers every latent frame with overlapping windows (denoise.py). Only the plate'
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -55,7 +56,8 @@ class VoidPipeline:
 
     def __init__(self, model_dir: Path, device: Optional[str] = None, memory_mode: str = "auto",
                  model_size: Tuple[int, int] = MODEL_SIZE, window_frames: int = WINDOW_FRAMES,
-                 reasoner: Optional[object] = None, compile_blocks: Optional[bool] = None) -> None:
+                 reasoner: Optional[object] = None, compile_blocks: Optional[bool] = None, gpus: int = 1,
+                 rank_timeout_s: float = 600.0) -> None:
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.layout = resolve_layout(Path(model_dir))
         self.models = VoidModels(self.layout, dev, memory_mode, compile_blocks=compile_blocks)
@@ -63,6 +65,7 @@ class VoidPipeline:
         self.window_frames = int(window_frames)
         self.reasoner = reasoner
         self._raft = None
+        self._group = self._rank_group(int(gpus), rank_timeout_s)
 
     @classmethod
     def from_config(cls, config: object) -> "VoidPipeline":
@@ -86,10 +89,34 @@ class VoidPipeline:
             model_size=tuple(options.get("model_size", MODEL_SIZE)),
             window_frames=int(options.get("window_frames", WINDOW_FRAMES)),
             compile_blocks=options.get("compile"),
+            gpus=int(getattr(config, "gpus_per_worker", 1) or 1),
+            rank_timeout_s=float(options.get("rank_timeout_s", 600.0)),
         )
 
+    def _rank_group(self, gpus: int, timeout_s: float):
+        """gpus > 1: the denoising loops run over that many devices (parallel/group.py); the workers start now."""
+        if gpus <= 1:
+            return None
+        from .parallel.group import RankGroup, RankGroupError
+
+        try:
+            group = RankGroup(self.layout.root, gpus, self.models.device, self.models.placement.mode,
+                              self.models.compile_blocks, timeout_s=timeout_s)
+            group.start()
+        except (ValueError, RankGroupError) as e:
+            raise PipelineUnavailable("multi-GPU pipeline (gpus_per_worker=%d) cannot start: %s" % (gpus, e))
+        return group
+
+    def close(self) -> None:
+        """Stop the other ranks' processes (a multi-GPU pipeline); the pipeline is not used afterwards."""
+        if self._group is not None:
+            self._group.shutdown()
+
     def describe(self) -> Dict[str, object]:
-        return dict(self.models.describe(), pipeline=self.name, label=self.label, model_size=list(self.model_size))
+        out = dict(self.models.describe(), pipeline=self.name, label=self.label, model_size=list(self.model_size))
+        if self._group is not None:
+            out["parallel"] = self._group.describe()
+        return out
 
     # -- the job -----------------------------------------------------------------------------------------------
 
@@ -106,14 +133,15 @@ class VoidPipeline:
         check_cancel(should_cancel)
 
         with clock("pass1"):
-            pass1 = self._pass(inputs, job, PASS1, s.steps_pass1, 1.0, None, progress, should_cancel, clock.child("pass1"))
+            pass1 = self._pass(inputs, job, PASS1, s.steps_pass1, 1.0, None, progress, should_cancel, clock.child("pass1"),
+                               notes)
         final = pass1
         if s.passes >= 2:
             with clock("pass2_noise"):
                 noise = self._pass2_noise(job, pass1, s, notes)
             with clock("pass2"):
                 final = self._pass(inputs, job, PASS2, s.steps_pass2, s.guidance_pass2, noise, progress, should_cancel,
-                                   clock.child("pass2"))
+                                   clock.child("pass2"), notes)
 
         with clock("merge"):
             written = self._merge(inputs, quadmask, job, final, pass1 if (s.passes >= 2 and s.keep_pass1) else None,
@@ -177,16 +205,23 @@ class VoidPipeline:
         key = dict(pass_index=cfg.index, prompt=s.prompt, seed=s.seed, steps=steps, guidance=guidance,
                    noise_mode=s.noise_mode if cfg.index == 2 else None, box=job.box, length=job.length,
                    size=self.model_size, window=self.window_frames, passes=s.passes)
+        # Lossy options are job-wide (a lossy pass 1 changes pass 2's input too); keyed only when on, so lossless
+        # tags stay what they were and a lossy checkpoint is never taken for a lossless one.
+        if s.step_cache:
+            key["step_cache"] = float(s.step_cache)
+        if s.fp8_matmul:
+            key["fp8_matmul"] = True
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
     def _pass(self, inputs: PipelineInputs, job: ModelInputs, base: PassConfig, steps: int, guidance: float,
               noise: Optional[torch.Tensor], progress: ProgressCallback, should_cancel: CancelCheck,
-              clock: Optional[StageClock] = None) -> torch.Tensor:
+              clock: Optional[StageClock] = None, notes: Optional[List[str]] = None) -> torch.Tensor:
         """One pass (checkpointed): -> decoded frames (1, 3, length, H, W) float32 in [0, 1] on the CPU."""
         from safetensors.torch import load_file, save_file
 
         stage = "pass%d" % base.index
-        cfg = dataclasses.replace(base, steps=steps, guidance=guidance)
+        cfg = dataclasses.replace(base, steps=steps, guidance=guidance, step_cache=inputs.settings.step_cache,
+                                  fp8_matmul=inputs.settings.fp8_matmul)
         tag = self._checkpoint_tag(inputs, job, cfg, steps, guidance)
         path = inputs.workdir / ("void_%s.safetensors" % stage)
         if path.is_file() and _checkpoint_tag_of(path) == tag:
@@ -201,8 +236,11 @@ class VoidPipeline:
         result = run_pass(self.models, cfg, job.video, job.mask, inputs.settings.prompt, inputs.settings.seed,
                           initial_noise=noise, window=window,
                           on_step=lambda i, n: self._report(progress, stage, i, n, passes),
-                          should_cancel=should_cancel, video_latents=job.video_latents, clock=clock)
+                          should_cancel=should_cancel, video_latents=job.video_latents, clock=clock,
+                          denoiser=None if self._group is None else functools.partial(self._group.denoise, base.index))
         job.video_latents = result.video_latents
+        if result.step_cache is not None and notes is not None:
+            notes.append(result.step_cache.note("pass %d" % base.index))
         video = result.video.float().cpu().contiguous()
         with (clock or StageClock())("checkpoint"):
             inputs.workdir.mkdir(parents=True, exist_ok=True)

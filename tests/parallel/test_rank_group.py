@@ -1,0 +1,166 @@
+"""A whole VoidPipeline job over 2 ranks (gpus_per_worker=2: rank 0 here, rank 1 a spawned process, gloo on the CPU)
+gives the single-process job's frames; a cancel stops both ranks at the same step; a killed rank fails the job with
+a clear message in bounded time, and the next job starts the group again.
+
+One two-rank pipeline serves the module (spawning a rank and importing diffusers is the slow part)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import time
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+from void_server.media.frames import ArrayFrames, MemorySink  # noqa: E402
+from void_server.pipelines.base import JobCancelled, PipelineInputs, PipelineSettings, PipelineUnavailable  # noqa: E402
+from void_server.pipelines.void.parallel.group import RankGroupError, check_devices, pass_degrees  # noqa: E402
+from void_server.pipelines.void.pipeline import VoidPipeline  # noqa: E402
+
+SIZE = (64, 112)
+RANK_TIMEOUT_S = 30.0
+
+
+@dataclasses.dataclass
+class Config:
+    model_dir: Path
+    gpus_per_worker: int = 1
+    memory_mode: str = "auto"
+    device: str = "cpu"
+    options: dict = dataclasses.field(default_factory=lambda: {"model_size": SIZE, "window_frames": 21,
+                                                               "rank_timeout_s": RANK_TIMEOUT_S})
+
+
+def _clip(frames: int = 6, h: int = 72, w: int = 128):
+    """A textured plate with a moving square to remove (quadmask 0) and its shadow (127)."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    plate = np.empty((frames, h, w, 3), np.float32)
+    quad = np.full((frames, h, w), 255, np.float32)
+    for i in range(frames):
+        plate[i] = np.stack([0.3 + 0.2 * np.sin(xx / 9.0), 0.4 + 0.2 * np.cos(yy / 7.0), 0.5 + 0.1 * np.sin((xx + yy) / 5.0)], -1)
+        x0 = 30 + 6 * i
+        quad[i, 40:56, x0 + 4:x0 + 24] = 127
+        quad[i, 24:44, x0:x0 + 20] = 0
+        plate[i, 24:44, x0:x0 + 20] = (0.9, 0.1, 0.1)
+    return plate, quad
+
+
+def _inputs(workdir: Path, **settings) -> PipelineInputs:
+    plate, quad = _clip()
+    s = PipelineSettings(prompt="a textured wall", mask_mode="quadmask", input_encoding="srgb", roi=False,
+                         steps_pass1=3, steps_pass2=2, noise_mode="aligned", **settings)
+    return PipelineInputs(plate=ArrayFrames(plate), settings=s, workdir=workdir, quadmask=ArrayFrames(quad))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    from void_server.pipelines.void.tiny import build_random_model_dir
+
+    return build_random_model_dir(tmp_path_factory.mktemp("models"), size="tiny", raft=True)
+
+
+@pytest.fixture(scope="module")
+def two_ranks(model_dir):
+    pipe = VoidPipeline.from_config(Config(model_dir, gpus_per_worker=2))
+    yield pipe
+    pipe.close()
+    assert not pipe._group.started
+
+
+@pytest.fixture(autouse=True)
+def stub_noise(monkeypatch):
+    """RAFT needs frames of >= 128 px: pass 2's warped noise is seeded Gaussian noise here (rank 0 makes it)."""
+    from void_server.pipelines.void import warped_noise
+
+    def aligned(video01, raft, latent_t, latent_hw, generator, **kw):
+        return torch.randn((latent_t, 16) + tuple(latent_hw), generator=torch.Generator().manual_seed(generator.initial_seed()))
+
+    monkeypatch.setattr(warped_noise, "aligned_warped_noise", aligned)
+
+
+def _run(pipe: VoidPipeline, workdir: Path, progress=None, should_cancel=lambda: False):
+    sink = MemorySink()
+    pipe.run(_inputs(workdir), sink, progress or (lambda p: None), should_cancel)
+    return sink
+
+
+def _watch_transformers(pipe: VoidPipeline) -> dict:
+    """Rank 0's view of the work: the batch each transformer call got and the video tokens its blocks held."""
+    seen = {1: [], 2: []}
+    for index in (1, 2):
+        model = pipe.models.transformer(index)
+        model.transformer_blocks[1].register_forward_pre_hook(
+            lambda m, a, kw, index=index: seen[index].append(tuple(kw["hidden_states"].shape[:2])), with_kwargs=True)
+    return seen
+
+
+def test_two_ranks_give_the_single_process_frames(model_dir, two_ranks, tmp_path):
+    one = VoidPipeline.from_config(Config(model_dir))
+    seen_one, seen_two = _watch_transformers(one), _watch_transformers(two_ranks)
+    ref = _run(one, tmp_path / "one")
+    out = _run(two_ranks, tmp_path / "two")
+
+    assert len(out.clean) == len(ref.clean) == 6
+    for name, a, b in [("clean", out.clean, ref.clean),
+                       ("pass1", {i: f["pass1"] for i, f in out.layers.items()}, {i: f["pass1"] for i, f in ref.layers.items()})]:
+        a, b = np.stack([a[i] for i in range(6)]), np.stack([b[i] for i in range(6)])
+        # float32 on the CPU: a matmul over a shard of the tokens may round differently from one over them all
+        rel = np.linalg.norm(a - b) / np.linalg.norm(b)
+        assert rel <= 1e-5 and np.abs(a - b).max() <= 1e-4, "%s: rel L2 %.3g, max %.3g" % (name, rel, np.abs(a - b).max())
+    assert not np.array_equal(ref.clean[0], ref.layers[0]["pass1"])  # both passes really ran
+    # pass 1 went sequence-parallel (rank 0 held part of the tokens), pass 2 split the guidance pair (batch 1 of 2)
+    assert pass_degrees(2, 1.0) == (1, 1, 2) and pass_degrees(2, 6.0) == (2, 1, 1)
+    assert max(n for _, n in seen_two[1]) < min(n for _, n in seen_one[1])
+    assert {b for b, _ in seen_two[2]} == {1} and {b for b, _ in seen_one[2]} == {2}
+    assert two_ranks._group.last_outcome == {1: ("done", 2)}  # rank 1 ran all of pass 2's steps
+    assert two_ranks.describe()["parallel"]["ranks"] == 2
+
+
+def test_cancel_stops_both_ranks_at_the_same_step(two_ranks, tmp_path):
+    steps: List[int] = []
+
+    def progress(p):
+        if p.stage == "pass1":
+            steps.append(p.step)
+
+    with pytest.raises(JobCancelled):
+        _run(two_ranks, tmp_path / "job", progress, should_cancel=lambda: 1 in steps)
+    assert steps[-1] == 1  # rank 0 stopped after one step ...
+    assert two_ranks._group.last_outcome == {1: ("cancelled", 1)}  # ... and so did rank 1
+    assert two_ranks._group.started  # the group survives a cancel
+    assert not (tmp_path / "job" / "void_pass1.safetensors").exists()
+
+
+def test_killed_rank_fails_the_job_clearly_and_the_next_job_runs(two_ranks, tmp_path):
+    group = two_ranks._group
+    victim = group._procs[0]
+
+    def progress(p):
+        if p.stage == "pass1" and p.step == 1 and victim.is_alive():
+            os.kill(victim.pid, signal.SIGKILL)
+
+    start = time.monotonic()
+    with pytest.raises(RankGroupError, match=r"rank 1 \(cpu\) exited unexpectedly"):
+        _run(two_ranks, tmp_path / "killed", progress)
+    assert time.monotonic() - start < RANK_TIMEOUT_S + 10
+    assert not group.started and not victim.is_alive()
+    # the next job brings the group back
+    out = _run(two_ranks, tmp_path / "next")
+    assert len(out.clean) == 6 and group.started and group.last_outcome == {1: ("done", 2)}
+
+
+def test_more_gpus_than_visible_is_a_clear_error_at_load(model_dir, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    check_devices(torch.device("cuda"), 1)
+    with pytest.raises(ValueError, match=r"gpus_per_worker=2 needs cuda:0..cuda:1, but 1 GPU is visible"):
+        check_devices(torch.device("cuda"), 2)
+    # the pipeline checks before spawning anything (no GPU is touched: models load lazily)
+    with pytest.raises(PipelineUnavailable, match=r"gpus_per_worker=4.*cuda:0..cuda:3, but 1 GPU is visible"):
+        VoidPipeline(model_dir, device="cuda", memory_mode="gpu", gpus=4)
