@@ -164,3 +164,20 @@ def test_more_gpus_than_visible_is_a_clear_error_at_load(model_dir, monkeypatch)
     # the pipeline checks before spawning anything (no GPU is touched: models load lazily)
     with pytest.raises(PipelineUnavailable, match=r"gpus_per_worker=4.*cuda:0..cuda:3, but 1 GPU is visible"):
         VoidPipeline(model_dir, device="cuda", memory_mode="gpu", gpus=4)
+
+
+def test_reloading_the_pipeline_stops_the_old_ranks(tmp_path):
+    """The out-of-memory fallback reloads the pipeline: the old one's rank processes must not keep their GPUs."""
+    from void_server.config import ServerConfig
+    from void_server.jobs.pipeline_host import PipelineHost
+
+    closed = []
+
+    class Old:
+        def close(self):
+            closed.append(True)
+
+    host = PipelineHost("testing", ServerConfig(data_dir=tmp_path))
+    host.pipeline = Old()
+    host.reload("model_offload")
+    assert closed == [True] and host.pipeline is not None and not isinstance(host.pipeline, Old)

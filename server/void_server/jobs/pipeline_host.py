@@ -43,6 +43,9 @@ class PipelineHost(BackgroundHost):
     def reload(self, memory_mode: str) -> Pipeline:
         """The pipeline again in another memory mode (after running out of GPU memory); later jobs keep it."""
         with self._reload_lock:
+            close = getattr(self.pipeline, "close", None)
+            if close is not None:  # a multi-GPU pipeline's other ranks hold GPU memory in processes of their own
+                close()
             self.pipeline = None
             gc.collect()
             torch = sys.modules.get("torch")
