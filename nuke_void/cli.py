@@ -17,7 +17,7 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .client import DEFAULT_SERVER, JobCancelledError, JobFailed, VoidClient, VoidError
-from .jobspec import MASK_MODES, PRESETS, SpecError, build_spec
+from .jobspec import MASK_MODES, PRESETS, SPEEDS, SpecError, build_spec
 
 VIDEO_EXTS = (".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm")
 _PATTERN = re.compile(r"#+|%0?\d*d")
@@ -139,7 +139,7 @@ def cmd_remove(args, client):
         first, last, args.prompt, plate=plate, target=local.get("target"), affected=local.get("affected"),
         quadmask=local.get("quadmask"), target_channel=channel("target", args.target_channel),
         affected_channel=channel("affected", args.affected_channel), mask_mode=mask_mode, preset=args.preset,
-        passes=args.passes, seed=args.seed,
+        passes=args.passes, seed=args.seed, speed=args.speed, step_cache=args.step_cache, fp8_matmul=args.fp8_matmul,
         input_encoding=args.input_encoding or ("linear" if plate[0].lower().endswith(".exr") else "srgb"),
         fps=args.fps, client="void cli on %s" % platform.node(),
     )
@@ -207,6 +207,12 @@ def build_parser():
     r.add_argument("--mask-mode", choices=MASK_MODES)
     r.add_argument("--preset", choices=sorted(PRESETS), default="reference")
     r.add_argument("--passes", type=int, choices=(1, 2))
+    r.add_argument("--speed", choices=list(SPEEDS), default="lossless",
+                   help="lossy speed-ups: fast = step cache, fastest = step cache + float8 + fewer steps")
+    r.add_argument("--step-cache", type=float, metavar="THRESHOLD",
+                   help="first-block step cache threshold (lossy; 0 = off, 0.05-0.2 useful); overrides --speed")
+    r.add_argument("--fp8-matmul", action="store_true", default=None,
+                   help="transformer linears in float8 (lossy; GPU of compute capability 8.9+); overrides --speed")
     r.add_argument("--seed", type=int, default=42)
     r.add_argument("--fps", type=float, default=24.0)
     r.add_argument("--target-channel", help="matte channel (default alpha; red for video)")

@@ -16,6 +16,16 @@ PRESETS = {
     "reference": {"passes": 2, "steps_pass1": 30, "steps_pass2": 50},
 }
 
+# Speed presets: lossy options on top of the quality preset (docs/pipeline.md "Lossy options"). "lossless" sends
+# none of them, so its spec is exactly what a server without these options accepts.
+STEP_CACHE_FAST = 0.1
+SPEEDS = {
+    "lossless": {},
+    "fast": {"step_cache": STEP_CACHE_FAST},
+    "fastest": {"step_cache": STEP_CACHE_FAST, "fp8_matmul": True, "steps_pass1": 20, "steps_pass2": 25},
+}
+MAX_STEP_CACHE = 1.0
+
 
 class SpecError(ValueError):
     """A setting that cannot make a job; the message names the setting and says what to do."""
@@ -51,9 +61,15 @@ def build_spec(
     fps: float = 24.0,
     shared_paths: bool = False,
     client: Optional[str] = None,
+    speed: str = "lossless",
+    step_cache: Optional[float] = None,
+    fp8_matmul: Optional[bool] = None,
 ) -> Dict[str, object]:
     """A job spec dict. Inputs are lists of local files (uploaded by name), or with `shared_paths` a single
-    path or pattern each that the server reads from shared storage."""
+    path or pattern each that the server reads from shared storage.
+
+    `speed` picks lossy options (SPEEDS) on top of `preset`; explicit `steps_*`, `step_cache` and `fp8_matmul`
+    override both."""
     prompt = (prompt or "").strip()
     if not prompt:
         raise SpecError("Prompt is empty: describe the clean scene, e.g. 'an empty street at dusk'.")
@@ -63,6 +79,8 @@ def build_spec(
         raise SpecError("Mask mode '%s' is not one of %s." % (mask_mode, ", ".join(MASK_MODES)))
     if preset not in PRESETS:
         raise SpecError("Quality preset '%s' is not one of %s." % (preset, ", ".join(sorted(PRESETS))))
+    if speed not in SPEEDS:
+        raise SpecError("Speed '%s' is not one of %s." % (speed, ", ".join(SPEEDS)))
     if not plate:
         raise SpecError("No plate frames to send.")
     if mask_mode == "quadmask":
@@ -88,6 +106,18 @@ def build_spec(
         inputs["quadmask"] = one(quadmask, "red")
 
     chosen = dict(PRESETS[preset])
+    chosen.update(SPEEDS[speed])
+    if step_cache is not None:
+        chosen["step_cache"] = float(step_cache)
+    if fp8_matmul is not None:
+        chosen["fp8_matmul"] = bool(fp8_matmul)
+    if not 0.0 <= chosen.get("step_cache", 0.0) <= MAX_STEP_CACHE:
+        raise SpecError("Step cache threshold %s is outside 0 (off) to %g; 0.05-0.2 is the useful range."
+                        % (chosen["step_cache"], MAX_STEP_CACHE))
+    # Off is the server's default: leave the keys out, so servers without lossy options accept the spec.
+    for key in ("step_cache", "fp8_matmul"):
+        if not chosen.get(key, True):
+            del chosen[key]
     if passes is not None:
         chosen["passes"] = passes
     if steps_pass1 is not None:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 API_VERSION = "v1"
 MAX_PROMPT_CHARS = 2000
 MAX_PROMPT_TOKENS = 226  # the T5 text encoder reads this many tokens and silently drops the rest
+MAX_STEP_CACHE = 1.0  # a relative change of 100%: beyond it every step after the first would reuse the cache
 _WORD = re.compile(r"\w+")
 _MARK = re.compile(r"[^\w\s]")
 
@@ -98,6 +99,11 @@ class JobSpec(Strict):
     input_encoding: Literal["linear", "srgb"] = "linear"
     noise_mode: Literal["reference", "aligned"] = "reference"
     memory_mode: Literal["auto", "gpu", "model_offload", "sequential_offload", "fp8"] = "auto"
+    # Lossy speed options, off by default (docs/pipeline.md "Lossy options"); fewer steps are steps_pass1/2.
+    step_cache: float = Field(0.0, description="First-block cache threshold: 0 = off; 0.05-0.2 skips steps whose "
+                                               "first transformer block changed less than that (relative).")
+    fp8_matmul: bool = Field(False, description="Transformer linears in float8 e4m3 (GPU of compute capability 8.9+). "
+                                                "Not the fp8 memory mode, which only stores weights in float8.")
     inputs: Dict[InputRole, InputSpec]
     output: OutputOptions = Field(default_factory=OutputOptions)
     client: Optional[str] = Field(None, max_length=200, description="Free text: host, Nuke version, script name.")
@@ -113,6 +119,14 @@ class JobSpec(Strict):
         if prompt_tokens(v) > MAX_PROMPT_TOKENS:
             raise ValueError("the prompt is about %d tokens; the model reads at most %d: shorten it to the clean scene "
                              "in a sentence or two" % (prompt_tokens(v), MAX_PROMPT_TOKENS))
+        return v
+
+    @field_validator("step_cache")
+    @classmethod
+    def _step_cache(cls, v: float) -> float:
+        if not (0.0 <= v <= MAX_STEP_CACHE):  # also refuses NaN
+            raise ValueError("step_cache is the step cache's threshold: 0 turns it off, 0.05-0.2 is the useful range; "
+                             "%r is outside 0..%g" % (v, MAX_STEP_CACHE))
         return v
 
     @model_validator(mode="after")

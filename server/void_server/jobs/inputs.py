@@ -154,6 +154,7 @@ def pipeline_inputs(spec: JobSpec, files: JobFiles, server_memory_mode: str, not
         roi=spec.roi, input_encoding=encoding, noise_mode=spec.noise_mode, affected_dilation=spec.affected_dilation,
         keep_pass1=spec.output.keep_pass1,
         memory_mode=server_memory_mode if spec.memory_mode == "auto" else spec.memory_mode, fps=spec.fps,
+        step_cache=spec.step_cache, fp8_matmul=spec.fp8_matmul,
     )
     return PipelineInputs(
         plate=sources[InputRole.plate], settings=settings, workdir=files.workdir,

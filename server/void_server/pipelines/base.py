@@ -89,6 +89,9 @@ class PipelineSettings:
     keep_pass1: bool = True  # write the pass-1 result as a layer when pass 2 runs
     memory_mode: str = "auto"
     fps: float = 12.0
+    # Lossy speed options (issue #6), each off by default; fewer steps are steps_pass1/steps_pass2.
+    step_cache: float = 0.0  # first-block cache threshold (relative change of block 0's residual); 0 = off
+    fp8_matmul: bool = False  # the transformer blocks' linears in float8 e4m3 (compute capability >= 8.9)
 
 
 @dataclasses.dataclass

@@ -14,6 +14,7 @@ import torch
 from diffusers.models.embeddings import get_3d_rotary_pos_embed
 
 from ..base import CancelCheck, JobCancelled
+from .fp8_linear import fp8_matmul as float8_linears
 from .parallel import ParallelPlan, sequence_parallel
 from .step_cache import CacheStats, FirstBlockCache, attach
 
@@ -88,6 +89,7 @@ def denoise(
     parallel: Optional[ParallelPlan] = None,
     step_cache: float = 0.0,
     cache_stats: Optional[CacheStats] = None,
+    fp8_matmul: bool = False,
 ) -> torch.Tensor:
     """Denoise `latents` (1, T_lat, 16, h, w) already scaled by init_noise_sigma, conditioned on
     `inpaint_latents` (1, T_lat, 32, h, w). CFG (guidance > 1) batches [unconditional, conditional].
@@ -96,7 +98,8 @@ def denoise(
     windows and the video tokens over ranks; every rank returns the same latents as the single-process loop.
 
     `step_cache` > 0 turns on the first-block cache (step_cache.py; lossy) with that threshold, one cache per window
-    for this pass; `cache_stats` collects its hit count."""
+    for this pass; `cache_stats` collects its hit count. `fp8_matmul` computes the blocks' linears in float8
+    (fp8_linear.py; lossy; needs compute capability 8.9)."""
     plan = parallel or ParallelPlan()
     device, dtype = latents.device, latents.dtype
     t_lat, h, w = latents.shape[1], latents.shape[3], latents.shape[4]
@@ -143,7 +146,8 @@ def denoise(
 
     scheduler.set_timesteps(num_steps, device=device)
     timesteps = scheduler.timesteps
-    with sequence_parallel(transformer, plan.sequence), \
+    with float8_linears(transformer, device) if fp8_matmul else contextlib.nullcontext(), \
+            sequence_parallel(transformer, plan.sequence), \
             attach(transformer, cache) if cache is not None else contextlib.nullcontext():
         for i, t in enumerate(timesteps):
             if should_cancel is not None and plan.world.any(should_cancel(), device):  # all ranks stop together

@@ -128,18 +128,23 @@ def _set(parent: nn.Module, attr: str, module: nn.Module) -> None:
         setattr(parent, attr, module)
 
 
+def require(device: torch.device, memory_mode: str = "gpu") -> None:
+    """Raise Fp8Unsupported, naming the requirement, where float8 matrix work cannot run."""
+    problem = support_problem(device)
+    if problem is None and memory_mode not in RESIDENT_MODES:
+        problem = ("float8 matrix work (fp8_matmul) needs the transformer resident on the GPU (memory mode %s); "
+                   "this job runs in memory mode %s" % (" or ".join(RESIDENT_MODES), memory_mode))
+    if problem is not None:
+        raise Fp8Unsupported(problem)
+
+
 @contextlib.contextmanager
 def fp8_matmul(transformer: nn.Module, device: torch.device, memory_mode: str = "gpu",
                emulate: bool = False) -> Iterator[nn.Module]:
     """`transformer` computes its blocks' linears in float8 inside the `with`; its bf16 layers are put back after.
     Raises Fp8Unsupported (naming the requirement) where that cannot run, unless `emulate` (tests only)."""
     if not emulate:
-        problem = support_problem(device)
-        if problem is None and memory_mode not in RESIDENT_MODES:
-            problem = ("float8 matrix work (fp8_matmul) needs the transformer resident on the GPU (memory mode %s); "
-                       "this job runs in memory mode %s" % (" or ".join(RESIDENT_MODES), memory_mode))
-        if problem is not None:
-            raise Fp8Unsupported(problem)
+        require(device, memory_mode)
     made = twins(transformer, emulate)
     targets = _targets(transformer)
     try:

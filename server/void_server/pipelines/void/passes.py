@@ -16,8 +16,10 @@ from ..stage_clock import StageClock
 from .conditioning import apply_mask_rule, encode_conditioning
 from .decode import decode_latents
 from .denoise import OVERLAP_LATENTS, WINDOW_LATENTS, CallObserver, StepCallback, denoise
+from .fp8_linear import require as require_fp8
 from .loading import VoidModels
 from .parallel import ParallelPlan
+from .step_cache import CacheStats
 
 REFERENCE_NEGATIVE_PROMPT = (
     "The video is not of a high quality, it has a low resolution. Watermark present in each frame. "
@@ -34,6 +36,9 @@ class PassConfig:
     scheduler: str  # "ddim" (diffusers DDIMScheduler) or "cogvideox_ddim"
     mask_rule: str  # "tri", "binary" or "quad" (see conditioning.apply_mask_rule)
     negative_prompt: str
+    # Lossy speed options (issue #6), off by default: first-block cache threshold, float8 linears.
+    step_cache: float = 0.0
+    fp8_matmul: bool = False
 
 
 PASS1 = PassConfig(index=1, steps=30, guidance=1.0, scheduler="ddim", mask_rule="tri", negative_prompt=REFERENCE_NEGATIVE_PROMPT)
@@ -46,6 +51,7 @@ class PassResult:
     video: torch.Tensor  # (1, 3, 1 + 4 (T_lat - 1), H, W) float32 in [0, 1], every padded frame
     noise_augmented_video: Optional[torch.Tensor]  # (1, 3, T, H, W) the [-1, 1] conditioning video as encoded
     video_latents: torch.Tensor  # (1, T_lat, 16, h, w) VAE(augmented video): the same for both passes
+    step_cache: Optional[CacheStats] = None  # the step cache's hits, when it was on
 
 
 def seeded_latents(seed: int, t_lat: int, h: int, w: int) -> torch.Tensor:
@@ -86,6 +92,8 @@ def run_pass(
     `initial_noise` (1, T_lat, 16, h, w) replaces the seeded noise (pass 2's warped noise); `video_latents` from
     an earlier pass over the same video and seed skip its encoding. `denoiser` stands in for `denoise.denoise`
     (same arguments): the pipeline's rank group runs the loop over several devices with it."""
+    if cfg.fp8_matmul:  # before any work: a clear error where float8 matmul cannot run
+        require_fp8(models.device, models.placement.mode)
     vae = models.vae
     clock = clock or StageClock()
     with clock("encode"), models.placement.use(vae):
@@ -102,10 +110,14 @@ def run_pass(
     latents = (noise * scheduler.init_noise_sigma).to(models.device, models.dtype)
 
     transformer = models.transformer(cfg.index)
+    stats = CacheStats(cfg.step_cache) if cfg.step_cache > 0 else None
+    lossy = dict(step_cache=cfg.step_cache, cache_stats=stats) if stats is not None else {}
+    if cfg.fp8_matmul:
+        lossy["fp8_matmul"] = True
     with clock("denoise"), models.placement.use(transformer):
         latents = (denoiser or denoise)(transformer, scheduler, latents, inpaint, embeds, neg, cfg.guidance, cfg.steps,
-                                        window, overlap, on_step, should_cancel, observer, parallel)
+                                        window, overlap, on_step, should_cancel, observer, parallel, **lossy)
     with clock("decode"), models.placement.use(vae):
         video = decode_latents(vae, latents)
     return PassResult(latents=latents, video=video, noise_augmented_video=augmented,
-                      video_latents=inpaint[:, :, LATENT_CHANNELS:])
+                      video_latents=inpaint[:, :, LATENT_CHANNELS:], step_cache=stats)
