@@ -109,8 +109,22 @@ def test_a_machine_that_stops_answering_mid_job_is_given_up(node_server, machine
         assert ran_on(final) == other["worker"]
         check_clean(client, job_id, tmp_path / "out")
         assert [w["worker"] for w in wait_ready(node_server, 1)] == [other["worker"]]
+        # the machine wakes up: Ray does not take it back, its worker ends instead of running the job on
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+        poll(lambda: not any(alive(pid) for pid in pids), 30, 0.2, "the thawed machine's raylet and worker to exit")
     finally:
         for pid in pids:
-            os.kill(pid, signal.SIGKILL)
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
         ray_cluster.remove_node(frozen, allow_graceful=False)
         added.remove(frozen)
+
+
+def alive(pid: int) -> bool:
+    """Running or stopped; not exited (a zombie has exited)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False

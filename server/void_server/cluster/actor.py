@@ -45,6 +45,9 @@ class GpuWorker:
         self._progress: Optional[Dict[str, Any]] = None
         self._cancel = threading.Event()
         self._lock = threading.Lock()
+        raylet = _raylet_pid()
+        if raylet is not None:
+            threading.Thread(target=_end_with_raylet, args=(raylet,), name="raylet-watch", daemon=True).start()
 
     def describe(self) -> Dict[str, Any]:
         return {"worker": self.worker_id, "host": socket.gethostname(), "node": self.node_id, "ip": self.node_ip,
@@ -99,6 +102,36 @@ class GpuWorker:
         self._workdir = str(files.root)  # where this job's files are on this machine (health shows it)
         run_pipeline(self.host.pipeline, job["id"], spec, files, self.config.memory_mode, on_progress,
                      self._cancel.is_set, notes)
+
+
+RAYLET_CHECK_S = 1.0
+
+
+def _raylet_pid() -> Optional[int]:
+    """The pid of this machine's raylet, the worker's parent process (None where that cannot be told)."""
+    ppid = os.getppid()
+    try:
+        with open("/proc/%d/cmdline" % ppid, "rb") as f:
+            return ppid if b"raylet" in f.read() else None
+    except OSError:
+        return None
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")  # a zombie has exited
+    except (OSError, IndexError):
+        return False
+
+
+def _end_with_raylet(raylet: int) -> None:
+    """A machine declared dead that comes back (frozen, network cut): its raylet exits, but Ray may leave this
+    worker running the job, which by then is requeued and runs elsewhere. It must not go on writing results or
+    holding the GPU, so it ends as soon as its raylet is gone."""
+    while _running(raylet):
+        time.sleep(RAYLET_CHECK_S)
+    os._exit(1)
 
 
 def _gpu_name() -> Optional[str]:
