@@ -8,7 +8,12 @@ object) goes through quadmask -> pass 1 -> warped noise -> pass 2 -> plate-resol
   warm      the same job again with the models resident: the headline figure
   eager     the same job with compilation off (torch.compiler.set_stance("force_eager")): plain bf16 diffusers math,
             to show the compiled output equals it (relative L2 of the clean frames) and what compilation buys
-  steps     lossy option: fewer denoising steps (PSNR against the warm run, whole frame and edit region)
+  steps     lossy option: fewer denoising steps (20 + 25 instead of 30 + 50)
+  stepcache lossy option: the first-block step cache (--step-cache threshold, default 0.1); reports its hit rate
+  fp8       lossy option: the transformer blocks' linears in float8 (GPU of compute capability 8.9+; skipped elsewhere)
+  fastest   step cache + fp8 + fewer steps together
+Every run after `warm` reports its speed-up against it and PSNR and SSIM (luminance) of its clean frames against the
+warm run's, over the edit region (quadmask != 255) and the whole frame.
 
 Prints a table and writes JSON under $OUT. Random weights: speed and memory are real, images are not, so PSNR
 figures here only show the procedure, not quality.
@@ -16,6 +21,7 @@ figures here only show the procedure, not quality.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -23,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
+
+import re
 
 import numpy as np
 import torch
@@ -78,6 +86,64 @@ def psnr(a: np.ndarray, b: np.ndarray, where: Optional[np.ndarray] = None) -> fl
     return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
+def ssim(a: np.ndarray, b: np.ndarray, where: Optional[np.ndarray] = None) -> float:
+    """Mean SSIM of (T, H, W, 3) clips on luminance (Rec. 709 weights): Wang et al.'s 11x11 Gaussian window,
+    sigma 1.5, data range 1 (as psnr). `where` (T, H, W) restricts the mean to those pixels."""
+    import cv2
+
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    luma = np.array([0.2126, 0.7152, 0.0722], np.float32)
+
+    def blur(z: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(z, (11, 11), 1.5, borderType=cv2.BORDER_REFLECT)
+
+    total, count = 0.0, 0
+    for i in range(len(a)):  # a frame at a time: the maps of a whole 1080p clip would not be small
+        x, y = a[i, ..., :3] @ luma, b[i, ..., :3] @ luma
+        mx, my = blur(x), blur(y)
+        sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+        m = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+        chosen = m if where is None else m[where[i]]
+        total, count = total + float(chosen.sum(dtype=np.float64)), count + chosen.size
+    return total / count if count else float("nan")
+
+
+_CACHE_NOTE = re.compile(r"step cache .* in (\d+) of (\d+) window steps")
+
+
+def cache_hit_rate(notes: List[str]) -> Optional[float]:
+    """The step cache's hits over both passes, from the job's notes (step_cache.CacheStats.note)."""
+    counts = [tuple(map(int, m.groups())) for m in (_CACHE_NOTE.search(n) for n in notes) if m]
+    calls = sum(c for _, c in counts)
+    return sum(h for h, _ in counts) / calls if calls else None
+
+
+def multi_gpu_runs(args, model_dir: Path, device: str, plate, quad, common: dict, results: Dict[str, Dict[str, object]],
+                   rows: List[Dict[str, object]]) -> VoidPipeline:
+    """--gpus N: the same job with its denoising over N GPUs (pipelines/void/parallel/group.py), cold then warm, each
+    compared with the 1-GPU warm run (relative L2 of the clean frames; 0 when the split is exact). Peak memory is
+    rank 0's GPU only. Returns the N-GPU pipeline."""
+    gc.collect()  # the 1-GPU pipeline is gone; GPU 0 is rank 0's now
+    torch.cuda.empty_cache()
+    t0 = time.perf_counter()
+    pipe = VoidPipeline(model_dir, device=device, memory_mode=args.memory_mode, gpus=args.gpus,
+                        **(dict(model_size=(64, 112), window_frames=21) if args.smoke else {}))
+    rows.append({"run": "construct pipeline, %d GPUs" % args.gpus, "total_s": time.perf_counter() - t0})
+    ref = results.get("warm") or results.get("cold")
+    for run in ("cold", "warm"):
+        res = run_job(pipe, plate, quad, Path("/tmp/void-bench-jobs") / ("gpus%d-%s-%s" % (args.gpus, run, time.time())), **common)
+        row = {k: v for k, v in res.items() if k != "clean"}
+        row["run"] = "%d GPUs %s" % (args.gpus, run)
+        if ref is not None:
+            a, b = res["clean"], ref["clean"]
+            row["rel_l2_vs_warm"] = float(np.linalg.norm(a - b) / np.linalg.norm(b))
+            row["psnr_vs_warm_db"] = psnr(a, b)
+            row["speedup_vs_1_gpu"] = ref["total_s"] / res["total_s"]
+        rows.append(row)
+        print(json.dumps(row, default=str), flush=True)
+    return pipe
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=85)
@@ -88,6 +154,8 @@ def main() -> None:
     ap.add_argument("--model-dir", default="/tmp/void-full")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny random models: checks this script, measures nothing")
+    ap.add_argument("--step-cache", type=float, default=0.1, help="threshold of the stepcache and fastest runs")
+    ap.add_argument("--gpus", type=int, default=1, help="also run the job over this many GPUs (after the 1-GPU runs)")
     args = ap.parse_args()
     device = "cpu" if args.smoke else "cuda"
     if args.smoke:
@@ -121,6 +189,17 @@ def main() -> None:
                 res = run_job(pipe, plate, quad, workdir, **common)
         elif run == "steps":
             res = run_job(pipe, plate, quad, workdir, steps_pass1=20, steps_pass2=25, **common)
+        elif run == "stepcache":
+            res = run_job(pipe, plate, quad, workdir, step_cache=args.step_cache, **common)
+        elif run in ("fp8", "fastest"):
+            from void_server.pipelines.void.fp8_linear import support_problem
+
+            problem = support_problem(torch.device(device))
+            if problem is not None:
+                print("skipping the %s run: %s" % (run, problem), flush=True)
+                continue
+            lossy = dict(step_cache=args.step_cache, steps_pass1=20, steps_pass2=25) if run == "fastest" else {}
+            res = run_job(pipe, plate, quad, workdir, fp8_matmul=True, **lossy, **common)
         else:
             raise SystemExit("unknown run %r" % run)
         results[run] = res
@@ -133,8 +212,17 @@ def main() -> None:
             row["rel_l2_vs_warm"] = float(np.linalg.norm(a - b) / np.linalg.norm(b))
             row["psnr_vs_warm_db"] = psnr(a, b)
             row["psnr_vs_warm_edit_db"] = psnr(a, b, edit)
+            row["ssim_vs_warm"] = ssim(a, b)
+            row["ssim_vs_warm_edit"] = ssim(a, b, quad != 255)
+            row["speedup_vs_warm"] = ref["total_s"] / res["total_s"]
+        hit = cache_hit_rate(res["notes"])
+        if hit is not None:
+            row["step_cache_hit_rate"] = hit
         rows.append(row)
         print(json.dumps(row, default=str), flush=True)
+    if args.gpus > 1:
+        del pipe
+        pipe = multi_gpu_runs(args, model_dir, device, plate, quad, common, results, rows)
 
     summary = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "frames": args.frames,
                "plate": [h, w], "memory_mode": args.memory_mode, "describe": pipe.describe(), "rows": rows}
@@ -148,6 +236,13 @@ def main() -> None:
             "%.2f" % st["merge"] if "merge" in st else "-", "%.1f" % r["peak_gib"] if "peak_gib" in r else "-",
             "%.2e" % r["rel_l2_vs_warm"] if "rel_l2_vs_warm" in r else "-",
             "%.1f" % r["psnr_vs_warm_db"] if "psnr_vs_warm_db" in r else "-"))
+    print("\n%-20s %8s %10s %10s %10s %10s %10s" % ("against warm", "speed-up", "PSNR edit", "PSNR frame", "SSIM edit",
+                                                   "SSIM frame", "cache hit"))
+    for r in rows:
+        if "speedup_vs_warm" in r:
+            print("%-20s %7.2fx %10.2f %10.2f %10.4f %10.4f %10s" % (
+                r["run"], r["speedup_vs_warm"], r["psnr_vs_warm_edit_db"], r["psnr_vs_warm_db"], r["ssim_vs_warm_edit"],
+                r["ssim_vs_warm"], "%.0f%%" % (100 * r["step_cache_hit_rate"]) if "step_cache_hit_rate" in r else "-"))
 
 
 if __name__ == "__main__":
