@@ -62,6 +62,17 @@ def main() -> None:
     row("vae_encode (1 clip)", timed(lambda: lat.__setitem__("z", vae_encode(vae, video * 2 - 1))))
     torch.cuda.reset_peak_memory_stats()
     row("vae_decode (reference chunking)", timed(lambda: decode_latents(vae, lat["z"])))
+    # The same convolutions with cuDNN's autotuner choosing algorithms (lossless up to bf16 rounding: compared).
+    ref_z, ref_v = lat["z"].float(), decode_latents(vae, lat["z"]).float()
+    torch.backends.cudnn.benchmark = True
+    torch.cuda.reset_peak_memory_stats()
+    row("vae_encode, cudnn.benchmark", timed(lambda: lat.__setitem__("zb", vae_encode(vae, video * 2 - 1))))
+    torch.cuda.reset_peak_memory_stats()
+    out = {}
+    row("vae_decode, cudnn.benchmark", timed(lambda: out.__setitem__("v", decode_latents(vae, lat["z"]))))
+    rows[-2]["rel_l2_vs_default"] = float((lat["zb"].float() - ref_z).norm() / ref_z.norm())
+    rows[-1]["rel_l2_vs_default"] = float((out["v"].float() - ref_v).norm() / ref_v.norm())
+    torch.backends.cudnn.benchmark = False
     del vae
     torch.cuda.empty_cache()
 
