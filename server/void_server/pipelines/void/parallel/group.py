@@ -431,21 +431,24 @@ class RankGroup:
                     if t is not None:
                         dist.broadcast(t, src=0)
                 ctx = torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
-                with ctx:
-                    # every rank must take part in the per-step cancel vote, so rank 0 always has a check
-                    out = denoise(transformer, scheduler, tensors[0], tensors[1], tensors[2], tensors[3], guidance_scale,
-                                  num_steps, window, overlap, on_step, should_cancel or (lambda: False), observer,
-                                  self._plans[degrees], **extra)
-            except JobCancelled:
+                try:
+                    with ctx:
+                        # every rank must take part in the per-step cancel vote, so rank 0 always has a check
+                        out = denoise(transformer, scheduler, tensors[0], tensors[1], tensors[2], tensors[3],
+                                      guidance_scale, num_steps, window, overlap, on_step,
+                                      should_cancel or (lambda: False), observer, self._plans[degrees], **extra)
+                except JobCancelled:  # every rank stopped at the same step: the group stays up
+                    self.last_outcome = self._await_all("done", self.spec.timeout_s)
+                    raise
                 self.last_outcome = self._await_all("done", self.spec.timeout_s)
+                return out
+            except JobCancelled:
                 raise
             except BaseException as e:
                 err = self._failed(e)
                 if err is e:
                     raise
                 raise err from e
-            self.last_outcome = self._await_all("done", self.spec.timeout_s)
-            return out
 
     def _failed(self, e: BaseException) -> BaseException:
         """Rank 0's pass failed: give the workers' reason when there is one, and tear the group down."""
