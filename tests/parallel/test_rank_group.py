@@ -84,10 +84,20 @@ def stub_noise(monkeypatch):
     monkeypatch.setattr(warped_noise, "aligned_warped_noise", aligned)
 
 
-def _run(pipe: VoidPipeline, workdir: Path, progress=None, should_cancel=lambda: False):
+def _run(pipe: VoidPipeline, workdir: Path, progress=None, should_cancel=lambda: False, **settings):
     sink = MemorySink()
-    pipe.run(_inputs(workdir), sink, progress or (lambda p: None), should_cancel)
+    pipe.run(_inputs(workdir, **settings), sink, progress or (lambda p: None), should_cancel)
     return sink
+
+
+def _assert_same_frames(out: MemorySink, ref: MemorySink) -> None:
+    assert len(out.clean) == len(ref.clean) == 6
+    for name, a, b in [("clean", out.clean, ref.clean),
+                       ("pass1", {i: f["pass1"] for i, f in out.layers.items()}, {i: f["pass1"] for i, f in ref.layers.items()})]:
+        a, b = np.stack([a[i] for i in range(6)]), np.stack([b[i] for i in range(6)])
+        # float32 on the CPU: a matmul over a shard of the tokens may round differently from one over them all
+        rel = np.linalg.norm(a - b) / np.linalg.norm(b)
+        assert rel <= 1e-5 and np.abs(a - b).max() <= 1e-4, "%s: rel L2 %.3g, max %.3g" % (name, rel, np.abs(a - b).max())
 
 
 def _watch_transformers(pipe: VoidPipeline) -> dict:
@@ -106,13 +116,7 @@ def test_two_ranks_give_the_single_process_frames(model_dir, two_ranks, tmp_path
     ref = _run(one, tmp_path / "one")
     out = _run(two_ranks, tmp_path / "two")
 
-    assert len(out.clean) == len(ref.clean) == 6
-    for name, a, b in [("clean", out.clean, ref.clean),
-                       ("pass1", {i: f["pass1"] for i, f in out.layers.items()}, {i: f["pass1"] for i, f in ref.layers.items()})]:
-        a, b = np.stack([a[i] for i in range(6)]), np.stack([b[i] for i in range(6)])
-        # float32 on the CPU: a matmul over a shard of the tokens may round differently from one over them all
-        rel = np.linalg.norm(a - b) / np.linalg.norm(b)
-        assert rel <= 1e-5 and np.abs(a - b).max() <= 1e-4, "%s: rel L2 %.3g, max %.3g" % (name, rel, np.abs(a - b).max())
+    _assert_same_frames(out, ref)
     assert not np.array_equal(ref.clean[0], ref.layers[0]["pass1"])  # both passes really ran
     # pass 1 went sequence-parallel (rank 0 held part of the tokens), pass 2 split the guidance pair (batch 1 of 2)
     assert pass_degrees(2, 1.0) == (1, 1, 2) and pass_degrees(2, 6.0) == (2, 1, 1)
@@ -120,6 +124,18 @@ def test_two_ranks_give_the_single_process_frames(model_dir, two_ranks, tmp_path
     assert {b for b, _ in seen_two[2]} == {1} and {b for b, _ in seen_one[2]} == {2}
     assert two_ranks._group.last_outcome == {1: ("done", 2)}  # rank 1 ran all of pass 2's steps
     assert two_ranks.describe()["parallel"]["ranks"] == 2
+
+
+def test_step_cache_goes_to_every_rank_and_avoids_sequence_parallelism(model_dir, two_ranks, tmp_path):
+    """The step cache cannot span token shards: pass 1 splits windows instead; its threshold reaches rank 1 too."""
+    assert pass_degrees(2, 1.0, sequence_ok=False) == (1, 2, 1) and pass_degrees(2, 6.0, sequence_ok=False) == (2, 1, 1)
+    one = VoidPipeline.from_config(Config(model_dir))
+    # a threshold this high reuses the cache at every step after a window's first: a large, certain change
+    ref = _run(one, tmp_path / "one", step_cache=1e3)
+    out = _run(two_ranks, tmp_path / "two", step_cache=1e3)
+    _assert_same_frames(out, ref)
+    plain = _run(one, tmp_path / "plain")
+    assert not np.array_equal(np.stack(list(plain.clean.values())), np.stack(list(ref.clean.values())))
 
 
 def test_cancel_stops_both_ranks_at_the_same_step(two_ranks, tmp_path):
