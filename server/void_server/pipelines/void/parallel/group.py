@@ -226,7 +226,7 @@ class RankGroup:
         self._monitor: Optional[threading.Thread] = None
         self._stopping = threading.Event()
         self.last_outcome: Dict[int, tuple] = {}  # rank -> ("done" | "cancelled", steps) of the last pass
-        # The workers go with the pipeline: when it is dropped, and at interpreter exit (finalize's default).
+        # Killed at interpreter exit at the latest (finalize's atexit); close() stops them earlier.
         weakref.finalize(self, RankGroup._kill, self._procs)
 
     @property
