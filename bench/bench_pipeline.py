@@ -74,7 +74,11 @@ def run_job(pipe: VoidPipeline, plate, quad, workdir: Path, **settings) -> Dict[
     torch.cuda.synchronize()
     total = time.perf_counter() - t0
     clean = np.stack([sink.clean[i] for i in range(len(plate))])
-    return {"total_s": total, "stages_s": summary.timings, "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+    t = summary.timings
+    # The denoising loops scale linearly in steps (warm): what the job would take at the reference's 30 + 50.
+    scale = {"pass1": 30.0 / s.steps_pass1, "pass2": 50.0 / s.steps_pass2}
+    full = total + sum(t[k + ".denoise"] * (scale[k] - 1) for k in scale if k + ".denoise" in t)
+    return {"total_s": total, "full_steps_est_s": full, "stages_s": summary.timings, "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
             "notes": summary.notes, "clean": clean, "finite": bool(np.isfinite(clean).all())}
 
 
@@ -159,6 +163,9 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny random models: checks this script, measures nothing")
     ap.add_argument("--step-cache", type=float, default=0.1, help="threshold of the stepcache and fastest runs")
     ap.add_argument("--gpus", type=int, default=1, help="also run the job over this many GPUs (after the 1-GPU runs)")
+    ap.add_argument("--job-steps", default=None, metavar="P1,P2",
+                    help="denoising steps of the cold/warm jobs (default the reference's 30,50); each row then also "
+                    "gives full_steps_est_s, its total with the denoising scaled to 30 + 50 steps")
     args = ap.parse_args()
     device = "cpu" if args.smoke else "cuda"
     if args.smoke:
@@ -186,6 +193,10 @@ def main() -> None:
     results: Dict[str, Dict[str, object]] = {}
     # RAFT cannot run at the smoke test's tiny model size, so the smoke test stops after pass 1.
     common = dict(noise_mode=args.noise_mode, roi=True, passes=1 if args.smoke else 2)
+    if args.job_steps:
+        if set(args.runs.split(",")) & {"steps", "fastest"}:
+            raise SystemExit("--job-steps changes the step counts the steps/fastest runs compare against; run them apart")
+        common["steps_pass1"], common["steps_pass2"] = (int(v) for v in args.job_steps.split(","))
     for run in args.runs.split(","):
         workdir = Path("/tmp/void-bench-jobs") / ("%s-%s" % (run, time.time()))
         if run in ("cold", "warm"):
