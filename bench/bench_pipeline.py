@@ -74,12 +74,15 @@ def run_job(pipe: VoidPipeline, plate, quad, workdir: Path, **settings) -> Dict[
     torch.cuda.synchronize()
     total = time.perf_counter() - t0
     clean = np.stack([sink.clean[i] for i in range(len(plate))])
+    # The pass-1 layer too, so a difference between two runs can be placed in pass 1 or pass 2.
+    layers = [(sink.layers.get(i) or {}).get("pass1") for i in range(len(plate))]
+    pass1 = np.stack(layers) if all(x is not None for x in layers) else None
     t = summary.timings
     # The denoising loops scale linearly in steps (warm): what the job would take at the reference's 30 + 50.
     scale = {"pass1": 30.0 / s.steps_pass1, "pass2": 50.0 / s.steps_pass2}
     full = total + sum(t[k + ".denoise"] * (scale[k] - 1) for k in scale if k + ".denoise" in t)
     return {"total_s": total, "full_steps_est_s": full, "stages_s": summary.timings, "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
-            "notes": summary.notes, "clean": clean, "finite": bool(np.isfinite(clean).all())}
+            "notes": summary.notes, "clean": clean, "pass1": pass1, "finite": bool(np.isfinite(clean).all())}
 
 
 def psnr(a: np.ndarray, b: np.ndarray, where: Optional[np.ndarray] = None) -> float:
@@ -136,12 +139,14 @@ def multi_gpu_runs(args, model_dir: Path, device: str, plate, quad, common: dict
     ref = results.get("warm") or results.get("cold")
     for run in ("cold", "warm"):
         res = run_job(pipe, plate, quad, Path("/tmp/void-bench-jobs") / ("gpus%d-%s-%s" % (args.gpus, run, time.time())), **common)
-        row = {k: v for k, v in res.items() if k != "clean"}
+        row = {k: v for k, v in res.items() if k not in ("clean", "pass1")}
         row["run"] = "%d GPUs %s" % (args.gpus, run)
         if ref is not None:
             a, b = res["clean"], ref["clean"]
             row["rel_l2_vs_warm"] = float(np.linalg.norm(a - b) / np.linalg.norm(b))
             row["psnr_vs_warm_db"] = psnr(a, b)
+            if res["pass1"] is not None and ref["pass1"] is not None:
+                row["rel_l2_pass1_vs_warm"] = float(np.linalg.norm(res["pass1"] - ref["pass1"]) / np.linalg.norm(ref["pass1"]))
         if ref is not None and run == "warm":  # the end-to-end speed-up: warm against the 1-GPU warm run
             row["psnr_vs_warm_edit_db"] = psnr(a, b, np.broadcast_to((quad != 255)[..., None], a.shape))
             row["ssim_vs_warm"], row["ssim_vs_warm_edit"] = ssim(a, b), ssim(a, b, quad != 255)
@@ -220,7 +225,7 @@ def main() -> None:
         else:
             raise SystemExit("unknown run %r" % run)
         results[run] = res
-        row = {k: v for k, v in res.items() if k != "clean"}
+        row = {k: v for k, v in res.items() if k not in ("clean", "pass1")}
         row["run"] = run
         ref = results.get("warm")
         if ref is not None and run != "warm":
@@ -243,6 +248,7 @@ def main() -> None:
 
     summary = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "frames": args.frames,
                "plate": [h, w], "memory_mode": args.memory_mode, "describe": pipe.describe(), "rows": rows}
+    pipe.close()  # a multi-GPU pipeline's ranks and process group go down before the interpreter does
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / ("pipeline_%df_%s.json" % (args.frames, args.memory_mode))).write_text(json.dumps(summary, indent=1, default=str))
     print("\n%-34s %8s %8s %8s %8s %8s %9s %9s" % ("run", "total s", "pass1", "pass2", "merge", "peakGiB", "relL2", "PSNR dB"))

@@ -23,6 +23,9 @@ class Case:
     scheduler: str = "ddim"
     steps: int = 3
     degrees: Tuple[int, int, int] = (1, 1, 1)  # cfg, windows, sequence
+    # Blocks compiled as the server compiles them, and run once without the plan first: the split must not reuse
+    # a graph compiled for the plain loop (dynamo does not guard on module hooks).
+    compiled: bool = False
 
 
 def tiny_transformer() -> torch.nn.Module:
@@ -61,10 +64,19 @@ def run_case(case: Case, plan=None) -> Tuple[torch.Tensor, dict]:
         lambda m, a, kw: seen["batches"].append(kw["hidden_states"].shape[0]), with_kwargs=True)
     transformer.transformer_blocks[1].register_forward_pre_hook(
         lambda m, a, kw: seen["block_tokens"].append(kw["hidden_states"].shape[1]), with_kwargs=True)
-    out = denoise(transformer, scheduler(case.scheduler), latents, inpaint, prompt,
-                  negative if case.guidance > 1 else None, case.guidance, case.steps, case.window, case.overlap,
-                  parallel=plan)
-    return out, seen
+    def run(plan):
+        return denoise(transformer, scheduler(case.scheduler), latents, inpaint, prompt,
+                       negative if case.guidance > 1 else None, case.guidance, case.steps, case.window, case.overlap,
+                       parallel=plan)
+
+    if case.compiled:
+        from void_server.pipelines.void.accel import accelerate_transformer
+
+        accelerate_transformer(transformer, attention=None, compile_blocks=True)
+        run(None)
+        seen["batches"].clear()
+        seen["block_tokens"].clear()
+    return run(plan), seen
 
 
 def rank_main(rank: int, world: int, store: str, cases: Dict[str, Case], out_dir: str) -> None:

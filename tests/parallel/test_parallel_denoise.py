@@ -22,6 +22,8 @@ CASES = {
     # Ulysses: 3 x 3 x 5 = 45 video tokens, an uneven split over 2 ranks; pass-1 and pass-2 settings
     "sequence_pass1": Case(h=6, w=10, degrees=(1, 1, 2)),
     "sequence_pass2": Case(h=6, w=10, guidance=6.0, scheduler="cogvideox_ddim", degrees=(1, 1, 2)),
+    # the same with compiled blocks that already ran the plain loop in this process (as a server's rank 0 has)
+    "sequence_compiled": Case(h=6, w=10, degrees=(1, 1, 2), compiled=True),
     # a combination over 4 ranks: guidance pair x sequence, two windows
     "cfg_x_sequence": Case(t_lat=10, window=6, overlap=2, guidance=6.0, scheduler="cogvideox_ddim", degrees=(2, 1, 2)),
 }

@@ -13,6 +13,7 @@ group is torn down and started again for the next pass.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import datetime
@@ -34,6 +35,19 @@ import torch.distributed as dist
 from .plan import ParallelPlan, make_plan
 
 log = logging.getLogger(__name__)
+
+# Groups still up at interpreter exit are shut down properly (stop the workers, destroy the process group): only
+# killing the workers leaves nccl's communicator to be torn down mid-exit, which aborts the process.
+_LIVE_GROUPS: "weakref.WeakSet[RankGroup]" = weakref.WeakSet()
+
+
+@atexit.register
+def _shutdown_live_groups() -> None:
+    for group in list(_LIVE_GROUPS):
+        try:
+            group.shutdown()
+        except Exception:
+            log.debug("shutting down a rank group at exit failed", exc_info=True)
 
 Degrees = Tuple[int, int, int]  # cfg, windows, sequence
 
@@ -271,6 +285,7 @@ class RankGroup:
             self._procs.append(proc)
             self._conns.append(mine)
             self._inbox[rank] = queue.Queue()
+        _LIVE_GROUPS.add(self)
         self._monitor = threading.Thread(target=self._watch, name="void-rank-monitor", daemon=True)
         self._monitor.start()
         try:
