@@ -331,3 +331,16 @@ def test_reasoning_code_has_no_network_client():
                 mods = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
                 assert not {m.split(".")[0] for m in mods} & banned, (name, mods)
+
+
+def test_health_names_jobs_and_models_only_to_a_token_holder(secured, tmp_path):
+    """Health stays public (load balancers, the node before it has a token) but without job ids or model paths."""
+    alice = VoidClient(secured.url, token=ALICE, retries=0)
+    job = _submit(alice, tmp_path)
+    alice.wait(job, poll=0.05)
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        anonymous = requests.get(secured.url + "/v1/health", headers=headers).json()
+        assert anonymous["detailed"] is False and anonymous["models"] == {} and anonymous["running"] == []
+        assert anonymous["ready"] is True and "version" in anonymous
+    full = requests.get(secured.url + "/v1/health", headers={"Authorization": "Bearer " + ALICE}).json()
+    assert full["detailed"] is True and full["models"]  # the pipeline's description

@@ -56,13 +56,17 @@ def create_app(config: ServerConfig, host: Optional[PipelineHost] = None) -> Fas
     jobs = APIRouter(prefix=PREFIX, dependencies=[Depends(current_user)])
 
     @public.get("/health", response_model=Health)
-    def health() -> Health:
+    def health(authorization: Optional[str] = Header(None)) -> Health:
         problem = host.problem or ("loading the '%s' pipeline" % host.name if host.loading else None)
+        # Public, so a load balancer or the Nuke node can ask before it has a token; but job ids, model paths and
+        # the workers' folders are shown only to a caller with a valid token when the server has tokens.
+        detailed = not tokens.enabled or tokens.user_for(authorization) is not None
         return Health(
             version=server_version(), pipeline=host.name, pipeline_label=host.label, ready=host.ready,
             problem=problem, gpus=gpu_info(import_torch=False),
-            models=host.pipeline.describe() if host.pipeline is not None else {},
-            queue_length=manager.queue_length(), running=manager.running_ids(),
+            models=(host.pipeline.describe() if host.pipeline is not None else {}) if detailed else {},
+            queue_length=manager.queue_length(), running=manager.running_ids() if detailed else [],
+            detailed=detailed,
         )
 
     @jobs.post("/jobs", response_model=JobStatus, status_code=201)

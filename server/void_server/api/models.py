@@ -203,6 +203,9 @@ class Health(BaseModel):
     models: Dict[str, object] = Field(default_factory=dict)
     queue_length: int = 0
     running: List[str] = Field(default_factory=list)
+    # False when the server has tokens and the request carried none (or a wrong one): models and running are left
+    # empty then, as they name job ids, paths and machines.
+    detailed: bool = True
 
 
 class ResultFile(BaseModel):
