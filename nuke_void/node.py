@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import nuke
 
-from . import progress, render, results, settings, validation, versioning
+from . import jobspec, progress, render, results, settings, validation, versioning
 
 try:
     from dataclasses import dataclass, field
@@ -120,6 +120,7 @@ def gather_facts(node, s: settings.Settings) -> validation.Facts:
         target_channel=s.target_channel, target_channels=_channels_of(node, 1),
         affected_channel=s.affected_channel, affected_channels=_channels_of(node, 2),
         busy=node.fullName() in _jobs,
+        speed=s.speed, memory_mode=s.memory_mode,
     )
 
 
@@ -205,6 +206,9 @@ def _prepare(node) -> Job:
         if "cancel" in str(e).lower():
             raise UserError("Render cancelled; nothing was sent.")
         raise UserError("Rendering the inputs failed: %s" % e)
+    except jobspec.SpecError as e:  # a knob value the checks above let through: say which, send nothing
+        shutil.rmtree(version_dir, ignore_errors=True)
+        raise UserError(str(e))
     except BaseException:
         shutil.rmtree(version_dir, ignore_errors=True)  # only our own, just-created, empty version
         raise

@@ -26,6 +26,7 @@ KNOBS = {
     "affected_channel": "rgba.alpha",
     "passes": "1+2",
     "preset": "reference",
+    "speed": "lossless",
     "steps_pass1": 0,
     "steps_pass2": 0,
     "seed": 42,
@@ -39,6 +40,7 @@ PASSES = ("1", "1+2")
 NODE_MASK_MODES = ("auto", "manual", "none")
 MEMORY_MODES = ("auto", "gpu", "model_offload", "sequential_offload", "fp8")
 QC_CHANNELS = ("remove", "overlap", "affected", "all")
+SPEEDS = tuple(jobspec.SPEEDS)  # lossless, fast, fastest: the Speed knob's items (jobspec.SPEEDS has the fields)
 
 
 @dataclass
@@ -53,6 +55,7 @@ class Settings:
     affected_channel: str
     passes: str
     preset: str
+    speed: str
     steps_pass1: int
     steps_pass2: int
     seed: int
@@ -68,7 +71,7 @@ class Settings:
         for name in ("range_first", "range_last", "steps_pass1", "steps_pass2", "seed"):
             merged[name] = int(merged[name])
         merged["roi"] = bool(merged["roi"])
-        for name in ("server", "prompt", "output_dir", "target_channel", "affected_channel"):
+        for name in ("server", "prompt", "output_dir", "target_channel", "affected_channel", "speed"):
             merged[name] = str(merged[name] or "").strip()
         return cls(**merged)
 
@@ -90,6 +93,7 @@ class Settings:
             affected_channel=channels.spec_channel(self.affected_channel),
             mask_mode=self.mask_mode,
             preset=self.preset,
+            speed=self.speed,
             passes=2 if self.passes == "1+2" else 1,
             steps_pass1=self.steps_pass1 or None,
             steps_pass2=self.steps_pass2 or None,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence
 
-from . import channels
+from . import channels, jobspec
 
 try:
     from dataclasses import dataclass, field
@@ -33,6 +33,8 @@ class Facts:
     affected_channel: str = "rgba.alpha"
     affected_channels: Sequence[str] = field(default_factory=list)
     busy: bool = False  # a job of this node is still running
+    speed: str = "lossless"  # the Speed knob: a key of jobspec.SPEEDS
+    memory_mode: str = "auto"  # the GPU memory knob
 
 
 def _channel_problem(role: str, wanted: str, available: Sequence[str]) -> Optional[str]:
@@ -44,6 +46,19 @@ def _channel_problem(role: str, wanted: str, available: Sequence[str]) -> Option
         shown = ", ".join(sorted(available)[:12])
         return "The %s input has no channel %s (it has %s). Pick another %s channel." % (
             role, name, shown, role.lower())
+    return None
+
+
+OFFLOAD_MODES = ("model_offload", "sequential_offload")  # the transformer does not stay on the GPU
+
+
+def _speed_problem(speed: str, memory_mode: str) -> Optional[str]:
+    if speed not in jobspec.SPEEDS:
+        return "Speed '%s' is not one of %s: pick one on the VOID node's Speed knob." % (
+            speed, ", ".join(jobspec.SPEEDS))
+    if jobspec.SPEEDS[speed].get("fp8_matmul") and memory_mode in OFFLOAD_MODES:
+        return ("Speed '%s' uses float8 matrix work, which needs the model kept on the GPU: set GPU memory "
+                "(Advanced tab) to auto, gpu or fp8, or pick Speed 'fast' or 'lossless'." % speed)
     return None
 
 
@@ -72,6 +87,9 @@ def problems(f: Facts) -> List[str]:
         found.append("The server address must start with http:// or https:// (got '%s')." % f.server.strip())
     if not f.output_root:
         found.append("Save the script first (results go beside it), or set an output folder.")
+    p = _speed_problem(f.speed, f.memory_mode)
+    if p:
+        found.append(p)
     if f.target_connected:
         p = _channel_problem("Target", f.target_channel, f.target_channels)
         if p:
