@@ -229,3 +229,15 @@ def test_handing_pass_1s_video_latents_to_pass_2_changes_nothing(tiny_model_dir)
     assert augmented is not None and skipped is None
     assert torch.equal(reused, again)
     assert not torch.equal(first[:, :, :16], again[:, :, :16])  # the masks differ, so must their latents
+
+
+def test_augmentation_noise_given_ahead_is_the_inline_noise():
+    from void_server.pipelines.void.conditioning import augment_video, augmentation_noise
+
+    video = torch.rand(1, 3, 5, 8, 12) * 2 - 1
+    video[0, :, 0, :2] = -1.0  # exactly -1 stays unaugmented
+    ahead = augment_video(video, 11, noise=augmentation_noise(tuple(video.shape), 11))
+    assert torch.equal(ahead, augment_video(video, 11))
+    assert torch.equal(ahead[0, :, 0, :2], video[0, :, 0, :2])
+    with pytest.raises(ValueError, match="does not fit"):
+        augment_video(video, 11, noise=torch.zeros(1, 3, 4, 8, 12))

@@ -171,3 +171,31 @@ def test_auto_mask_mode_without_reasoning_models_says_so_and_removes_the_target(
     summary = pipe.run(_target_inputs(plate, mask, tmp_path / "job", "auto"), sink, lambda p: None, lambda: False)
     assert any("auto mask mode unavailable" in n and "void-server download" in n for n in summary.notes)
     assert set(np.unique(sink.quadmask[0])) == {0, 255}
+
+
+def test_augmentation_noise_drawn_ahead_changes_nothing(tiny_model_dir, bigben, tmp_path, monkeypatch):
+    """Pass 1's conditioning noise is drawn on its own thread from the job's start; the job's frames are exactly
+    those of the same job drawing it inline."""
+    import threading
+
+    from void_server.pipelines.void import conditioning
+
+    plate, mask = bigben[0][:5], bigben[1][:5]
+    pipe = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))
+    threads = []
+    real = conditioning.augmentation_noise
+
+    def recording(shape, seed):
+        threads.append(threading.current_thread().name)
+        return real(shape, seed)
+
+    monkeypatch.setattr(conditioning, "augmentation_noise", recording)
+    runs = []
+    for workdir in ("ahead", "inline"):
+        if workdir == "inline":
+            monkeypatch.setattr(VoidPipeline, "_draw_augmentation_noise", lambda self, inputs: None)
+        sink = MemorySink()
+        pipe.run(_inputs(plate, mask, tmp_path / workdir, passes=1, seed=7), sink, lambda p: None, lambda: False)
+        runs.append(np.stack([sink.clean[i] for i in range(len(plate))]))
+    assert threads[0].startswith("void-augment-noise") and not threads[1].startswith("void-augment-noise")
+    assert np.array_equal(runs[0], runs[1])

@@ -106,16 +106,28 @@ def apply_mask_rule(mask: torch.Tensor, rule: str) -> torch.Tensor:
     raise ValueError("unknown mask rule %r (tri, binary, quad)" % rule)
 
 
-def augment_video(video_pm1: torch.Tensor, seed: int, ratio: float = NOISE_AUG_RATIO) -> torch.Tensor:
-    """Gaussian noise augmentation of the [-1, 1] conditioning video, skipped where a value is exactly -1.
+def augmentation_noise(shape: Tuple[int, int, int, int, int], seed: int) -> torch.Tensor:
+    """The noise of `augment_video` for a (B, C, T, H, W) video: what `torch.manual_seed(seed);
+    torch.randn_like(video)` gives on the CPU (the parity contract), from a private generator so the process-wide
+    RNG is left alone.
 
-    The noise is what `torch.manual_seed(seed); torch.randn_like(video)` gives on the CPU (the parity contract),
-    drawn from a private generator so the process-wide RNG is left alone. The reference's video is a
-    (B, T, C, H, W) buffer viewed as (B, C, T, H, W); torch fills such a non-contiguous tensor element by element
-    in memory order, a different sequence from a contiguous randn, so the same layout is used here."""
+    The reference's video is a (B, T, C, H, W) buffer viewed as (B, C, T, H, W); torch fills such a non-contiguous
+    tensor element by element in memory order, a different (and slower: ~2.5-4 s at 85 frames) sequence from a
+    contiguous randn, so the same layout is used here. It depends only on the shape and the seed, which is why the
+    pipeline draws it on a thread while the plate is still being prepared."""
     gen = torch.Generator("cpu").manual_seed(seed)
-    b, c, t, h, w = video_pm1.shape
-    noise = torch.empty((b, t, c, h, w), dtype=torch.float32).permute(0, 2, 1, 3, 4).normal_(generator=gen)
+    b, c, t, h, w = shape
+    return torch.empty((b, t, c, h, w), dtype=torch.float32).permute(0, 2, 1, 3, 4).normal_(generator=gen)
+
+
+def augment_video(video_pm1: torch.Tensor, seed: int, ratio: float = NOISE_AUG_RATIO,
+                  noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Gaussian noise augmentation of the [-1, 1] conditioning video, skipped where a value is exactly -1.
+    `noise` is `augmentation_noise(video.shape, seed)` when it was drawn ahead."""
+    if noise is None:
+        noise = augmentation_noise(tuple(video_pm1.shape), seed)
+    elif tuple(noise.shape) != tuple(video_pm1.shape):
+        raise ValueError("augmentation noise %s does not fit the video %s" % (tuple(noise.shape), tuple(video_pm1.shape)))
     noise = noise.to(video_pm1.device, video_pm1.dtype)
     noise = torch.where(video_pm1 == -1, torch.zeros_like(noise), noise * ratio)
     return video_pm1 + noise
@@ -136,6 +148,7 @@ def encode_conditioning(
     add_noise: bool,
     seed: int,
     video_latents: Optional[torch.Tensor] = None,
+    augment_noise: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """-> (inpaint latents (1, T_lat, 32, h, w): VAE(1 - mask) then VAE(video), the augmented [-1, 1] video).
 
@@ -147,7 +160,7 @@ def encode_conditioning(
     if video_latents is None:
         video = video01 * 2.0 - 1.0
         if add_noise:
-            video = augment_video(video, seed)
+            video = augment_video(video, seed, noise=augment_noise)
         video_latents = vae_encode(vae, video)
     mask_latents = vae_encode(vae, (1.0 - mask).expand(-1, 3, -1, -1, -1))
     return torch.cat([mask_latents, video_latents.to(mask_latents.device, mask_latents.dtype)], dim=2), video

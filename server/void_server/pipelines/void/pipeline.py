@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -44,6 +45,8 @@ class ModelInputs:
     mask: torch.Tensor  # (1, 1, length, H, W) inverted quadmask
     # VAE latents of the augmented plate, set by the first pass that encodes them; later passes reuse them.
     video_latents: Optional[torch.Tensor] = None
+    # The plate's augmentation noise, drawn on a thread from the job's start (None: the model adds none).
+    augment_noise: Optional["Future[torch.Tensor]"] = None
 
     @property
     def latent_frames(self) -> int:
@@ -126,10 +129,12 @@ class VoidPipeline:
         notes: List[str] = []
         clock = StageClock()
 
+        augment_noise = self._draw_augmentation_noise(inputs)  # CPU seconds, overlapping the two stages below
         with clock("quadmask"):
             quadmask = self._quadmask(inputs, notes, progress)
         with clock("model_inputs"):
             job = self._model_inputs(inputs, quadmask)
+            job.augment_noise = augment_noise
         check_cancel(should_cancel)
 
         with clock("pass1"):
@@ -200,6 +205,20 @@ class VoidPipeline:
         mask = prepare_mask(_Lazy(lambda i: quadmask[i][y0:y1, x0:x1], n), self.model_size, length)
         return ModelInputs(frames=n, length=length, box=box, video=video, mask=mask)
 
+    def _draw_augmentation_noise(self, inputs: PipelineInputs) -> Optional["Future[torch.Tensor]"]:
+        """Pass 1's conditioning noise depends only on the clip's model-resolution shape and the seed, and the CPU
+        generator the parity contract fixes makes it slow: start it now, on its own thread."""
+        if not self.models.add_noise:
+            return None
+        from .conditioning import augmentation_noise
+
+        length = padded_length(len(inputs.plate), self.window_frames, max_frames=None)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="void-augment-noise")
+        try:
+            return pool.submit(augmentation_noise, (1, 3, length) + self.model_size, inputs.settings.seed)
+        finally:
+            pool.shutdown(wait=False)
+
     def _checkpoint_tag(self, inputs: PipelineInputs, job: ModelInputs, cfg: PassConfig, steps: int, guidance: float) -> str:
         s = inputs.settings
         key = dict(pass_index=cfg.index, prompt=s.prompt, seed=s.seed, steps=steps, guidance=guidance,
@@ -237,7 +256,9 @@ class VoidPipeline:
                           initial_noise=noise, window=window,
                           on_step=lambda i, n: self._report(progress, stage, i, n, passes),
                           should_cancel=should_cancel, video_latents=job.video_latents, clock=clock,
-                          denoiser=None if self._group is None else functools.partial(self._group.denoise, base.index))
+                          denoiser=None if self._group is None else functools.partial(self._group.denoise, base.index),
+                          augment_noise=(job.augment_noise.result() if job.augment_noise is not None
+                                         and job.video_latents is None else None))
         job.video_latents = result.video_latents
         if result.step_cache is not None and notes is not None:
             notes.append(result.step_cache.note("pass %d" % base.index))
