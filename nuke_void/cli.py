@@ -1,6 +1,7 @@
 """The `void` command: remove an object from a shot from the shell, with the same client and job spec as Nuke.
 
     void remove --plate 'shot.####.exr' --target 'roto.####.png' --frames 1001-1046 --prompt '...' --out DIR
+    void remove --plate shot.mp4 --quadmask quadmask.mp4 --prompt '...' --out DIR   (a video: all its frames)
     void status JOB | void cancel JOB | void health
 
 Inputs are image sequences (#### or %04d for the frame number) or video files (the server decodes video).
@@ -17,9 +18,8 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .client import DEFAULT_SERVER, JobCancelledError, JobFailed, VoidClient, VoidError
-from .jobspec import MASK_MODES, PRESETS, SPEEDS, SpecError, build_spec
+from .jobspec import MASK_MODES, PRESETS, SPEEDS, VIDEO_EXTS, SpecError, build_spec, is_video  # noqa: F401
 
-VIDEO_EXTS = (".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm")
 _PATTERN = re.compile(r"#+|%0?\d*d")
 
 
@@ -39,16 +39,16 @@ def parse_frames(text):
     return first, last
 
 
-def is_video(path):
-    # type: (str) -> bool
-    return path.lower().endswith(VIDEO_EXTS)
-
-
 def expand_input(flag, value, first, last):
-    # type: (str, str, int, int) -> List[str]
-    """A sequence pattern -> one existing file per frame; a video or single image -> itself."""
+    # type: (str, str, Optional[int], Optional[int]) -> List[str]
+    """A sequence pattern -> one existing file per frame; a video or single image -> itself. Without a frame range
+    (first and last None: every frame of a video plate) only a video file will do."""
     m = _PATTERN.search(value)
-    if m:
+    if first is None or last is None:
+        if m or not is_video(value):
+            raise UsageError("%s: %s is not a video file: give --frames FIRST-LAST (only a video plate and video "
+                             "mattes can go without it)" % (flag, value))
+    elif m:
         token = m.group(0)
         files = []
         for f in range(first, last + 1):
@@ -60,7 +60,7 @@ def expand_input(flag, value, first, last):
         return files
     if not os.path.isfile(value):
         raise UsageError("%s: %s does not exist" % (flag, value))
-    if not is_video(value) and last != first:
+    if not is_video(value) and first is not None and last != first:
         raise UsageError("%s: %s is one image for %d frames: use #### or %%04d where the frame number goes"
                          % (flag, value, last - first + 1))
     return [value]
@@ -122,7 +122,10 @@ class Bar(object):
 
 def cmd_remove(args, client):
     # type: (argparse.Namespace, VoidClient) -> int
-    first, last = parse_frames(args.frames)
+    if args.frames is None and not (is_video(args.plate) and not _PATTERN.search(args.plate)):
+        raise UsageError("--frames FIRST-LAST is needed for an image sequence plate (e.g. 1001-1046); a video plate "
+                         "without it uses all its frames")
+    first, last = parse_frames(args.frames) if args.frames is not None else (None, None)
     plate = expand_input("--plate", args.plate, first, last)
     local = {"plate": plate}  # type: Dict[str, List[str]]
     mask_mode = args.mask_mode or ("quadmask" if args.quadmask else "manual" if args.affected else "none")
@@ -201,7 +204,8 @@ def build_parser():
     r.add_argument("--target", help="roto matte of the object to remove (sequence or video)")
     r.add_argument("--affected", help="matte of what the object affects (shadows, reflections): mask mode manual")
     r.add_argument("--quadmask", help="a ready 0/63/127/255 quadmask; replaces --target/--affected")
-    r.add_argument("--frames", required=True, help="FIRST-LAST, e.g. 1001-1046 (a video's frames count from FIRST)")
+    r.add_argument("--frames", help="FIRST-LAST, e.g. 1001-1046 (a video's frames count from FIRST); "
+                                    "without it a video plate uses all its frames, numbered from 1")
     r.add_argument("--prompt", required=True, help="the clean scene, e.g. 'an empty street at dusk'")
     r.add_argument("--out", required=True, help="folder for clean.####.exr and manifest.json")
     r.add_argument("--mask-mode", choices=MASK_MODES)

@@ -26,6 +26,14 @@ SPEEDS = {
 }
 MAX_STEP_CACHE = 1.0
 
+# What the server decodes as video (void_server.media.sequences.VIDEO_EXTS).
+VIDEO_EXTS = (".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm")
+
+
+def is_video(path):
+    # type: (str) -> bool
+    return path.lower().endswith(VIDEO_EXTS)
+
 
 class SpecError(ValueError):
     """A setting that cannot make a job; the message names the setting and says what to do."""
@@ -40,8 +48,8 @@ def _path_input(path: str, channel: str = "alpha") -> Dict[str, object]:
 
 
 def build_spec(
-    first: int,
-    last: int,
+    first: Optional[int],
+    last: Optional[int],
     prompt: str,
     plate: Sequence[str],
     target: Optional[Sequence[str]] = None,
@@ -68,12 +76,17 @@ def build_spec(
     """A job spec dict. Inputs are lists of local files (uploaded by name), or with `shared_paths` a single
     path or pattern each that the server reads from shared storage.
 
+    `first` and `last` None (no frame range): every frame of the plate, which must be one video file, as must every
+    other input; the server counts the frames when the job starts and numbers them from 1.
+
     `speed` picks lossy options (SPEEDS) on top of `preset`; explicit `steps_*`, `step_cache` and `fp8_matmul`
     override both."""
     prompt = (prompt or "").strip()
     if not prompt:
         raise SpecError("Prompt is empty: describe the clean scene, e.g. 'an empty street at dusk'.")
-    if last < first:
+    if (first is None) != (last is None):
+        raise SpecError("Give both ends of the frame range, or neither (a video plate's every frame).")
+    if first is not None and last < first:  # type: ignore[operator]
         raise SpecError("Frame range %d-%d ends before it starts." % (first, last))
     if mask_mode not in MASK_MODES:
         raise SpecError("Mask mode '%s' is not one of %s." % (mask_mode, ", ".join(MASK_MODES)))
@@ -90,6 +103,13 @@ def build_spec(
         raise SpecError("No target matte: connect the roto of the object to remove to the Target input.")
     if mask_mode == "manual" and not affected:
         raise SpecError("Mask mode 'manual' needs the Affected input (a painted matte of shadows, reflections...).")
+    if first is None:
+        used = [("plate", plate), ("quadmask", quadmask)] if mask_mode == "quadmask" else [
+            ("plate", plate), ("target", target), ("affected", affected if mask_mode == "manual" else None)]
+        for role, files in used:
+            if files and (len(files) != 1 or not is_video(files[0])):
+                raise SpecError("No frame range: the %s must be one video file (every frame of the plate is used); "
+                                "give the frame range for image sequences." % role)
 
     make = _path_input if shared_paths else _input
     def one(files: Sequence[str], channel: str) -> Dict[str, object]:
@@ -127,8 +147,11 @@ def build_spec(
     if chosen["passes"] not in (1, 2):
         raise SpecError("Passes must be 1 or 2, not %s." % chosen["passes"])
 
-    spec = {
-        "frames": {"first": int(first), "last": int(last)},
+    spec = {}  # type: Dict[str, object]
+    if first is not None:
+        spec["frames"] = {"first": int(first), "last": int(last)}  # type: ignore[arg-type]
+    # else no "frames": servers that predate whole-video jobs refuse the spec ("frames: Field required").
+    spec.update({
         "fps": float(fps),
         "prompt": prompt,
         "mask_mode": mask_mode,
@@ -137,7 +160,7 @@ def build_spec(
         "input_encoding": input_encoding,
         "memory_mode": memory_mode,
         "inputs": inputs,
-    }  # type: Dict[str, object]
+    })
     spec.update(chosen)
     if client:
         spec["client"] = client[:200]

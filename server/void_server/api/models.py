@@ -85,7 +85,9 @@ class OutputOptions(Strict):
 
 
 class JobSpec(Strict):
-    frames: FrameRange
+    # Omitted (or null): every frame of the plate, which must then be one video file; its frames are numbered from
+    # 1 and counted by the server when the job starts. Servers before this answer 422 "frames: Field required".
+    frames: Optional[FrameRange] = None
     fps: float = Field(24.0, gt=0, le=1000)
     prompt: str = Field(..., description="The clean scene: what the shot looks like with the object gone.")
     passes: Literal[1, 2] = 2

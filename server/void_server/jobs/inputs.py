@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from ..api.models import InputRole, InputSpec, JobSpec, MaskMode
-from ..media.readers import is_display_referred, open_clip
+from ..media.readers import is_display_referred, open_clip, video_frame_count
 from ..media.sequences import MediaError, expand_pattern, is_pattern, kind_of
 from ..pipelines.base import FrameSource, PipelineInputs, PipelineSettings
 from .errors import Invalid
@@ -27,8 +27,46 @@ def used_roles(spec: JobSpec) -> List[InputRole]:
     return roles
 
 
-def frame_numbers(spec: JobSpec) -> List[int]:
-    return list(range(spec.frames.first, spec.frames.last + 1))
+VIDEO_FIRST_FRAME = 1  # a job without a frame range numbers its plate video's frames from here
+
+
+def frame_numbers(spec: JobSpec, count: Optional[int] = None) -> List[int]:
+    """The job's frame numbers: its range, or without one the plate video's `count` frames from 1."""
+    if spec.frames is not None:
+        return list(range(spec.frames.first, spec.frames.last + 1))
+    if count is None:
+        raise ValueError("a job without a frame range has the plate video's frames: pass their count")
+    return list(range(VIDEO_FIRST_FRAME, VIDEO_FIRST_FRAME + count))
+
+
+def _not_one_video(item: InputSpec) -> Optional[str]:
+    """None when the input is one video file (upload or path); else what it is, for the error message."""
+    names = item.files if item.source == "upload" else [item.path or ""]
+    if len(names) != 1:
+        return "%d files" % len(names)
+    if item.source == "path" and is_pattern(names[0]):
+        return "the sequence '%s'" % names[0]
+    try:
+        kind = kind_of(names[0])
+    except MediaError:
+        return None  # the file type is refused on its own, with the supported types
+    return None if kind == "video" else "the %s '%s'" % ("EXR" if kind == "exr" else "image", names[0])
+
+
+def check_whole_video(spec: JobSpec) -> None:
+    """Without a frame range the job is every frame of the plate video: every used input must be one video file."""
+    if spec.frames is not None:
+        return
+    for role in used_roles(spec):
+        what = _not_one_video(spec.inputs[role])
+        if what is None:
+            continue
+        if role == InputRole.plate:
+            raise Invalid("no frame range: a job without 'frames' uses every frame of its plate, which must then be one "
+                          "video file, not %s: give frames {first, last} for an image sequence" % what, "frames")
+        raise Invalid("no frame range: with 'frames' omitted every input must be one video file with the plate's frame "
+                      "count, not %s: give frames {first, last} to use image sequences" % what,
+                      "inputs.%s.%s" % (role.value, "files" if spec.inputs[role].source == "upload" else "path"))
 
 
 MAX_NAME_BYTES = 255  # what Linux file systems take
@@ -41,7 +79,8 @@ def is_plain_name(name: str) -> bool:
 
 
 def check_upload_names(spec: JobSpec) -> None:
-    """Uploaded names become file names here: plain names only, no duplicates, one type, count = frames."""
+    """Uploaded names become file names here: plain names only, no duplicates, one type, count = frames (or, without
+    a frame range, one video file per used input)."""
     for role, item in spec.inputs.items():
         if item.source != "upload":
             continue
@@ -59,9 +98,12 @@ def check_upload_names(spec: JobSpec) -> None:
         if kinds == {"video"}:
             if len(item.files) != 1:
                 raise Invalid("a video input is one file, not %d" % len(item.files), field)
+        elif spec.frames is None:
+            continue  # check_whole_video names the problem
         elif len(item.files) != spec.frames.count:
             raise Invalid("%d files for the %d frames %d-%d: one file per frame, in order"
                           % (len(item.files), spec.frames.count, spec.frames.first, spec.frames.last), field)
+    check_whole_video(spec)
 
 
 def _inside(path: Path, roots: Sequence[Path]) -> bool:
@@ -76,6 +118,8 @@ def _inside(path: Path, roots: Sequence[Path]) -> bool:
 def shared_paths(item: InputSpec, spec: JobSpec) -> List[Path]:
     assert item.path is not None
     if is_pattern(item.path):
+        if spec.frames is None:
+            raise MediaError("'%s' is a sequence: it needs the job's frame range ('frames')" % item.path)
         return [Path(p) for p in expand_pattern(item.path, frame_numbers(spec))]
     return [Path(item.path)]
 
@@ -95,7 +139,7 @@ def check_path_inputs(spec: JobSpec, allowed_roots: Sequence[Path]) -> None:
             kind_of(str(paths[0]))
         except MediaError as e:
             raise Invalid(str(e), field)
-        if len(paths) == 1 and kind_of(str(paths[0])) != "video" and spec.frames.count != 1:
+        if len(paths) == 1 and kind_of(str(paths[0])) != "video" and spec.frames is not None and spec.frames.count != 1:
             raise Invalid("'%s' is one image for %d frames: use #### or %%04d for the frame number" % (item.path, spec.frames.count), field)
         for p in paths:
             if not _inside(p, allowed_roots):
@@ -125,15 +169,24 @@ def missing_uploads(spec: JobSpec, files: JobFiles) -> Dict[str, List[str]]:
 
 
 def open_inputs(spec: JobSpec, files: JobFiles) -> Dict[InputRole, FrameSource]:
-    """Every used input opened (headers read), counts and sizes checked against the plate."""
-    frames = frame_numbers(spec)
+    """Every used input opened (headers read), counts and sizes checked against the plate. Without a frame range
+    the plate video's frame count, read here, makes the job's frames (numbered from VIDEO_FIRST_FRAME)."""
+    check_whole_video(spec)
+    count = None
+    if spec.frames is None:
+        try:
+            count = video_frame_count(input_paths(spec, InputRole.plate, files)[0])
+        except MediaError as e:
+            raise Invalid(str(e), "inputs.plate")
+    frames = frame_numbers(spec, count)
     sources: Dict[InputRole, FrameSource] = {}
     for role in used_roles(spec):
         item = spec.inputs[role]
         try:
             sources[role] = open_clip(input_paths(spec, role, files), frames, PURPOSE[role], item.channel)
         except MediaError as e:
-            raise Invalid(str(e), "inputs.%s" % role.value)
+            whole = " (no frame range: the job is the plate video's %d frames)" % count if count is not None else ""
+            raise Invalid(str(e) + whole, "inputs.%s" % role.value)
     plate = sources[InputRole.plate]
     for role, source in sources.items():
         if (source.width, source.height) != (plate.width, plate.height):

@@ -17,12 +17,25 @@ MATTE_ON = 0.5  # the quadmask's threshold (reasoning.combine): above it a pixel
 
 
 def check_frame_count(spec: JobSpec, config: ServerConfig) -> None:
-    if spec.frames.count > config.max_frames:
+    """At creation, the spec's frame range. A spec without one (every frame of a video plate) is counted at start,
+    by check_plate_frames."""
+    if spec.frames is not None and spec.frames.count > config.max_frames:
         raise Invalid("%d frames (%d-%d); this server takes at most %d per job (--max-frames): split the shot"
                       % (spec.frames.count, spec.frames.first, spec.frames.last, config.max_frames), "frames")
 
 
+def check_plate_frames(plate: FrameSource, config: ServerConfig) -> None:
+    """At start, the opened plate's frame count: a video job without a frame range learns it only then."""
+    if len(plate) > config.max_frames:
+        name = getattr(plate, "path", None)
+        raise Invalid("the plate%s has %d frames; this server takes at most %d per job (--max-frames): split the shot"
+                      % (" video %s" % name.name if name is not None else "", len(plate), config.max_frames), "frames")
+
+
 def check_resolution(plate: FrameSource, config: ServerConfig) -> None:
+    """At start, on the opened plate: its size, and its frame count (check_plate_frames; the manager's one call on
+    the opened plate)."""
+    check_plate_frames(plate, config)
     if max(plate.width, plate.height) > config.max_resolution:
         raise Invalid("the plate is %dx%d; this server takes at most %d pixels on the longest side "
                       "(--max-resolution): reformat it down, or ask for a larger limit"

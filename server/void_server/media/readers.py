@@ -199,21 +199,35 @@ class ImageSequence(_Sequence):
         return _assemble([planes[names.index(n)] for n in picked], picked, self.purpose, self.channel) * scale
 
 
+def video_header(path: Path) -> Tuple[int, int, int]:
+    """(frame count, width, height) of a video file, from its container without decoding frames."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise MediaError("%s cannot be opened as a video" % path)
+        return (int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    finally:
+        cap.release()
+
+
+def video_frame_count(path: Path) -> int:
+    """How many frames a video file holds (a job without a frame range uses them all)."""
+    count = video_header(path)[0]
+    if count <= 0:
+        raise MediaError("%s: the number of frames cannot be read from the video" % path)
+    return count
+
+
 class VideoClip:
     """A video file read sequentially (seeking only when asked out of order); frames numbered from the spec."""
 
     def __init__(self, path: Path, frame_numbers: Sequence[int], purpose: str, channel: str) -> None:
-        import cv2
-
         self.path = Path(path)
         self.purpose, self.channel = purpose, channel
-        cap = cv2.VideoCapture(str(self.path))
-        if not cap.isOpened():
-            raise MediaError("%s cannot be opened as a video" % self.path)
-        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        self.width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
-        self.height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        cap.release()
+        count, self.width, self.height = video_header(self.path)
         if count != len(frame_numbers):
             raise MediaError("%s has %d frames but the frame range %d-%d has %d"
                              % (self.path, count, frame_numbers[0], frame_numbers[-1], len(frame_numbers)))
