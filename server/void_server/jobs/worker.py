@@ -63,7 +63,7 @@ class LiveRun:
 class Worker(threading.Thread):
     def __init__(self, manager: "JobManager", index: int, executor: Optional[Executor] = None) -> None:
         super().__init__(name="job-worker-%d" % index, daemon=True)
-        self.manager = manager
+        self.manager, self.index = manager, index  # index: this worker's pipeline slot (PipelineHost.slot)
         self.executor = executor  # None: the pipeline runs in this process; else e.g. on a Ray GPU worker
 
     def run(self) -> None:
@@ -73,8 +73,11 @@ class Worker(threading.Thread):
         if m.host.problem:  # queued jobs wait (a restart with the problem fixed runs them); say why
             for job_id in m.store.queued_ids():
                 m.store.update(job_id, message="waiting: this server cannot run jobs: %s" % m.host.problem)
+        if self.executor is None:  # the server is ready at its first slot; this worker needs its own
+            while not m.stopping and not m.host.wait_slot(self.index, 0.5):
+                pass
         while not m.stopping and (self.executor is None or self.executor.alive):
-            row = None if m.host.problem else m.store.claim_next(m.host.name)
+            row = None if self._cannot_run() else m.store.claim_next(m.host.name)
             if row is None:
                 with m.wakeup:
                     m.wakeup.wait(1.0)
@@ -83,6 +86,11 @@ class Worker(threading.Thread):
                 self.run_job(row)
             except Exception:  # the loop must survive anything a job does
                 log.exception("job %s: unexpected error in the worker", row["id"])
+
+    def _cannot_run(self) -> bool:
+        """The server cannot run jobs, or this worker's own slot failed to load (the other slots still run)."""
+        m = self.manager
+        return bool(m.host.problem or (self.executor is None and m.host.slot_problem(self.index)))
 
     def run_job(self, row: Row) -> None:
         m, job_id = self.manager, row["id"]
@@ -101,10 +109,14 @@ class Worker(threading.Thread):
             if self.executor is not None:
                 self.executor.execute(job_id, spec, files, live, notes)
             else:
-                assert m.host.pipeline is not None
-                run_pipeline(m.host.pipeline, job_id, spec, files, m.config.memory_mode, live.on_progress,
-                             live.should_cancel, notes,
-                             run=lambda p, inputs, sink: self._run_with_memory_fallback(p, inputs, sink, live, notes))
+                pipeline = m.host.pipeline_for(self.index)
+                if pipeline is None:
+                    raise PipelineUnavailable(m.host.slot_problem(self.index) or "the pipeline is not loaded")
+                with m.host.running(self.index, job_id):  # this thread computes on the slot's GPU
+                    run_pipeline(pipeline, job_id, spec, files, m.config.memory_mode, live.on_progress,
+                                 live.should_cancel, notes,
+                                 run=lambda p, inputs, sink: self._run_with_memory_fallback(p, inputs, sink, live,
+                                                                                            notes))
             m._finish(job_id, JobState.succeeded, progress=1.0, message="done", notes=notes, stage="merge")
         except JobCancelled:
             if live.cancel.is_set():
@@ -142,8 +154,9 @@ class Worker(threading.Thread):
             log.info("job %s: %s", job_id, (m.store.get(job_id) or {}).get("state"))
 
     def _run_with_memory_fallback(self, pipeline, inputs, sink, live: LiveRun, notes: List[str]):
-        """Out of GPU memory: reload the pipeline in the next lower memory mode and run again from the last
-        finished stage's checkpoint; with no lower mode left, fail saying what was tried."""
+        """Out of GPU memory: reload this worker's slot in the next lower memory mode and run again from the last
+        finished stage's checkpoint; with no lower mode left, fail saying what was tried. Other slots keep their
+        pipelines and modes (their GPUs did not run out)."""
         m = self.manager
         while True:
             try:
@@ -151,7 +164,7 @@ class Worker(threading.Thread):
             except Exception as e:
                 if not oom.is_out_of_memory(e):
                     raise
-                mode = oom.current_mode(pipeline, m.host.config.memory_mode)
+                mode = oom.current_mode(pipeline, m.host.memory_mode(self.index))
                 lower, stage = oom.next_mode(mode), self._stage(live)
                 if lower is None:
                     raise OutOfGpuMemory("%s: out of GPU memory even in memory mode %s (%s): use a shorter frame "
@@ -160,7 +173,7 @@ class Worker(threading.Thread):
                              % (stage, mode, lower))
                 m.store.update(live.job_id, notes=notes, message="out of GPU memory: retrying in %s" % lower)
                 log.warning("job %s: %s", live.job_id, notes[-1])
-                pipeline = m.host.reload(lower)
+                pipeline = m.host.reload(lower, self.index)
                 inputs.settings.memory_mode = lower
 
     @staticmethod
