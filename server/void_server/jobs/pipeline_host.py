@@ -210,6 +210,11 @@ class PipelineHost(BackgroundHost):
             return self.slots[0].pipeline
         return self._view if any(s.pipeline is not None for s in self.slots) else None
 
+    @pipeline.setter
+    def pipeline(self, pipeline: Optional[Pipeline]) -> None:
+        """Slot 0's (the one or shared) instance, for callers that hand the host a pipeline of their own."""
+        self.slots[0].pipeline = pipeline
+
     @property
     def label(self) -> str:
         loaded = next((s.pipeline for s in self.slots if s.pipeline is not None), None)
