@@ -78,12 +78,12 @@ def check_gpu_count(slots: int, gpus_per_worker: int, visible: int, base: int = 
     if needed <= visible:
         return
     start = " from cuda:%d" % base if base else ""
+    cpu = " (or --pipeline-option device=cpu to run every worker on the CPU)" if visible == 0 else ""
     raise ConfigError("--concurrency %d x --gpus-per-worker %d needs %d GPU%s%s, but %d GPU%s visible "
-                      "(CUDA_VISIBLE_DEVICES=%s): lower --concurrency or --gpus-per-worker, or run on a machine "
-                      "with more GPUs" % (slots, gpus_per_worker, slots * gpus_per_worker,
-                                          "" if slots * gpus_per_worker == 1 else "s", start, visible,
-                                          " is" if visible == 1 else "s are",
-                                          os.environ.get("CUDA_VISIBLE_DEVICES", "unset")))
+                      "(CUDA_VISIBLE_DEVICES=%s): lower --concurrency or --gpus-per-worker%s"
+                      % (slots, gpus_per_worker, slots * gpus_per_worker, "" if slots * gpus_per_worker == 1 else "s",
+                         start, visible, " is" if visible == 1 else "s are",
+                         os.environ.get("CUDA_VISIBLE_DEVICES", "unset"), cpu))
 
 
 def visible_gpus() -> Optional[int]:
