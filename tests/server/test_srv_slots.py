@@ -90,16 +90,26 @@ def test_more_slots_than_gpus_is_a_startup_error_naming_the_flags():
     with pytest.raises(ConfigError) as e:
         check_gpu_count(3, 2, 4)
     assert "--concurrency 3 x --gpus-per-worker 2 needs 6 GPUs, but 4 GPUs are visible" in str(e.value)
-    config = ServerConfig(pipeline="void", concurrency=3, gpus_per_worker=2)
-    with pytest.raises(ConfigError, match="--concurrency 3 x --gpus-per-worker 2 needs 6 GPUs, but 1 GPU is"):
+    config = ServerConfig(pipeline="void", concurrency=3)
+    with pytest.raises(ConfigError, match="--concurrency 3 x --gpus-per-worker 1 needs 3 GPUs, but 1 GPU is"):
         PipelineHost("void", config, count_gpus=lambda: 1)  # before anything loads: the CLI exits with status 2
 
 
+def test_several_multi_gpu_slots_in_one_process_are_refused_at_start_up():
+    """Each VOID rank group keeps rank 0 on this process's one torch.distributed group (parallel/group.py)."""
+    for options in ({}, {"device": "cpu"}):
+        config = ServerConfig(pipeline="void", concurrency=2, gpus_per_worker=2, options=options)
+        with pytest.raises(ConfigError, match="--concurrency 2 with --gpus-per-worker 2: .* or --cluster"):
+            PipelineHost("void", config, count_gpus=lambda: 4)
+    assert PipelineHost("void", ServerConfig(pipeline="void", gpus_per_worker=2), count_gpus=lambda: 0).slots
+
+
 def test_void_gets_a_device_per_slot_and_cpu_slots_all_compute_on_the_cpu():
-    config = ServerConfig(pipeline="void", concurrency=2, gpus_per_worker=2)
+    config = ServerConfig(pipeline="void", concurrency=3)
     host = PipelineHost("void", config, count_gpus=lambda: 4)
-    assert host.per_slot and [s.device for s in host.slots] == ["cuda:0", "cuda:2"]
-    assert [s.config.options["device"] for s in host.slots] == ["cuda:0", "cuda:2"]  # what VoidPipeline reads
+    assert host.per_slot and [s.device for s in host.slots] == ["cuda:0", "cuda:1", "cuda:2"]
+    assert [s.config.options["device"] for s in host.slots] == ["cuda:0", "cuda:1", "cuda:2"]  # VoidPipeline reads it
+    assert plan_devices("testing", ServerConfig(concurrency=2, gpus_per_worker=2), 2, lambda: 4) == ["cuda:0", "cuda:2"]
     assert config.options == {}  # the server's own config is untouched
     cpu = ServerConfig(pipeline="void", concurrency=3, options={"device": "cpu"})
     assert plan_devices("void", cpu, 3, count_gpus=lambda: 0) == ["cpu"] * 3  # no GPU count check for the CPU

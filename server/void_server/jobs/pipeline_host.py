@@ -2,7 +2,9 @@
 
 `--concurrency N` starts N worker threads (jobs/manager.py); worker i runs its jobs on slot i of this host:
 - a pipeline that owns GPUs (void) gets one instance per slot, slot i on `cuda:(i*g)` with g = --gpus-per-worker
-  (its rank group then uses cuda:i*g .. i*g+g-1): one job per GPU (group), never two jobs on one set of models;
+  (its rank group would use cuda:i*g .. i*g+g-1): one job per GPU, never two jobs on one set of models. Several
+  slots of several GPUs each are refused at start-up for now: rank 0 of each group would need torch.distributed's
+  one default group of this process (check_rank_groups; --cluster gives each group a process of its own);
 - a pipeline without per-instance job state (testing, preview) is loaded once and shared by every slot.
 Slots load one after another on one thread (a VOID load holds the weights in host memory on the way to the GPU);
 the server is ready when the first slot has loaded, and each worker starts taking jobs when its own slot has.
@@ -86,6 +88,17 @@ def check_gpu_count(slots: int, gpus_per_worker: int, visible: int, base: int = 
                          os.environ.get("CUDA_VISIBLE_DEVICES", "unset"), cpu))
 
 
+def check_rank_groups(name: str, slots: int, gpus_per_worker: int) -> None:
+    """VOID over several GPUs keeps rank 0 in this process on torch.distributed's default group, and a process has
+    one (parallel/group.py refuses a second): a second multi-GPU slot could never load. Said at start-up."""
+    if name != "void" or slots <= 1 or gpus_per_worker <= 1:
+        return
+    raise ConfigError("--concurrency %d with --gpus-per-worker %d: a multi-GPU job's rank 0 runs in the server process "
+                      "on its one torch.distributed group, so one server runs one multi-GPU job at a time: use "
+                      "--concurrency 1, --gpus-per-worker 1 (one job per GPU), or --cluster (one Ray worker per %d "
+                      "GPUs, each in a process of its own)" % (slots, gpus_per_worker, gpus_per_worker))
+
+
 def visible_gpus() -> Optional[int]:
     """CUDA devices this process sees; None when torch cannot be imported (the load then reports the install)."""
     try:
@@ -100,8 +113,10 @@ def plan_devices(name: str, config: Any, slots: int,
     """One device per slot for a pipeline with an instance per slot (None: the pipeline picks, as before)."""
     device = configured_device(config)
     if device is not None and not device.startswith("cuda"):
+        check_rank_groups(name, slots, int(getattr(config, "gpus_per_worker", 1) or 1))  # CPU groups (gloo) too
         return [device] * slots  # e.g. "cpu": every slot's instance computes there
     g = max(1, int(getattr(config, "gpus_per_worker", 1) or 1))
+    check_rank_groups(name, slots, g)
     base = device_base(device)
     visible = count_gpus()
     if visible is None:  # no torch: every slot's load fails saying so; the devices are only for health
