@@ -160,8 +160,10 @@ def test_auto_mask_mode_uses_the_reasoner_then_frees_it_in_offload_modes(tiny_mo
     assert "fake reasoner ran" in summary.notes
     assert reasoner.seen_encoding == "srgb"  # the job's plate encoding reaches the reasoner
     assert reasoner.unloaded and pipe.reasoner is None
-    q = sink.quadmask[0]
+    q = sink.quadmask[1]
     assert (q[-20:, -30:] == 127).any() and set(np.unique(q)) <= {0, 63, 127, 255}
+    assert not (sink.quadmask[0] == 127).any()  # the reference's stage 4: no affected level on the first frame
+    assert any("first frame was cleared" in n for n in summary.notes)
 
 
 def test_auto_mask_mode_without_reasoning_models_says_so_and_removes_the_target(tiny_model_dir, bigben, tmp_path):

@@ -83,8 +83,21 @@ def test_manual_round_trip_through_build_quadmask(bigben_quadmask, tmp_path):
         target=ArrayFrames(target),
         affected=ArrayFrames(affected_matte),
     )
-    out = build_quadmask(inputs)
-    assert np.array_equal(np.asarray(out), q)
+    notes = []
+    out = np.asarray(build_quadmask(inputs, notes=notes))
+    # Exact, except the reference's stage-4 rule: no affected (127) on the first frame.
+    expected = q.copy()
+    expected[0][expected[0] == AFFECTED] = KEEP
+    assert (q[0] == AFFECTED).any() and np.array_equal(out, expected)
+    assert any("first frame was cleared" in n for n in notes)
+
+
+def test_a_ready_quadmask_keeps_its_first_frame(bigben_quadmask, tmp_path):
+    q = bigben_quadmask[:3]
+    inputs = PipelineInputs(plate=ArrayFrames(np.zeros(q.shape + (3,), np.float32)),
+                            settings=PipelineSettings(prompt="x", mask_mode="quadmask"), workdir=tmp_path / "job",
+                            quadmask=ArrayFrames(q.astype(np.float32)))
+    assert np.array_equal(np.asarray(build_quadmask(inputs)), q)
 
 
 def test_manual_round_trip_with_overlap(tmp_path):
@@ -99,4 +112,6 @@ def test_manual_round_trip_with_overlap(tmp_path):
         target=ArrayFrames(np.maximum(remove, overlap)),
         affected=ArrayFrames(np.maximum(overlap, affected)),
     )
-    assert np.array_equal(np.asarray(build_quadmask(inputs)), q)
+    expected = q.copy()
+    expected[0][expected[0] == AFFECTED] = KEEP  # the first frame's affected level is cleared; its overlap stays
+    assert (q[0] == OVERLAP).any() and np.array_equal(np.asarray(build_quadmask(inputs)), expected)

@@ -37,6 +37,17 @@ def _check_size(name: str, source: FrameSource, plate: FrameSource) -> None:
         )
 
 
+def _no_affected_on_first_frame(frame: np.ndarray, notes: List[str]) -> None:
+    """The reference's stage 4 clears the affected level (127) on frame 0: VOID was trained with affected regions
+    from the second frame on (docs/void-reference-details.md §7.4). Overlap (63) stays. A ready quadmask is the
+    artist's and is left as it is; only quadmasks built here follow the rule."""
+    affected = frame == 127
+    if affected.any():
+        frame[affected] = 255
+        notes.append("quadmask: the affected region on the first frame was cleared (%d px), as VOID's training data "
+                     "has affected regions from the second frame on" % int(affected.sum()))
+
+
 def open_checkpoint(workdir: Path, shape: tuple) -> Optional[np.ndarray]:
     if (workdir / DONE_MARKER).exists():
         return np.memmap(workdir / CHECKPOINT, dtype=np.uint8, mode="r", shape=shape)
@@ -94,6 +105,8 @@ def build_quadmask(
             elif auto_affected is not None:
                 affected = auto_affected[i].astype(np.float32)
             out[i] = combine(_matte(inputs.target[i]), affected, inputs.settings.affected_dilation)
+            if i == 0:
+                _no_affected_on_first_frame(out[0], notes)
             if on_frame:
                 on_frame(i, len(plate))
 
