@@ -32,9 +32,8 @@ def check_plate_frames(plate: FrameSource, config: ServerConfig) -> None:
                       % (" video %s" % name.name if name is not None else "", len(plate), config.max_frames), "frames")
 
 
-def check_resolution(plate: FrameSource, config: ServerConfig) -> None:
-    """At start, on the opened plate: its size, and its frame count (check_plate_frames; the manager's one call on
-    the opened plate)."""
+def check_opened_plate(plate: FrameSource, config: ServerConfig) -> None:
+    """At start, on the opened plate: its frame count (a whole-video job's is known only now) and its size."""
     check_plate_frames(plate, config)
     if max(plate.width, plate.height) > config.max_resolution:
         raise Invalid("the plate is %dx%d; this server takes at most %d pixels on the longest side "

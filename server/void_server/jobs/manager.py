@@ -161,7 +161,7 @@ class JobManager:
                 for r, n in sorted(missing.items())), "inputs.%s" % role, detail=missing)
         sources = job_inputs.open_inputs(spec, files)  # fails now, with the field, rather than in the queue
         try:
-            limits.check_resolution(sources[InputRole.plate], self.config)
+            limits.check_opened_plate(sources[InputRole.plate], self.config)
             limits.check_target_coverage(sources)
         finally:
             for source in sources.values():
