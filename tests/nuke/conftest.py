@@ -12,6 +12,9 @@ if FAKE not in sys.path:
     sys.path.insert(0, FAKE)
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
+HARNESS = os.path.join(REPO, "tests", "server")  # void_test_harness: the real server, free ports
+if HARNESS not in sys.path:
+    sys.path.insert(0, HARNESS)
 
 
 @pytest.fixture
@@ -27,3 +30,11 @@ def fake(tmp_path):
     nuke.root().setModified(False)
     yield fake_control
     fake_control.reset()
+
+
+@pytest.fixture
+def dead_server_url() -> str:
+    """The address of a port nothing listens on: a server that is down."""
+    from void_test_harness import free_port
+
+    return "http://127.0.0.1:%d" % free_port()

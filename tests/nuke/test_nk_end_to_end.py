@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 import OpenEXR
@@ -11,8 +10,7 @@ import pytest
 import fake_render
 import nuke
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "server"))
-from void_test_harness import ServerProcess  # noqa: E402
+from void_test_harness import ServerProcess  # tests/server, on the path by conftest
 
 W, H, PIXEL_ASPECT = 40, 24, 2.0  # anamorphic, not a default format
 FIRST, LAST = 1001, 1004

@@ -2,17 +2,8 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import nuke
-
-
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_unconnected_node_lists_every_problem_and_changes_nothing(fake):
@@ -34,13 +25,13 @@ def test_unsaved_script_asks_to_save_or_pick_a_folder(fake):
     assert "Save the script first" in fake.messages()[0][1]
 
 
-def test_unreachable_server_is_explained(fake):
+def test_unreachable_server_is_explained(fake, dead_server_url):
     const = nuke.nodes.Constant()
     void = nuke.createNode("VOID", inpanel=False)
     void.setInput(0, const)
     void.setInput(1, const)
     void["prompt"].setValue("a clear sky")
-    void["server"].setValue("http://127.0.0.1:%d" % _free_port())
+    void["server"].setValue(dead_server_url)
     fake.press(void, "check_server")
     assert "Cannot reach the VOID server" in fake.messages()[-1][1]
     fake.press(void, "remove")

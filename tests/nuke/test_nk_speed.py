@@ -3,7 +3,6 @@ spec builder (nuke_void.jobspec.build_spec), checked before anything is rendered
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 
@@ -15,22 +14,14 @@ GIZMO = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abs
                      "gizmos", "VOID.gizmo")
 
 
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def _ready_node():
+def _ready_node(server_url):
     """A VOID node with nothing wrong but the knob under test (its server is down, so nothing can be sent)."""
     const = nuke.nodes.Constant()
     void = nuke.createNode("VOID", inpanel=False)
     void.setInput(0, const)
     void.setInput(1, const)
     void["prompt"].setValue("an empty street at dusk")
-    void["server"].setValue("http://127.0.0.1:%d" % _free_port())
+    void["server"].setValue(server_url)
     return void
 
 
@@ -89,8 +80,8 @@ def test_advanced_steps_still_override_the_fastest_step_counts(fake):
     assert (spec["steps_pass1"], spec["steps_pass2"], spec["fp8_matmul"]) == (20, 40, True)
 
 
-def test_unknown_speed_is_refused_naming_the_knob_before_anything_renders(fake):
-    void = _ready_node()
+def test_unknown_speed_is_refused_naming_the_knob_before_anything_renders(fake, dead_server_url):
+    void = _ready_node(dead_server_url)
     # a gizmo whose menu has an item this nuke_void does not know (e.g. a newer gizmo with an older plugin)
     void["speed"].setValues(["lossless", "fast", "fastest", "ludicrous"])
     void["speed"].setValue("ludicrous")
@@ -102,8 +93,8 @@ def test_unknown_speed_is_refused_naming_the_knob_before_anything_renders(fake):
     assert not os.path.exists(os.path.join(os.path.dirname(nuke.root()["name"].value()), "void"))
 
 
-def test_fastest_with_offloading_is_refused_before_anything_renders(fake):
-    void = _ready_node()
+def test_fastest_with_offloading_is_refused_before_anything_renders(fake, dead_server_url):
+    void = _ready_node(dead_server_url)
     void["speed"].setValue("fastest")
     void["memory_mode"].setValue("sequential_offload")
     fake.press(void, "remove")
@@ -112,11 +103,11 @@ def test_fastest_with_offloading_is_refused_before_anything_renders(fake):
     assert not nuke.allNodes("Write")
 
 
-def test_a_spec_error_after_rendering_is_a_message_and_leaves_no_version(fake, monkeypatch):
+def test_a_spec_error_after_rendering_is_a_message_and_leaves_no_version(fake, monkeypatch, dead_server_url):
     """Knob values the checks do not cover still reach the artist as a message (not a traceback), and the
     just-claimed version folder goes away."""
     from nuke_void import render
-    void = _ready_node()
+    void = _ready_node(dead_server_url)
     void["preset"].setValues(["draft", "reference", "ultra"])
     void["preset"].setValue("ultra")
     monkeypatch.setattr(void_node, "_check_health", lambda server: {"ready": True})
