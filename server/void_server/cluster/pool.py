@@ -9,7 +9,7 @@ import threading
 import uuid
 from typing import Any, Dict, List, Optional
 
-from ..jobs.host_base import BackgroundHost
+from ..jobs.host_base import BackgroundHost, HostView
 from . import import_ray
 from .actor import GpuWorker
 from .executor import RayExecutor
@@ -20,16 +20,8 @@ SCAN_S = 1.0  # how often the pool looks for new GPU capacity and dead workers
 START_TIMEOUT_S = 600.0  # loading the VOID models on a worker takes about a minute; a stuck start is dropped
 
 
-class ClusterView:
-    """What /v1/health shows as the pipeline's description: every worker, its machine, GPU and job."""
-
-    def __init__(self, host: "ClusterHost") -> None:
-        self.host = host
-        self.name = host.name
-
-    @property
-    def label(self) -> str:
-        return self.host.label
+class ClusterView(HostView):
+    """Every worker, its machine, GPU and job."""
 
     def describe(self) -> Dict[str, object]:
         return {"cluster": self.host.address, "storage": self.host.storage, "resource": self.host.resource,

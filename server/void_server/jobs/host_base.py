@@ -3,7 +3,7 @@ background, and the API and job manager ask whether it is ready."""
 from __future__ import annotations
 
 import threading
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 
 class BackgroundHost:
@@ -37,3 +37,19 @@ class BackgroundHost:
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         return self._done.wait(timeout)
+
+
+class HostView:
+    """What `host.pipeline` is where no one pipeline object stands for the host (several slots, a Ray cluster):
+    health's `models` is its describe(); it runs no jobs."""
+
+    def __init__(self, host: Any) -> None:
+        self.host = host
+        self.name = host.name
+
+    @property
+    def label(self) -> str:
+        return self.host.label
+
+    def describe(self) -> Dict[str, object]:
+        raise NotImplementedError

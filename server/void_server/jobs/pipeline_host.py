@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 from ..config import ConfigError
 from ..pipelines import load_pipeline
 from ..pipelines.base import Pipeline, PipelineUnavailable
-from .host_base import BackgroundHost
+from .host_base import BackgroundHost, HostView
 
 log = logging.getLogger("void_server")
 
@@ -179,20 +179,11 @@ class Slot:
         return out
 
 
-class SlotsView:
-    """What `host.pipeline` is with several instances: health's `models` (api/app.py calls describe()) lists
-    each slot's device and state. It does not run jobs: workers take their own slot's pipeline."""
-
-    def __init__(self, host: "PipelineHost") -> None:
-        self._host = host
-        self.name = host.name
-
-    @property
-    def label(self) -> str:
-        return self._host.label
+class SlotsView(HostView):
+    """Several instances: health lists each slot's device and state. Workers take their own slot's pipeline."""
 
     def describe(self) -> Dict[str, object]:
-        h = self._host
+        h = self.host
         return {"pipeline": h.name, "label": h.label,
                 "gpus_per_worker": int(getattr(h.config, "gpus_per_worker", 1) or 1),
                 "slots": [s.describe() for s in h.slots]}
