@@ -174,12 +174,11 @@ def _step_cache(threshold: float, stats: Optional[CacheStats], plan: ParallelPla
     """The pass's first-block cache, or None when off. The two halves of a split guidance pair share one decision
     (their sums are added, as the batched pair's would be); sequence-parallel ranks hold different token shards
     inside the blocks, which the cache's residuals cannot span."""
-    if threshold < 0 or threshold != threshold:
-        raise ValueError("the step-cache threshold must be >= 0 (0 = off), got %r" % threshold)
     if threshold == 0:
         return None
+    reduce = (lambda t: torch.stack(plan.cfg.all_gather(t)).sum(0)) if split_cfg else None
+    cache = FirstBlockCache(threshold, reduce, stats)  # refuses a negative or NaN threshold
     if plan.sequence.size > 1:
         raise ValueError("the step cache does not combine with sequence parallelism; run it with the guidance or "
                          "window split, or turn the step cache off")
-    reduce = (lambda t: torch.stack(plan.cfg.all_gather(t)).sum(0)) if split_cfg else None
-    return FirstBlockCache(threshold, reduce, stats)
+    return cache
