@@ -199,11 +199,15 @@ class VoidPipeline:
         n = len(plate)
         box = choose_roi(quadmask, self.model_size, enabled=inputs.settings.roi)
         x0, y0, x1, y1 = box if box is not None else (0, 0, plate.width, plate.height)
-        length = padded_length(n, self.window_frames, max_frames=None)
+        length = self._padded_length(n)
         encoding = inputs.settings.input_encoding
         video = prepare_video(_Lazy(lambda i: to_model(plate[i][y0:y1, x0:x1, :3], encoding), n), self.model_size, length)
         mask = prepare_mask(_Lazy(lambda i: quadmask[i][y0:y1, x0:x1], n), self.model_size, length)
         return ModelInputs(frames=n, length=length, box=box, video=video, mask=mask)
+
+    def _padded_length(self, frames: int) -> int:
+        """Frames the model generates for the plate's: at least one window, no reference cap (windows cover all)."""
+        return padded_length(frames, self.window_frames, max_frames=None)
 
     def _draw_augmentation_noise(self, inputs: PipelineInputs) -> Optional["Future[torch.Tensor]"]:
         """Pass 1's conditioning noise depends only on the clip's model-resolution shape and the seed, and the CPU
@@ -212,7 +216,7 @@ class VoidPipeline:
             return None
         from .conditioning import augmentation_noise
 
-        length = padded_length(len(inputs.plate), self.window_frames, max_frames=None)
+        length = self._padded_length(len(inputs.plate))
         pool = ThreadPoolExecutor(1, thread_name_prefix="void-augment-noise")
         try:
             return pool.submit(augmentation_noise, (1, 3, length) + self.model_size, inputs.settings.seed)
