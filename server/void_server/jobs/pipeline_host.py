@@ -112,11 +112,10 @@ def plan_devices(name: str, config: Any, slots: int,
                  count_gpus: Callable[[], Optional[int]] = visible_gpus) -> List[Optional[str]]:
     """One device per slot for a pipeline with an instance per slot (None: the pipeline picks, as before)."""
     device = configured_device(config)
-    if device is not None and not device.startswith("cuda"):
-        check_rank_groups(name, slots, int(getattr(config, "gpus_per_worker", 1) or 1))  # CPU groups (gloo) too
-        return [device] * slots  # e.g. "cpu": every slot's instance computes there
     g = max(1, int(getattr(config, "gpus_per_worker", 1) or 1))
-    check_rank_groups(name, slots, g)
+    check_rank_groups(name, slots, g)  # CPU groups (gloo) too
+    if device is not None and not device.startswith("cuda"):
+        return [device] * slots  # e.g. "cpu": every slot's instance computes there
     base = device_base(device)
     visible = count_gpus()
     if visible is None:  # no torch: every slot's load fails saying so; the devices are only for health
