@@ -28,7 +28,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import re
 
@@ -63,26 +63,32 @@ def synthetic_clip(frames: int, h: int, w: int):
     return plate, quad
 
 
-def run_job(pipe: VoidPipeline, plate, quad, workdir: Path, **settings) -> Dict[str, object]:
+def run_job(pipe: VoidPipeline, plate, quad, workdir: Path, progress: Optional[Callable[[object], None]] = None,
+            frames: bool = True, **settings) -> Dict[str, object]:
+    """One timed job. `progress` sees the pipeline's progress events; `frames` False leaves the clean frames and
+    the pass-1 layer out of the result (a long clip's frames need not be stacked twice)."""
     s = PipelineSettings(prompt="an empty textured wall", mask_mode="quadmask", input_encoding="linear", **settings)
     inputs = PipelineInputs(plate=ArrayFrames(plate), settings=s, workdir=workdir, quadmask=ArrayFrames(quad.astype(np.float32)))
     sink = MemorySink()
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    summary = pipe.run(inputs, sink, lambda p: None, lambda: False)
+    summary = pipe.run(inputs, sink, progress or (lambda p: None), lambda: False)
     torch.cuda.synchronize()
     total = time.perf_counter() - t0
-    clean = np.stack([sink.clean[i] for i in range(len(plate))])
-    # The pass-1 layer too, so a difference between two runs can be placed in pass 1 or pass 2.
-    layers = [(sink.layers.get(i) or {}).get("pass1") for i in range(len(plate))]
-    pass1 = np.stack(layers) if all(x is not None for x in layers) else None
     t = summary.timings
     # The denoising loops scale linearly in steps (warm): what the job would take at the reference's 30 + 50.
     scale = {"pass1": 30.0 / s.steps_pass1, "pass2": 50.0 / s.steps_pass2}
     full = total + sum(t[k + ".denoise"] * (scale[k] - 1) for k in scale if k + ".denoise" in t)
-    return {"total_s": total, "full_steps_est_s": full, "stages_s": summary.timings, "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
-            "notes": summary.notes, "clean": clean, "pass1": pass1, "finite": bool(np.isfinite(clean).all())}
+    out = {"total_s": total, "full_steps_est_s": full, "stages_s": summary.timings,
+           "peak_gib": torch.cuda.max_memory_allocated() / 2**30, "notes": summary.notes}
+    if frames:
+        clean = np.stack([sink.clean[i] for i in range(len(plate))])
+        # The pass-1 layer too, so a difference between two runs can be placed in pass 1 or pass 2.
+        layers = [(sink.layers.get(i) or {}).get("pass1") for i in range(len(plate))]
+        pass1 = np.stack(layers) if all(x is not None for x in layers) else None
+        out.update(clean=clean, pass1=pass1, finite=bool(np.isfinite(clean).all()))
+    return out
 
 
 def psnr(a: np.ndarray, b: np.ndarray, where: Optional[np.ndarray] = None) -> float:

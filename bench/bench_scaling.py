@@ -29,43 +29,32 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_pipeline import synthetic_clip  # noqa: E402
-from void_server.media.frames import ArrayFrames, MemorySink  # noqa: E402
-from void_server.pipelines.base import PipelineInputs, PipelineSettings  # noqa: E402
+from bench_pipeline import run_job, synthetic_clip  # noqa: E402
 from void_server.pipelines.void.pipeline import VoidPipeline  # noqa: E402
 from void_server.pipelines.void.tiny import build_random_model_dir  # noqa: E402
 
 FULL_STEPS = {"pass1": 30, "pass2": 50}
 
 
-def measured_job(pipe: VoidPipeline, frames: int, plate_hw, steps: int, roi: bool, sync, passes: int = 2) -> Dict[str, object]:
-    """One job of `steps` + `steps` denoising steps; per-step times from progress events (synchronised)."""
-    import numpy as np
-
+def measured_job(pipe: VoidPipeline, frames: int, plate_hw, steps: int, roi: bool, passes: int = 2) -> Dict[str, object]:
+    """One job of `steps` + `steps` denoising steps; per-step times from progress events (synchronised), so the
+    first step's compilation for a new window length is left out of the 30 + 50-step estimate."""
     plate, quad = synthetic_clip(frames, *plate_hw)
-    s = PipelineSettings(prompt="an empty textured wall", mask_mode="quadmask", input_encoding="linear", roi=roi,
-                         steps_pass1=steps, steps_pass2=steps, noise_mode="reference", passes=passes)
-    inputs = PipelineInputs(plate=ArrayFrames(plate), settings=s, workdir=Path("/tmp/void-bench-jobs/%f" % time.time()),
-                            quadmask=ArrayFrames(quad.astype(np.float32)))
     marks: Dict[str, List[float]] = {"pass1": [], "pass2": []}
 
     def progress(p) -> None:
         if p.stage in marks and p.step >= 1:
-            sync()
+            torch.cuda.synchronize()
             marks[p.stage].append(time.perf_counter())
 
-    sync()
-    torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    summary = pipe.run(inputs, MemorySink(), progress, lambda: False)
-    sync()
-    total = time.perf_counter() - t0
-    t = summary.timings
+    res = run_job(pipe, plate, quad, Path("/tmp/void-bench-jobs/%f" % time.time()), progress=progress, frames=False,
+                  roi=roi, steps_pass1=steps, steps_pass2=steps, noise_mode="reference", passes=passes)
+    t = res["stages_s"]
     per_step = {k: (v[-1] - v[0]) / (len(v) - 1) for k, v in marks.items() if len(v) > 1}
-    full = total - sum(t.get(k + ".denoise", 0.0) for k in FULL_STEPS) + sum(FULL_STEPS[k] * per_step[k] for k in per_step)
-    return {"frames": frames, "plate": list(plate_hw), "roi": roi, "steps": steps, "total_s": total,
-            "s_per_step": per_step, "full_steps_est_s": full, "stages_s": t,
-            "peak_gib": torch.cuda.max_memory_allocated() / 2**30, "notes": summary.notes}
+    full = res["total_s"] - sum(t.get(k + ".denoise", 0.0) for k in FULL_STEPS) + sum(FULL_STEPS[k] * per_step[k] for k in per_step)
+    return {"frames": frames, "plate": list(plate_hw), "roi": roi, "steps": steps, "total_s": res["total_s"],
+            "s_per_step": per_step, "full_steps_est_s": full, "stages_s": t, "peak_gib": res["peak_gib"],
+            "notes": res["notes"]}
 
 
 def main() -> None:
@@ -82,9 +71,9 @@ def main() -> None:
         raise SystemExit("--steps must be 2 or more (per-step time is measured between steps)")
     device = "cpu" if args.smoke else "cuda"
     if args.smoke:
-        torch.cuda.reset_peak_memory_stats = lambda *a, **k: None
+        for name in ("synchronize", "reset_peak_memory_stats"):
+            setattr(torch.cuda, name, lambda *a, **k: None)
         torch.cuda.max_memory_allocated = lambda *a, **k: 0
-    sync = (lambda: None) if args.smoke else torch.cuda.synchronize
     passes = 1 if args.smoke else 2  # RAFT cannot run at the smoke test's tiny model size
     model_dir = Path(args.model_dir)
     if not (model_dir / "void_pass2.safetensors").is_file():
@@ -103,17 +92,17 @@ def main() -> None:
         pipe = VoidPipeline(model_dir, device=device, memory_mode="gpu", **small)
         if "growth" in runs:
             for n in (int(v) for v in args.frames_list.split(",")):
-                record("growth", measured_job(pipe, n, hd, args.steps, True, sync, passes))
+                record("growth", measured_job(pipe, n, hd, args.steps, True, passes))
         if "roi" in runs:
             for plate_hw, roi in ((hd, True), (hd, False), (uhd, False)):
-                record("roi", measured_job(pipe, 85 if not args.smoke else 21, plate_hw, args.steps, roi, sync, passes))
+                record("roi", measured_job(pipe, 85 if not args.smoke else 21, plate_hw, args.steps, roi, passes))
         del pipe
     if "memory" in runs:
         for mode in args.modes.split(","):
             gc.collect()
             torch.cuda.empty_cache()
             pipe = VoidPipeline(model_dir, device=device, memory_mode=mode, **small)
-            record("memory:" + mode, measured_job(pipe, 85 if not args.smoke else 21, hd, args.steps, True, sync, passes))
+            record("memory:" + mode, measured_job(pipe, 85 if not args.smoke else 21, hd, args.steps, True, passes))
             del pipe
 
     Path(args.out).mkdir(parents=True, exist_ok=True)
