@@ -349,10 +349,7 @@ class RankGroup:
                     except (EOFError, OSError):
                         open_conns.discard(obj)
                         continue
-                    if msg[0] == "error":
-                        log.error("rank %d failed:\n%s", rank, msg[2])
-                        self._fail("rank %d (%s) failed: %s" % (rank, self._device_name(rank), msg[1]))
-                    self._post(rank, msg)
+                    self._handle(rank, msg)
                 elif not self._stopping.is_set():
                     rank = by_sentinel.pop(obj)
                     time.sleep(0.2)  # its last words (an error report) usually arrive just before the exit
@@ -365,12 +362,16 @@ class RankGroup:
     def _drain(self, rank: int, conn) -> None:
         try:
             while conn.poll(0):
-                msg = conn.recv()
-                if msg[0] == "error":
-                    self._fail("rank %d (%s) failed: %s" % (rank, self._device_name(rank), msg[1]))
-                self._post(rank, msg)
+                self._handle(rank, conn.recv())
         except (EOFError, OSError):
             pass
+
+    def _handle(self, rank: int, msg: tuple) -> None:
+        """A worker's message: an error report fails the group; every message goes to the rank's inbox."""
+        if msg[0] == "error":
+            log.error("rank %d failed:\n%s", rank, msg[2])
+            self._fail("rank %d (%s) failed: %s" % (rank, self._device_name(rank), msg[1]))
+        self._post(rank, msg)
 
     def _post(self, rank: int, msg: tuple) -> None:
         box = self._inbox.get(rank)
