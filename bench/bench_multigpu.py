@@ -7,6 +7,13 @@ same on every rank (same seed, same device type). Rank 0 first runs the 1-GPU ba
 plan runs on both ranks; each result is compared with the baseline (max |a-b|, relative to max |baseline|).
 Pass 1: no guidance; pass 2: guidance 6. At 85 frames there is one window, so the window split only pays from
 169 frames (--frames 169 or more). Prints one JSON line per run.
+
+Every comparison is made twice: after one step (one forward: the per-call rounding) and after --steps steps (what
+the loop makes of it). Two yardsticks say what "within rounding" means on these random weights:
+  - "1 GPU eager" (with --compile): the same loop with compilation off, i.e. two lossless implementations of the
+    same math on the same GPU;
+  - "1 GPU, pair unbatched" (pass 2): the guidance pair as two batch-1 calls on one GPU, which is what the guidance
+    split computes per rank; the split equals it exactly when the split itself adds nothing.
 """
 from __future__ import annotations
 
@@ -25,26 +32,31 @@ PLANS = {  # name -> (cfg, windows, sequence) degrees over 2 GPUs
 }
 
 
-def build_transformer(device: torch.device):
+def build_transformer(device: torch.device, size: str = "full"):
     from diffusers import CogVideoXTransformer3DModel
 
     from void_server.pipelines.void.tiny import TRANSFORMER_CONFIGS
 
     torch.manual_seed(0)
     with torch.device(device):
-        model = CogVideoXTransformer3DModel(**dict(TRANSFORMER_CONFIGS["full"], in_channels=48))
+        model = CogVideoXTransformer3DModel(**dict(TRANSFORMER_CONFIGS[size], in_channels=48))
     return model.to(torch.bfloat16).eval()
 
 
-def problem(frames: int, height: int, width: int, device: torch.device):
+def problem(frames: int, height: int, width: int, device: torch.device, text_dim: int = 4096):
     from void_server.pipelines.void.conditioning import latent_frames
 
     gen = torch.Generator("cpu").manual_seed(1)
     t, h, w = latent_frames(frames), height // 8, width // 8
     x = torch.randn((1, t, 16, h, w), generator=gen)
     cond = torch.randn((1, t, 32, h, w), generator=gen)
-    text = torch.randn((2, 226, 4096), generator=gen)
+    text = torch.randn((2, 226, text_dim), generator=gen)
     return [a.to(device, torch.bfloat16) for a in (x, cond, text[:1], text[1:])]
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def run(transformer, inputs, guidance: float, steps: int, plan=None) -> tuple:
@@ -54,12 +66,33 @@ def run(transformer, inputs, guidance: float, steps: int, plan=None) -> tuple:
 
     x, cond, prompt, negative = inputs
     scheduler = CogVideoXDDIMScheduler() if guidance > 1 else DDIMScheduler()
-    torch.cuda.synchronize()
+    synchronize(x.device)
     start = time.perf_counter()
     out = denoise(transformer, scheduler, x, cond, prompt, negative if guidance > 1 else None, guidance, steps,
                   parallel=plan)
-    torch.cuda.synchronize()
+    synchronize(x.device)
     return out.float(), time.perf_counter() - start
+
+
+class PairUnbatched:
+    """The transformer with a batched guidance pair computed as one call per batch row (the guidance split's
+    shapes on a single GPU)."""
+
+    def __init__(self, transformer) -> None:
+        self.transformer, self.config = transformer, transformer.config
+
+    def __call__(self, hidden_states, encoder_hidden_states, timestep, **kwargs):
+        rows = [self.transformer(hidden_states=hidden_states[i:i + 1], encoder_hidden_states=encoder_hidden_states[i:i + 1],
+                                 timestep=timestep[i:i + 1], **kwargs)[0] for i in range(hidden_states.shape[0])]
+        return (torch.cat(rows),)
+
+
+def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+def max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item() / max(b.abs().max().item(), 1e-12)
 
 
 def main() -> None:
@@ -72,37 +105,59 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10, help="denoising steps per pass (time scales linearly)")
     p.add_argument("--compile", action="store_true",
                    help="compile the blocks as the server does (the 1-GPU loop runs first, as on a server's rank 0)")
+    p.add_argument("--smoke", action="store_true",
+                   help="CPU (gloo), tiny random transformer, 13 frames at 64x112: checks this script, measures nothing")
     args = p.parse_args()
-    dist.init_process_group("nccl")
+    if args.smoke:
+        args.frames, args.height, args.width, args.steps = 13, 64, 112, 2
+    dist.init_process_group("gloo" if args.smoke else "nccl")
     rank = dist.get_rank()
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
-    torch.cuda.set_device(device)
-    transformer = build_transformer(device)
+    if args.smoke:
+        device = torch.device("cpu")
+    else:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        torch.cuda.set_device(device)
+    transformer = build_transformer(device, "tiny" if args.smoke else "full")
     if args.compile:
         from void_server.pipelines.void.accel import accelerate_transformer
 
         accelerate_transformer(transformer, attention=None, compile_blocks=True)
-    inputs = problem(args.frames, args.height, args.width, device)
+    inputs = problem(args.frames, args.height, args.width, device, transformer.config.text_embed_dim)
     plans = dict(PLANS, best_combination=None)
     for pass_name, guidance in (("pass1", 1.0), ("pass2", 6.0)):
-        baseline = None
+        one_step = baseline = unbatched = None
         if rank == 0:
-            run(transformer, inputs, guidance, 1)  # warm-up
+            one_step, _ = run(transformer, inputs, guidance, 1)  # also the warm-up
             baseline, seconds = run(transformer, inputs, guidance, args.steps)
             print(json.dumps({"pass": pass_name, "plan": "1 GPU", "seconds": round(seconds, 3)}), flush=True)
+            yardsticks = {}
+            if args.compile:
+                with torch.compiler.set_stance("force_eager"):
+                    yardsticks["1 GPU eager"] = (run(transformer, inputs, guidance, 1)[0],) + run(transformer, inputs, guidance, args.steps)
+            if guidance > 1:
+                pair = PairUnbatched(transformer)
+                run(pair, inputs, guidance, 1)
+                yardsticks["1 GPU, pair unbatched"] = (run(pair, inputs, guidance, 1)[0],) + run(pair, inputs, guidance, args.steps)
+            for name, (one, out, seconds) in yardsticks.items():
+                print(json.dumps({"pass": pass_name, "plan": name, "seconds": round(seconds, 3), "compiled": args.compile,
+                                  "rel_l2_1step_vs_1gpu": rel_l2(one, one_step), "rel_l2_vs_1gpu": rel_l2(out, baseline),
+                                  "max_rel_diff_vs_1gpu": max_rel(out, baseline)}), flush=True)
+            unbatched = yardsticks.get("1 GPU, pair unbatched")
         dist.barrier()
         for name, degrees in plans.items():
             if degrees is None:  # guidance pair where there is one, else the sequence split
                 degrees = PLANS["guidance_split"] if guidance > 1 else PLANS["sequence_parallel"]
             plan = make_plan(*degrees)
-            run(transformer, inputs, guidance, 1, plan)
+            one, _ = run(transformer, inputs, guidance, 1, plan)  # also the warm-up
             out, seconds = run(transformer, inputs, guidance, args.steps, plan)
             if rank == 0:
-                err = (out - baseline).abs().max().item() / max(baseline.abs().max().item(), 1e-12)
-                rel_l2 = ((out - baseline).norm() / baseline.norm()).item()
-                print(json.dumps({"pass": pass_name, "plan": name, "degrees": degrees, "seconds": round(seconds, 3),
-                                  "compiled": args.compile, "max_rel_diff_vs_1gpu": err, "rel_l2_vs_1gpu": rel_l2}),
-                      flush=True)
+                row = {"pass": pass_name, "plan": name, "degrees": degrees, "seconds": round(seconds, 3),
+                       "compiled": args.compile, "rel_l2_1step_vs_1gpu": rel_l2(one, one_step),
+                       "max_rel_diff_vs_1gpu": max_rel(out, baseline), "rel_l2_vs_1gpu": rel_l2(out, baseline)}
+                if unbatched is not None and degrees[0] == 2:  # the split against the same shapes on one GPU
+                    row["rel_l2_1step_vs_unbatched"] = rel_l2(one, unbatched[0])
+                    row["rel_l2_vs_unbatched"] = rel_l2(out, unbatched[1])
+                print(json.dumps(row), flush=True)
     dist.destroy_process_group()
 
 
