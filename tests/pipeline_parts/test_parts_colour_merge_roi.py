@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from void_server.pipelines.void.colour import from_model, srgb_eotf, srgb_oetf, to_model
-from void_server.pipelines.void.merge import edit_alpha, merge_frame
+from void_server.pipelines.void.merge import edit_alpha, merge_frame, merge_layers
 from void_server.pipelines.void.roi import choose_roi
 
 # ---------------------------------------------------------------- colour
@@ -22,6 +22,22 @@ def test_colour_round_trip_inside_unit_range(encoding):
     assert y.dtype == np.float32
     np.testing.assert_allclose(y, x, atol=2e-6)
     np.testing.assert_allclose(srgb_eotf(srgb_oetf(x)), x, atol=2e-6)
+
+
+def test_colour_curves_are_bit_identical_to_their_textbook_form():
+    # The curves are written in place for speed; they must still be exactly the piecewise formulas.
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.random(20000, dtype=np.float32), np.linspace(0, 0.05, 5001, dtype=np.float32),
+                        np.float32([0.0031308, 0.04045, 0.0, 1.0])])
+    oetf = np.where(x <= 0.0031308, x * 12.92, 1.055 * np.power(x, 1.0 / 2.4) - 0.055).astype(np.float32)
+    eotf = np.where(x <= 0.04045, x / 12.92, np.power((x + 0.055) / 1.055, 2.4)).astype(np.float32)
+    assert np.array_equal(srgb_oetf(x).view(np.uint32), oetf.view(np.uint32))
+    assert np.array_equal(srgb_eotf(x).view(np.uint32), eotf.view(np.uint32))
+    y = np.concatenate([x * 3 - 1, np.float32([np.nan, np.inf, -np.inf])]).reshape(-1, 1, 3)
+    clipped = np.clip(np.nan_to_num(y, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+    expected = np.where(clipped <= 0.0031308, clipped * 12.92, 1.055 * np.power(clipped, 1.0 / 2.4) - 0.055)
+    assert np.array_equal(to_model(y, "linear").view(np.uint32), expected.astype(np.float32).view(np.uint32))
+    assert np.array_equal(to_model(y, "srgb"), clipped)
 
 
 def test_to_model_clips_out_of_range_for_the_model_only():
@@ -55,6 +71,41 @@ def test_edit_alpha_covers_region_and_is_exactly_zero_far_away():
     assert 0 < a[30, 25] < 1  # feather: 5 px out
     assert (a[:, :20] == 0).all() and (a[:10] == 0).all()  # beyond dilation + feather
     assert (edit_alpha(np.full((8, 8), 255, np.uint8), 2, 4) == 0).all()
+
+
+def _whole_frame_alpha(q, dilate, feather):
+    """The alpha's definition computed the slow way: the distance transform over the whole frame."""
+    from scipy.ndimage import distance_transform_edt
+
+    dist = distance_transform_edt(q == 255).astype(np.float32)
+    if feather <= 0:
+        return (dist <= dilate).astype(np.float32)
+    t = np.clip((dilate + feather - dist) / feather, 0.0, 1.0)
+    return (t * t * (3.0 - 2.0 * t)).astype(np.float32)
+
+
+@pytest.mark.parametrize("dilate, feather", [(2, 4), (5.7, 11.3), (0, 0), (3.5, 0), (0.0, 1.0)])
+def test_edit_alpha_windowed_equals_the_whole_frame_transform(dilate, feather):
+    # The transform runs on a window around the edit region only; every value must be the whole frame's.
+    rng = np.random.default_rng(7)
+    for trial in range(6):
+        q = np.full((90, 160), 255, np.uint8)
+        for _ in range(rng.integers(1, 4)):  # blobs anywhere, edges and corners included
+            y, x = rng.integers(0, 90), rng.integers(0, 160)
+            q[max(y - 6, 0):y + rng.integers(1, 9), max(x - 9, 0):x + rng.integers(1, 12)] = rng.choice([0, 63, 127])
+        got = edit_alpha(q, dilate, feather)
+        assert np.array_equal(got, _whole_frame_alpha(q, dilate, feather)), (trial, dilate, feather)
+
+
+def test_merge_layers_shares_one_alpha_and_equals_merging_each_layer():
+    plate, q = _hdr_plate(), _quadmask()
+    gens = [np.full((32, 48, 3), v, np.float32) for v in (0.25, 0.75)]
+    both = merge_layers(plate, gens, q, None, "linear")
+    for gen, out in zip(gens, both):
+        assert np.array_equal(out.view(np.uint32), merge_frame(plate, gen, q, None, "linear").view(np.uint32))
+    assert not np.array_equal(both[0], both[1])
+    with pytest.raises(ValueError, match="differ in size"):
+        merge_layers(plate, [gens[0], np.zeros((16, 24, 3), np.float32)], q, None, "linear")
 
 
 def _hdr_plate(h=64, w=96, c=4):

@@ -23,13 +23,24 @@ def _check(encoding: str) -> None:
 def srgb_oetf(linear: np.ndarray) -> np.ndarray:
     """Scene-linear [0, 1] -> sRGB-encoded [0, 1] (input must already be clipped)."""
     x = np.asarray(linear, dtype=np.float32)
-    return np.where(x <= _LIN_BREAK, x * 12.92, 1.055 * np.power(x, 1.0 / 2.4) - 0.055).astype(np.float32)
+    # The curve's two pieces written in place, each where it applies: the same float32 operations as
+    # np.where(x <= break, x * 12.92, 1.055 * x ** (1 / 2.4) - 0.055), bit for bit, without its four temporaries
+    # (this runs on every plate pixel the model sees).
+    out = np.power(x, np.float32(1.0 / 2.4), out=np.empty_like(x))
+    np.multiply(out, np.float32(1.055), out=out)
+    np.subtract(out, np.float32(0.055), out=out)
+    np.multiply(x, np.float32(12.92), out=out, where=x <= _LIN_BREAK)
+    return out
 
 
 def srgb_eotf(encoded: np.ndarray) -> np.ndarray:
     """sRGB-encoded [0, 1] -> linear [0, 1]: the exact inverse of `srgb_oetf`."""
     v = np.asarray(encoded, dtype=np.float32)
-    return np.where(v <= _ENC_BREAK, v / 12.92, np.power((v + 0.055) / 1.055, 2.4)).astype(np.float32)
+    out = np.add(v, np.float32(0.055), out=np.empty_like(v))
+    np.divide(out, np.float32(1.055), out=out)
+    np.power(out, np.float32(2.4), out=out)
+    np.divide(v, np.float32(12.92), out=out, where=v <= _ENC_BREAK)
+    return out
 
 
 def to_model(rgb: np.ndarray, encoding: str = "linear") -> np.ndarray:
@@ -39,9 +50,11 @@ def to_model(rgb: np.ndarray, encoding: str = "linear") -> np.ndarray:
     [0, 1]; NaN becomes 0 so it cannot poison a whole latent.
     """
     _check(encoding)
-    x = np.nan_to_num(np.asarray(rgb, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
-    x = np.clip(x, 0.0, 1.0)
-    return srgb_oetf(x) if encoding == "linear" else x.astype(np.float32, copy=False)
+    x = np.array(rgb, dtype=np.float32)  # a copy: the plate is never altered
+    # fmax/fmin ignore NaN where clip keeps it: NaN -> 0, +inf -> 1, -inf -> 0, all else clipped to [0, 1].
+    np.fmax(x, np.float32(0.0), out=x)
+    np.fmin(x, np.float32(1.0), out=x)
+    return srgb_oetf(x) if encoding == "linear" else x
 
 
 def from_model(rgb01: np.ndarray, encoding: str = "linear") -> np.ndarray:

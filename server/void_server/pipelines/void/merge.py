@@ -7,7 +7,7 @@ do any channels beyond RGB.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -23,35 +23,62 @@ DILATE_MODEL_PX = 2.0
 FEATHER_MODEL_PX = 4.0
 
 
-def edit_alpha(quadmask: np.ndarray, dilate_px: float, feather_px: float) -> np.ndarray:
-    """uint8 quadmask (H, W) -> float32 alpha (H, W): 1 on the edit region grown by `dilate_px`, ramping
-    smoothly to exactly 0 over the next `feather_px` pixels (Euclidean distance), 0 everywhere else."""
+Crop = Tuple[int, int, int, int]  # r0, r1, c0, c1: rows and columns, ends exclusive
+
+
+def edit_alpha_crop(quadmask: np.ndarray, dilate_px: float, feather_px: float) -> Optional[Tuple[Crop, np.ndarray]]:
+    """uint8 quadmask (H, W) -> (crop, alpha) with alpha float32 over `crop`, the bounding box of its nonzero
+    pixels, or None where nothing is edited: 1 on the edit region grown by `dilate_px`, ramping smoothly to exactly
+    0 over the next `feather_px` pixels (Euclidean distance), 0 everywhere outside the crop.
+
+    The distance transform runs only on the edit region's bounding box grown by the ramp's reach: every pixel
+    farther away has alpha 0 whatever its distance, and every edit pixel lies inside that window, so the values are
+    those of the whole-frame transform (a removal is usually a small part of a 4K frame)."""
     q = np.asarray(quadmask)
     if q.ndim != 2:
         raise ValueError("quadmask must be (H, W), got shape %s" % (q.shape,))
     edit = q != KEEP
-    if not edit.any():
-        return np.zeros(q.shape, np.float32)
+    rows, cols = np.flatnonzero(edit.any(axis=1)), np.flatnonzero(edit.any(axis=0))
+    if not len(rows):
+        return None
+    reach = int(np.ceil(dilate_px + max(feather_px, 0.0))) + 1
+    H, W = q.shape
+    y0, y1 = max(rows[0] - reach, 0), min(rows[-1] + 1 + reach, H)
+    x0, x1 = max(cols[0] - reach, 0), min(cols[-1] + 1 + reach, W)
     # Exact Euclidean distance of every pixel to the nearest edit pixel (0 on the edit region itself). scipy's
     # transform works on integer squared distances, so it is bit-reproducible; OpenCV's precise mode differs by an
     # ulp between runs when frames are merged on several threads, which breaks "same seed, same result".
     from scipy.ndimage import distance_transform_edt
 
-    dist = distance_transform_edt(~edit).astype(np.float32)
+    dist = distance_transform_edt(~edit[y0:y1, x0:x1]).astype(np.float32)
     if feather_px <= 0:
-        return (dist <= dilate_px).astype(np.float32)
-    t = np.clip((dilate_px + feather_px - dist) / feather_px, 0.0, 1.0)
-    return (t * t * (3.0 - 2.0 * t)).astype(np.float32)  # smoothstep: exact 0 and 1 at the ends
+        alpha = (dist <= dilate_px).astype(np.float32)
+    else:
+        t = np.clip((dilate_px + feather_px - dist) / feather_px, 0.0, 1.0)
+        alpha = (t * t * (3.0 - 2.0 * t)).astype(np.float32)  # smoothstep: exact 0 and 1 at the ends
+    rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    return (y0 + r0, y0 + r1, x0 + c0, x0 + c1), alpha[r0:r1, c0:c1]
 
 
-def _fit(generated01: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Model-resolution frame -> (height, width); cubic up (sharper), area down (no aliasing)."""
+def edit_alpha(quadmask: np.ndarray, dilate_px: float, feather_px: float) -> np.ndarray:
+    """`edit_alpha_crop` as a whole (H, W) float32 frame."""
+    out = np.zeros(np.shape(quadmask), np.float32)
+    found = edit_alpha_crop(quadmask, dilate_px, feather_px)
+    if found is not None:
+        (r0, r1, c0, c1), alpha = found
+        out[r0:r1, c0:c1] = alpha
+    return out
+
+
+def _fit(generated01: np.ndarray, width: int, height: int, crop: Crop) -> np.ndarray:
+    """Model-resolution frame -> (height, width), cubic up (sharper), area down (no aliasing); returns `crop` of it."""
     g = np.asarray(generated01, dtype=np.float32)
-    if g.shape[:2] == (height, width):
-        return g
-    up = width * height > g.shape[0] * g.shape[1]
-    out = cv2.resize(g, (width, height), interpolation=cv2.INTER_CUBIC if up else cv2.INTER_AREA)
-    return np.clip(out, 0.0, 1.0)  # cubic overshoot
+    if g.shape[:2] != (height, width):
+        up = width * height > g.shape[0] * g.shape[1]
+        g = cv2.resize(g, (width, height), interpolation=cv2.INTER_CUBIC if up else cv2.INTER_AREA)
+    r0, r1, c0, c1 = crop
+    return np.clip(g[r0:r1, c0:c1], 0.0, 1.0)  # cubic overshoot; clipped where it is used only
 
 
 def merge_frame(
@@ -69,34 +96,52 @@ def merge_frame(
     (or the whole frame when None); quadmask (H, W) uint8. Returns an array shaped and typed like the plate.
     Alpha is cut at the box edge (the generated pixels stop there); the ROI padding keeps the seam inside it.
     """
+    return merge_layers(plate_rgb, [generated01], quadmask, box, encoding, dilate_px, feather_px)[0]
+
+
+def merge_layers(
+    plate_rgb: np.ndarray,
+    generated01: Sequence[np.ndarray],
+    quadmask: np.ndarray,
+    box: Optional[Box],
+    encoding: str,
+    dilate_px: Optional[float] = None,
+    feather_px: Optional[float] = None,
+) -> List[np.ndarray]:
+    """`merge_frame` for several generated frames of the same plate frame (the clean plate and the pass-1 layer),
+    all of one model resolution: the edit alpha is computed once for them all."""
     plate = np.asarray(plate_rgb)
     if plate.ndim != 3 or plate.shape[2] < 3:
         raise ValueError("plate must be (H, W, C>=3), got shape %s" % (plate.shape,))
     H, W = plate.shape[:2]
     if np.shape(quadmask) != (H, W):
         raise ValueError("quadmask is %s but the plate is %s" % (np.shape(quadmask), (H, W)))
-    gen = np.asarray(generated01)
-    if gen.ndim != 3 or gen.shape[2] != 3:
-        raise ValueError("generated frame must be (h, w, 3), got shape %s" % (gen.shape,))
+    gens = [np.asarray(g) for g in generated01]
+    for gen in gens:
+        if gen.ndim != 3 or gen.shape[2] != 3:
+            raise ValueError("generated frame must be (h, w, 3), got shape %s" % (gen.shape,))
+        if gen.shape != gens[0].shape:
+            raise ValueError("generated frames differ in size: %s and %s" % (gens[0].shape, gen.shape))
     x0, y0, x1, y1 = box if box is not None else (0, 0, W, H)
     if not (0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H):
         raise ValueError("box %s is not inside the %dx%d plate" % ((x0, y0, x1, y1), W, H))
 
-    scale = (x1 - x0) / float(gen.shape[1])  # plate pixels per model pixel
+    scale = (x1 - x0) / float(gens[0].shape[1])  # plate pixels per model pixel
     dilate = DILATE_MODEL_PX * scale if dilate_px is None else dilate_px
     feather = FEATHER_MODEL_PX * scale if feather_px is None else feather_px
-    alpha = edit_alpha(np.asarray(quadmask)[y0:y1, x0:x1], dilate, feather)
-
-    out = plate.copy()
-    rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
-    if not len(rows):
-        return out
+    found = edit_alpha_crop(np.asarray(quadmask)[y0:y1, x0:x1], dilate, feather)
+    if found is None:
+        return [plate.copy() for _ in gens]
     # Colour conversion and blending only over the alpha's own bounding box: a removal is usually a small part
     # of the frame, and this is the per-frame cost that dominates the merge at plate resolution.
-    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    fill = from_model(_fit(gen, x1 - x0, y1 - y0)[r0:r1, c0:c1], encoding)
+    (r0, r1, c0, c1), alpha = found
+    a = alpha[..., None]
     under = plate[y0 + r0:y0 + r1, x0 + c0:x0 + c1, :3]
-    a = alpha[r0:r1, c0:c1, None]
-    blended = np.where(a >= 1.0, fill, under * (1.0 - a) + fill * a)
-    out[y0 + r0:y0 + r1, x0 + c0:x0 + c1, :3] = np.where(a > 0.0, blended, under).astype(plate.dtype, copy=False)
+    out = []
+    for gen in gens:
+        fill = from_model(_fit(gen, x1 - x0, y1 - y0, (r0, r1, c0, c1)), encoding)
+        blended = np.where(a >= 1.0, fill, under * (1.0 - a) + fill * a)
+        merged = plate.copy()
+        merged[y0 + r0:y0 + r1, x0 + c0:x0 + c1, :3] = np.where(a > 0.0, blended, under).astype(plate.dtype, copy=False)
+        out.append(merged)
     return out

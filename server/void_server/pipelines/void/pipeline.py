@@ -311,7 +311,7 @@ class VoidPipeline:
                should_cancel: CancelCheck) -> int:
         """Model frames -> plate resolution, written frame by frame; pixels outside the edit region are the plate's."""
         from ..frame_pool import ordered_map
-        from .merge import merge_frame
+        from .merge import merge_layers
 
         encoding = inputs.settings.input_encoding
         passes = inputs.settings.passes
@@ -323,9 +323,10 @@ class VoidPipeline:
         def merged(i: int):
             plate = np.asarray(inputs.plate[i], dtype=np.float32)
             q = np.asarray(quadmask[i])
-            clean = merge_frame(plate, _hwc(final_np, i), q, job.box, encoding)[..., :3]
-            layers = {"pass1": merge_frame(plate, _hwc(pass1_np, i), q, job.box, encoding)[..., :3]} if pass1_np is not None else None
-            return np.ascontiguousarray(clean, dtype=np.float32), q.astype(np.uint8), layers
+            generated = [_hwc(final_np, i)] + ([_hwc(pass1_np, i)] if pass1_np is not None else [])
+            merged_layers = [m[..., :3] for m in merge_layers(plate, generated, q, job.box, encoding)]
+            layers = {"pass1": merged_layers[1]} if pass1_np is not None else None
+            return np.ascontiguousarray(merged_layers[0], dtype=np.float32), q.astype(np.uint8), layers
 
         # Frames are merged in parallel and written in order (the sink writes files one at a time).
         for i, (clean, q, layers) in enumerate(ordered_map(merged, job.frames)):
