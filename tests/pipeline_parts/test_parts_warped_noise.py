@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from void_server.pipelines.base import PipelineUnavailable
-from void_server.pipelines.void.flow import RAFT_FILE, compute_flow, load_raft
+from void_server.pipelines.void.flow import RAFT_FILE, compute_flow, iter_flow, iter_flow_ahead, load_raft
 from void_server.pipelines.void.warped_noise import (
     aligned_warped_noise,
     cover_and_crop,
@@ -48,6 +48,26 @@ def test_compute_flow_shape_on_a_size_not_multiple_of_8(raft):
     assert torch.isfinite(flow).all()
     with pytest.raises(ValueError, match="too small"):
         compute_flow(raft, torch.rand(2, 3, 64, 64))
+
+
+def test_flow_ahead_gives_iter_flows_values_in_order(raft):
+    frames = _moving_square(7, 128, 136)
+    plain = list(iter_flow(raft, frames, batch=2))
+    ahead = list(iter_flow_ahead(raft, frames, ahead=1, batch=2))
+    assert len(ahead) == len(plain) == 6
+    for a, b in zip(ahead, plain):
+        assert torch.equal(a, b)
+
+
+def test_flow_ahead_raises_rafts_error_and_stops_when_the_consumer_does(raft):
+    import threading
+
+    with pytest.raises(ValueError, match="too small for RAFT"):
+        list(iter_flow_ahead(raft, torch.rand(3, 3, 64, 64)))
+    flows = iter_flow_ahead(raft, _moving_square(9, 128, 128), ahead=1, batch=1)
+    next(flows)
+    flows.close()  # the consumer gives up (a cancelled job): the RAFT thread must end, not block on a full queue
+    assert not [t for t in threading.enumerate() if t.name == "void-raft"]
 
 
 def test_retime_and_crop_helpers():

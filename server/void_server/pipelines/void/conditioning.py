@@ -5,7 +5,7 @@ Everything here works on torch tensors laid out like the reference's pipeline in
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -141,6 +141,12 @@ def vae_encode(vae, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def encode_mask(vae, mask: torch.Tensor) -> torch.Tensor:
+    """The mask's latents (1, T_lat, 16, h, w): VAE(1 - mask) of the 3-channel image, not rescaled."""
+    return vae_encode(vae, (1.0 - mask).expand(-1, 3, -1, -1, -1))
+
+
+@torch.no_grad()
 def encode_conditioning(
     vae,
     video01: torch.Tensor,
@@ -148,19 +154,24 @@ def encode_conditioning(
     add_noise: bool,
     seed: int,
     video_latents: Optional[torch.Tensor] = None,
-    augment_noise: Optional[torch.Tensor] = None,
+    augment_noise: Optional[Callable[[], torch.Tensor]] = None,
+    mask_latents: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """-> (inpaint latents (1, T_lat, 32, h, w): VAE(1 - mask) then VAE(video), the augmented [-1, 1] video).
 
     The video is the full, unmasked plate (the reference's zero_out_mask_region=False); the mask image is
     3-channel `1 - mask` in [0, 1], not rescaled. Both passes condition on the same plate with the same seeded
     augmentation, so pass 2 can hand in pass 1's `video_latents` (exactly what it would encode); then the
-    augmented video is not rebuilt and None is returned for it."""
+    augmented video is not rebuilt and None is returned for it. `mask_latents` are `encode_mask(vae, mask)` when
+    the caller encoded them ahead. `augment_noise` gives the augmentation noise drawn ahead
+    (`augmentation_noise`); it is asked for only after the mask is encoded, so a draw still running on its thread
+    overlaps that encode."""
+    if mask_latents is None:
+        mask_latents = encode_mask(vae, mask)
     video = None
     if video_latents is None:
         video = video01 * 2.0 - 1.0
         if add_noise:
-            video = augment_video(video, seed, noise=augment_noise)
+            video = augment_video(video, seed, noise=None if augment_noise is None else augment_noise())
         video_latents = vae_encode(vae, video)
-    mask_latents = vae_encode(vae, (1.0 - mask).expand(-1, 3, -1, -1, -1))
     return torch.cat([mask_latents, video_latents.to(mask_latents.device, mask_latents.dtype)], dim=2), video

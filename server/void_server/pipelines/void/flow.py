@@ -4,6 +4,9 @@ consecutive frames only. Weights come from a local file; nothing is downloaded.
 """
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 from pathlib import Path
 from typing import Iterator, Optional, Union
 
@@ -65,6 +68,63 @@ def iter_flow(raft: torch.nn.Module, frames01: torch.Tensor, batch: int = 4) -> 
             flow = F.interpolate(flow, size=(H, W), mode="bilinear", align_corners=False)
             flow = flow * torch.tensor([W / w8, H / h8], device=dev)[None, :, None, None]
         yield from flow
+
+
+@torch.no_grad()
+def iter_flow_ahead(raft: torch.nn.Module, frames01: torch.Tensor, to_device: Optional[torch.device] = None,
+                    ahead: int = 8, batch: int = 4) -> Iterator[torch.Tensor]:
+    """`iter_flow`'s flows, computed on a thread (and, on a GPU, RAFT's own CUDA stream) up to `ahead` flows ahead
+    of the consumer, so RAFT runs while the consumer warps noise with the flows it already has. `to_device` is
+    where the consumer wants them (a RAFT on another GPU hands them over there). The values are iter_flow's: the
+    same kernels run, only their overlap with the consumer changes."""
+    dev = _device(raft)
+    to_device = torch.device(to_device) if to_device is not None else dev
+    side = torch.cuda.Stream(dev) if dev.type == "cuda" else None
+    if side is not None:
+        side.wait_stream(torch.cuda.current_stream(dev))  # whatever the caller queued before stays before
+    out: "queue.Queue[object]" = queue.Queue(maxsize=max(1, ahead))
+    stop = threading.Event()
+    done = object()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            with torch.no_grad(), (torch.cuda.stream(side) if side is not None else contextlib.nullcontext()):
+                for flow in iter_flow(raft, frames01, batch):
+                    flow = flow.to(to_device)
+                    if side is not None:
+                        side.synchronize()  # the consumer gets finished values, whatever stream it reads them on
+                    if not put(flow):
+                        return
+            put(done)
+        except BaseException as e:  # handed to the consumer, raised there
+            put(e)
+
+    worker = threading.Thread(target=produce, name="void-raft", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = out.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            if side is not None and item.device == dev:
+                # Allocated on RAFT's stream: keep its memory from being reused there while the consumer's stream
+                # may still read it.
+                item.record_stream(torch.cuda.current_stream(dev))
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 def compute_flow(raft: torch.nn.Module, frames01: torch.Tensor) -> torch.Tensor:

@@ -85,15 +85,18 @@ def run_pass(
     video_latents: Optional[torch.Tensor] = None,
     clock: Optional[StageClock] = None,
     denoiser: Optional[Callable[..., torch.Tensor]] = None,
-    augment_noise: Optional[torch.Tensor] = None,
+    augment_noise: Optional[Callable[[], torch.Tensor]] = None,
+    mask_latents: Optional[torch.Tensor] = None,
 ) -> PassResult:
     """video01 (1, 3, T, H, W) in [0, 1] and inverted mask (1, 1, T, H, W), T = 4k + 1 with an even latent count.
     `parallel` splits the denoising over ranks (every rank runs this with the same inputs; see parallel/).
 
     `initial_noise` (1, T_lat, 16, h, w) replaces the seeded noise (pass 2's warped noise); `video_latents` from
     an earlier pass over the same video and seed skip its encoding. `denoiser` stands in for `denoise.denoise`
-    (same arguments): the pipeline's rank group runs the loop over several devices with it. `augment_noise` is
-    the conditioning video's augmentation noise when it was drawn ahead (`conditioning.augmentation_noise`)."""
+    (same arguments): the pipeline's rank group runs the loop over several devices with it. `augment_noise` gives
+    the conditioning video's augmentation noise drawn ahead (`conditioning.augmentation_noise`; a future's
+    `result`, asked for after the mask encode); `mask_latents` are this pass's `conditioning.encode_mask` of
+    `apply_mask_rule(mask, cfg.mask_rule)` when they were encoded ahead."""
     if cfg.fp8_matmul:  # before any work: a clear error where float8 matmul cannot run
         require_fp8(models.device, models.placement.mode)
     vae = models.vae
@@ -101,7 +104,7 @@ def run_pass(
     with clock("encode"), models.placement.use(vae):
         inpaint, augmented = encode_conditioning(
             vae, video01.to(models.device), apply_mask_rule(mask, cfg.mask_rule).to(models.device), models.add_noise, seed,
-            video_latents, augment_noise)
+            video_latents, augment_noise, mask_latents)
     _, t_lat, _, h, w = inpaint.shape
     _, embeds, neg = embed_prompts(models, prompt, cfg.negative_prompt if cfg.guidance > 1.0 else None)
 

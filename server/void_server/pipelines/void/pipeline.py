@@ -47,6 +47,8 @@ class ModelInputs:
     video_latents: Optional[torch.Tensor] = None
     # The plate's augmentation noise, drawn on a thread from the job's start (None: the model adds none).
     augment_noise: Optional["Future[torch.Tensor]"] = None
+    # Pass index -> that pass's mask latents, encoded together before the first pass that runs.
+    mask_latents: Dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)
 
     @property
     def latent_frames(self) -> int:
@@ -255,14 +257,16 @@ class VoidPipeline:
             return saved["video"]
         passes = inputs.settings.passes
         self._report(progress, stage, 0, steps, passes)
+        self._encode_masks(job, base.index, passes, clock or StageClock())
         window = latent_frames(self.window_frames)
         result = run_pass(self.models, cfg, job.video, job.mask, inputs.settings.prompt, inputs.settings.seed,
                           initial_noise=noise, window=window,
                           on_step=lambda i, n: self._report(progress, stage, i, n, passes),
                           should_cancel=should_cancel, video_latents=job.video_latents, clock=clock,
                           denoiser=None if self._group is None else functools.partial(self._group.denoise, base.index),
-                          augment_noise=(job.augment_noise.result() if job.augment_noise is not None
-                                         and job.video_latents is None else None))
+                          augment_noise=(job.augment_noise.result if job.augment_noise is not None
+                                         and job.video_latents is None else None),
+                          mask_latents=job.mask_latents.pop(base.index, None))
         job.video_latents = result.video_latents
         if result.step_cache is not None and notes is not None:
             notes.append(result.step_cache.note("pass %d" % base.index))
@@ -275,6 +279,20 @@ class VoidPipeline:
             tmp.replace(path)
         return video
 
+    def _encode_masks(self, job: ModelInputs, first: int, passes: int, clock: StageClock) -> None:
+        """The mask latents of pass `first` and every later pass, encoded now, before pass `first` encodes its plate:
+        the plate's augmentation noise may still be drawn on its thread meanwhile, and a later pass's mask (which
+        depends on nothing a pass makes) then costs no time of its own."""
+        from .conditioning import apply_mask_rule, encode_mask
+
+        todo = [c for c in (PASS1, PASS2)[:passes] if c.index >= first and c.index not in job.mask_latents]
+        if not todo:
+            return
+        vae = self.models.vae
+        with clock("masks"), self.models.placement.use(vae):
+            for cfg in todo:
+                job.mask_latents[cfg.index] = encode_mask(vae, apply_mask_rule(job.mask, cfg.mask_rule).to(self.models.device))
+
     def _raft_model(self):
         from .flow import load_raft
 
@@ -282,8 +300,17 @@ class VoidPipeline:
             if self.layout.raft is None or not self.layout.raft.is_file():
                 raise PipelineUnavailable("pass 2 needs the RAFT weights %s: run `void-server download --model-dir %s`"
                                           % (self.layout.root / "raft_large_C_T_SKHT_V2-ff5fadd5.pth", self.layout.root))
-            self._raft = load_raft(self.layout.raft, self.models.device)
+            self._raft = load_raft(self.layout.raft, self._flow_device())
         return self._raft
+
+    def _flow_device(self) -> torch.device:
+        """Where RAFT runs: a rank group's second GPU, idle while rank 0 warps the noise (so the flows come while
+        the noise is warped, not before), else the pipeline's device. The same GPU model gives the same flows."""
+        if self._group is not None and self.models.device.type == "cuda":
+            from .parallel.group import rank_device
+
+            return rank_device(self.models.device, 1)
+        return self.models.device
 
     def _pass2_noise(self, job: ModelInputs, pass1: torch.Tensor, s: PipelineSettings, notes: List[str]) -> torch.Tensor:
         """Flow-warped noise from the pass-1 result, (1, T_lat, 16, h, w). "reference" reproduces the reference's
@@ -293,17 +320,18 @@ class VoidPipeline:
 
         t_lat, (h, w) = job.latent_frames, (self.model_size[0] // 8, self.model_size[1] // 8)
         raft = self._raft_model()
-        frames = pass1[0].permute(1, 0, 2, 3).to(self.models.device)  # (T, 3, H, W), every padded frame
+        frames = pass1[0].permute(1, 0, 2, 3)  # (T, 3, H, W), every padded frame
         gen = torch.Generator("cpu").manual_seed(s.seed)
         mode = s.noise_mode
         if mode == "reference" and t_lat > WINDOW_LATENTS:
             notes.append("pass 2: the reference's warped noise covers one %d-frame window; this %d-frame clip uses "
                          "aligned noise for all %d latent frames" % (WINDOW_FRAMES, job.frames, t_lat))
             mode = "aligned"
+        device = self.models.device  # the noise is warped here, RAFT's flows come from _flow_device()
         if mode == "reference":
-            return reference_noise_to_latents(reference_warped_noise(frames, raft, gen), t_lat, h, w)
+            return reference_noise_to_latents(reference_warped_noise(frames, raft, gen, device=device), t_lat, h, w)
         if mode == "aligned":
-            return aligned_warped_noise(frames, raft, t_lat, (h, w), gen).float().cpu().unsqueeze(0)
+            return aligned_warped_noise(frames, raft, t_lat, (h, w), gen, device=device).float().cpu().unsqueeze(0)
         raise ValueError("unknown noise mode %r (reference, aligned)" % mode)
 
     def _merge(self, inputs: PipelineInputs, quadmask: np.ndarray, job: ModelInputs, final: torch.Tensor,

@@ -10,13 +10,13 @@ latent grid (variance-preserving), one noise frame per latent frame however long
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
 import torch
 
-from .flow import _device, iter_flow
+from .flow import _device, iter_flow_ahead
 from .noise_warp import NoiseWarper, area_downscale
 
 
@@ -64,7 +64,7 @@ def _warp_through(frames: torch.Tensor, raft: torch.nn.Module, warper: NoiseWarp
     if 0 in wanted:
         out[0] = area_downscale(warper.noise, factor)
     last = max(keep)
-    for i, flow in enumerate(iter_flow(raft, frames[:last + 1]), start=1):
+    for i, flow in enumerate(iter_flow_ahead(raft, frames[:last + 1], to_device=warper.device), start=1):
         noise = warper.step(flow)
         if i in wanted:
             out[i] = area_downscale(noise, factor)
@@ -82,17 +82,19 @@ def reference_warped_noise(
     warp_factor: int = 8,
     latent_factor: int = 8,
     channels: int = 16,
+    device: Optional[torch.device] = None,
 ) -> np.ndarray:
     """The reference's noises.npy: float32 (frames, h, w, channels) THWC, h = cover_h * frame_scale * warp_factor /
     downscale with downscale = round(frame_scale * warp_factor) * latent_factor (60x90 at the defaults).
-    Frame 0 is the initial noise. Runs on RAFT's device; `generator` seeds every draw.
+    Frame 0 is the initial noise. The noise is warped on `device` (default RAFT's), while RAFT computes the next
+    flows; `generator` seeds every draw.
     Sizes are parameters only so tests can run it small; the defaults are the reference's."""
     clip = _to_hwc(video01)
     picked = [clip[i] for i in retime_indices(len(clip), frames)]
     fh, fw = int(round(cover_hw[0] * frame_scale)), int(round(cover_hw[1] * frame_scale))
     small = _to_tchw([_resize(cover_and_crop(f, cover_hw), fh, fw) for f in picked])
     downscale = int(round(frame_scale * warp_factor)) * latent_factor
-    warper = NoiseWarper(channels, fh * warp_factor, fw * warp_factor, generator, device=_device(raft))
+    warper = NoiseWarper(channels, fh * warp_factor, fw * warp_factor, generator, device=device or _device(raft))
     noise = _warp_through(small, raft, warper, list(range(frames)), downscale)
     return torch.stack(noise).permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
 
@@ -113,8 +115,10 @@ def aligned_warped_noise(
     pool: int = 32,
     warp_factor: int = 8,
     channels: int = 16,
+    device: Optional[torch.device] = None,
 ) -> torch.Tensor:
-    """Noise on the latent grid itself: (latent_t, channels, h, w) float32 on RAFT's device, unit variance.
+    """Noise on the latent grid itself: (latent_t, channels, h, w) float32 on `device` (default RAFT's), unit
+    variance.
 
     The whole frame is used (no crop), so the noise lines up with the latents; the state is `pool` state pixels
     per latent pixel and is average-pooled (x pool) onto the grid; flow is computed at state / warp_factor
@@ -125,6 +129,6 @@ def aligned_warped_noise(
         raise ValueError("pool (%d) must be a multiple of warp_factor (%d)" % (pool, warp_factor))
     fh, fw = lh * pool // warp_factor, lw * pool // warp_factor
     frames = _to_tchw([_resize(f, fh, fw) for f in _to_hwc(video01)])
-    warper = NoiseWarper(channels, lh * pool, lw * pool, generator, device=_device(raft))
+    warper = NoiseWarper(channels, lh * pool, lw * pool, generator, device=device or _device(raft))
     keep = [int(i) for i in latent_frame_indices(len(frames), latent_t)]
     return torch.stack(_warp_through(frames, raft, warper, keep, pool))
