@@ -241,3 +241,48 @@ def test_augmentation_noise_given_ahead_is_the_inline_noise():
     assert torch.equal(ahead[0, :, 0, :2], video[0, :, 0, :2])
     with pytest.raises(ValueError, match="does not fit"):
         augment_video(video, 11, noise=torch.zeros(1, 3, 4, 8, 12))
+
+
+def test_mask_latents_and_noise_handed_in_ahead_give_the_same_conditioning(tiny_model_dir):
+    """The pipeline encodes every pass's mask before pass 1 and hands the augmentation noise in as a future's
+    `result`, asked for after the mask: the conditioning must be what encoding inline gives."""
+    from void_server.pipelines.void.conditioning import augmentation_noise, encode_conditioning, encode_mask
+    from void_server.pipelines.void.loading import VoidModels
+    from void_server.pipelines.void.weights import resolve_layout
+
+    models = VoidModels(resolve_layout(tiny_model_dir), torch.device("cpu"))
+    g = torch.Generator().manual_seed(5)
+    video = torch.rand(1, 3, 9, 64, 112, generator=g)
+    mask = (torch.rand(1, 1, 9, 64, 112, generator=g) > 0.6).float()
+    inline, _ = encode_conditioning(models.vae, video, mask, True, seed=4)
+    asked = []
+
+    def noise():
+        asked.append(1)
+        return augmentation_noise(tuple(video.shape), 4)
+
+    ahead, _ = encode_conditioning(models.vae, video, mask, True, seed=4, augment_noise=noise,
+                                   mask_latents=encode_mask(models.vae, mask))
+    assert asked == [1]
+    assert torch.equal(ahead, inline)
+
+
+def test_vae_compile_parts_wrap_the_modules_and_keep_the_output(tiny_model_dir):
+    from void_server.pipelines.void.accel import compile_vae
+    from void_server.pipelines.void.loading import VoidModels
+
+    layout = resolve_layout(tiny_model_dir)
+    z = torch.randn(1, 6, 16, 2, 3, generator=torch.Generator().manual_seed(2))
+    plain = decode_latents(load_vae(layout, torch.float32), z)
+    vae = compile_vae(load_vae(layout, torch.float32), "decoder", backend="eager")
+    assert isinstance(vae.decoder, torch._dynamo.eval_frame.OptimizedModule)
+    assert not isinstance(vae.encoder, torch._dynamo.eval_frame.OptimizedModule)
+    assert torch.equal(decode_latents(vae, z), plain)  # the trailing latent's patched upsampling still applies
+    with pytest.raises(ValueError, match="compile"):
+        compile_vae(vae, "all")
+    # The models' default follows block compilation: off on the CPU, decoder only where blocks compile.
+    assert VoidModels(layout, torch.device("cpu")).compile_vae == "none"
+    assert VoidModels(layout, torch.device("cpu"), compile_blocks=True).compile_vae == "decoder"
+    assert VoidModels(layout, torch.device("cpu"), compile_vae="both").compile_vae == "both"
+    with pytest.raises(ValueError, match="compile_vae"):
+        VoidModels(layout, torch.device("cpu"), compile_vae="yes")
