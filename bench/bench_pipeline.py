@@ -139,7 +139,7 @@ def multi_gpu_runs(args, model_dir: Path, device: str, plate, quad, common: dict
     gc.collect()  # the 1-GPU pipeline is gone; GPU 0 is rank 0's now
     torch.cuda.empty_cache()
     t0 = time.perf_counter()
-    pipe = VoidPipeline(model_dir, device=device, memory_mode=args.memory_mode, gpus=args.gpus,
+    pipe = VoidPipeline(model_dir, device=device, memory_mode=args.memory_mode, gpus=args.gpus, compile_vae=args.compile_vae,
                         **(dict(model_size=(64, 112), window_frames=21) if args.smoke else {}))
     rows.append({"run": "construct pipeline, %d GPUs" % args.gpus, "total_s": time.perf_counter() - t0})
     ref = results.get("warm") or results.get("cold")
@@ -173,6 +173,8 @@ def main() -> None:
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny random models: checks this script, measures nothing")
     ap.add_argument("--step-cache", type=float, default=0.1, help="threshold of the stepcache and fastest runs")
+    ap.add_argument("--compile-vae", default=None, choices=("none", "decoder", "both"),
+                    help="the VAE parts to compile (default: the pipeline's, the decoder on a GPU)")
     ap.add_argument("--gpus", type=int, default=1, help="also run the job over this many GPUs (after the 1-GPU runs)")
     ap.add_argument("--job-steps", default=None, metavar="P1,P2",
                     help="denoising steps of the cold/warm jobs (default the reference's 30,50); each row then also "
@@ -198,7 +200,7 @@ def main() -> None:
 
     plate, quad = synthetic_clip(args.frames, h, w)
     t0 = time.perf_counter()
-    pipe = VoidPipeline(model_dir, device=device, memory_mode=args.memory_mode,
+    pipe = VoidPipeline(model_dir, device=device, memory_mode=args.memory_mode, compile_vae=args.compile_vae,
                         **(dict(model_size=(64, 112), window_frames=21) if args.smoke else {}))
     rows.append({"run": "construct pipeline", "total_s": time.perf_counter() - t0})
     results: Dict[str, Dict[str, object]] = {}

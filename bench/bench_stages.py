@@ -1,5 +1,12 @@
 """The non-transformer stages at VOID's full size on the GPU: VAE encode, our reference-chunked decode, and pass 2's
-warped noise (reference noise maker and the aligned variant), random weights. Prints a table, writes JSON."""
+warped noise (reference noise maker and the aligned variant), random weights. Prints a table, writes JSON.
+
+    python3 bench/bench_stages.py [--frames 85] [--vae-variants channels_last,compile]
+
+--vae-variants times the VAE again with its weights and activations in channels-last-3d layout, and/or with the
+encoder and decoder compiled, each compared with the default (relative L2). The warped-noise rows also time RAFT's
+flows alone (the reference's 72 frames at 240x360) and, on a machine with 2 GPUs, the reference noise with RAFT on
+the second GPU (as a rank group's pipeline runs it)."""
 from __future__ import annotations
 
 import argparse
@@ -18,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from full_size import random_init_  # noqa: E402
 from void_server.pipelines.void.conditioning import vae_encode  # noqa: E402
 from void_server.pipelines.void.decode import decode_latents  # noqa: E402
-from void_server.pipelines.void.flow import load_raft  # noqa: E402
+from void_server.pipelines.void.flow import iter_flow, load_raft  # noqa: E402
 from void_server.pipelines.void.warped_noise import aligned_warped_noise, reference_warped_noise  # noqa: E402
 
 
@@ -37,10 +44,44 @@ def timed(fn: Callable[[], object], reps: int = 2) -> Dict[str, float]:
     return {"first_s": first, "s": min(runs)}
 
 
+def vae_variant_rows(vae, variant: str, video: torch.Tensor, z: torch.Tensor, ref_z: torch.Tensor, ref_v: torch.Tensor,
+                     row, rows: List[Dict[str, object]], fp32=None) -> None:
+    """The VAE's encode and decode in another execution variant, timed and compared with the default's output."""
+    import copy
+
+    v = copy.deepcopy(vae)
+    if variant == "channels_last":
+        for prm in v.parameters():  # Module.to(memory_format=) refuses the 4-D weights beside the 3-D convs'
+            if prm.dim() == 5:
+                prm.data = prm.data.contiguous(memory_format=torch.channels_last_3d)
+        video = video.contiguous(memory_format=torch.channels_last_3d)
+    elif variant == "compile":
+        v.encoder = torch.compile(v.encoder)
+        v.decoder = torch.compile(v.decoder)
+    else:
+        raise SystemExit("unknown VAE variant %r (channels_last, compile)" % variant)
+    got = {}
+    torch.cuda.reset_peak_memory_stats()
+    row("vae_encode, %s" % variant, timed(lambda: got.__setitem__("z", vae_encode(v, video * 2 - 1))))
+    rows[-1]["rel_l2_vs_default"] = float((got["z"].float() - ref_z).norm() / ref_z.norm())
+    if fp32 is not None:
+        rows[-1]["rel_l2_vs_fp32"] = float((got["z"].float() - fp32[0]).norm() / fp32[0].norm())
+    torch.cuda.reset_peak_memory_stats()
+    row("vae_decode, %s" % variant, timed(lambda: got.__setitem__("v", decode_latents(v, z))))
+    rows[-1]["rel_l2_vs_default"] = float((got["v"].float() - ref_v).norm() / ref_v.norm())
+    if fp32 is not None:
+        rows[-1]["rel_l2_vs_fp32"] = float((got["v"].float() - fp32[1]).norm() / fp32[1].norm())
+    del v
+    torch.cuda.empty_cache()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=85)
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--vae-variants", default="", help="comma list of: channels_last, compile")
+    ap.add_argument("--fp32-reference", action="store_true",
+                    help="also run the VAE in float32 and report every bf16 variant's distance from it")
     args = ap.parse_args()
     device = torch.device("cuda")
     from accelerate import init_empty_weights
@@ -73,22 +114,49 @@ def main() -> None:
     rows[-2]["rel_l2_vs_default"] = float((lat["zb"].float() - ref_z).norm() / ref_z.norm())
     rows[-1]["rel_l2_vs_default"] = float((out["v"].float() - ref_v).norm() / ref_v.norm())
     torch.backends.cudnn.benchmark = False
+    fp32 = None
+    if args.fp32_reference:
+        # The yardstick for "lossless": how far plain bf16 already is from float32 (same weights, same input).
+        import copy
+
+        vae32 = copy.deepcopy(vae).float()
+        fp32 = (vae_encode(vae32, video * 2 - 1).float(), decode_latents(vae32, lat["z"]).float())
+        del vae32
+        torch.cuda.empty_cache()
+        rows[0]["rel_l2_vs_fp32"] = float((ref_z - fp32[0]).norm() / fp32[0].norm())
+        rows[1]["rel_l2_vs_fp32"] = float((ref_v - fp32[1]).norm() / fp32[1].norm())
+    for variant in [v for v in args.vae_variants.split(",") if v]:
+        vae_variant_rows(vae, variant, video, lat["z"], ref_z, ref_v, row, rows, fp32)
     del vae
     torch.cuda.empty_cache()
 
     raft = load_raft(None, device)
     clip = torch.rand(args.frames, 3, 384, 672, device=device)
+    small = torch.rand(72, 3, 240, 360, device=device)
+    row("RAFT flows alone (72 frames, 240x360)", timed(lambda: list(iter_flow(raft, small)), reps=1))
     torch.cuda.reset_peak_memory_stats()
-    row("warped noise, reference", timed(lambda: reference_warped_noise(clip, raft, torch.Generator(device).manual_seed(0)), reps=0))
+    ref_noise = {}
+    row("warped noise, reference", timed(lambda: ref_noise.__setitem__("n", reference_warped_noise(
+        clip, raft, torch.Generator(device).manual_seed(0))), reps=0))
+    if torch.cuda.device_count() > 1:
+        raft1 = load_raft(None, "cuda:1")
+        raft1.load_state_dict(raft.state_dict())
+        out = {}
+        row("warped noise, reference, RAFT on cuda:1", timed(lambda: out.__setitem__("n", reference_warped_noise(
+            clip, raft1, torch.Generator(device).manual_seed(0), device=device)), reps=1))
+        rows[-1]["max_abs_diff_vs_one_gpu"] = float(abs(out["n"] - ref_noise["n"]).max())
+        del raft1
     torch.cuda.reset_peak_memory_stats()
     t_lat = (args.frames - 1) // 4 + 1
     row("warped noise, aligned", timed(lambda: aligned_warped_noise(clip, raft, t_lat + t_lat % 2, (48, 84), torch.Generator(device).manual_seed(0)), reps=0))
 
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / ("stages_%df.json" % args.frames)).write_text(json.dumps({"device": torch.cuda.get_device_name(), "rows": rows}, indent=1))
-    print("\n%-34s %9s %9s %8s" % ("stage", "s", "first s", "peakGiB"))
+    print("\n%-40s %9s %9s %8s %11s %11s" % ("stage", "s", "first s", "peakGiB", "rel vs def", "rel vs fp32"))
     for r in rows:
-        print("%-34s %9.3f %9.3f %8.1f" % (r["stage"], r["s"], r["first_s"], r["peak_gib"]))
+        print("%-40s %9.3f %9.3f %8.1f %11s %11s" % (r["stage"], r["s"], r["first_s"], r["peak_gib"],
+                                                   "%.2e" % r["rel_l2_vs_default"] if "rel_l2_vs_default" in r else "",
+                                                   "%.2e" % r["rel_l2_vs_fp32"] if "rel_l2_vs_fp32" in r else ""))
 
 
 if __name__ == "__main__":
