@@ -66,6 +66,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="denoising steps per pass (at least 2)")
     ap.add_argument("--model-dir", default="/tmp/void-full")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--compile-vae", default=None, choices=("none", "decoder", "both"),
+                    help="memory runs: the VAE parts to compile (default: the pipeline's for each mode)")
     ap.add_argument("--repeat", type=int, default=1, help="memory runs: jobs per mode, the last one recorded")
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny random models: checks this script, measures nothing")
     args = ap.parse_args()
@@ -103,7 +105,7 @@ def main() -> None:
         for mode in args.modes.split(","):
             gc.collect()
             torch.cuda.empty_cache()
-            pipe = VoidPipeline(model_dir, device=device, memory_mode=mode, **small)
+            pipe = VoidPipeline(model_dir, device=device, memory_mode=mode, compile_vae=args.compile_vae, **small)
             for _ in range(max(1, args.repeat)):
                 job = measured_job(pipe, 85 if not args.smoke else 21, hd, args.steps, True, passes)
             record("memory:" + mode, dict(job, jobs=max(1, args.repeat)))

@@ -280,9 +280,9 @@ def test_vae_compile_parts_wrap_the_modules_and_keep_the_output(tiny_model_dir):
     assert torch.equal(decode_latents(vae, z), plain)  # the trailing latent's patched upsampling still applies
     with pytest.raises(ValueError, match="compile"):
         compile_vae(vae, "all")
-    # The models' default follows block compilation: off on the CPU, decoder only where blocks compile.
+    # The models' default follows block compilation in the `gpu` mode: off on the CPU (whose mode is `gpu` too).
     assert VoidModels(layout, torch.device("cpu")).compile_vae == "none"
-    assert VoidModels(layout, torch.device("cpu"), compile_blocks=True).compile_vae == "decoder"
+    assert VoidModels(layout, torch.device("cpu"), compile_blocks=True).compile_vae == "both"
     assert VoidModels(layout, torch.device("cpu"), compile_vae="both").compile_vae == "both"
     with pytest.raises(ValueError, match="compile_vae"):
         VoidModels(layout, torch.device("cpu"), compile_vae="yes")
