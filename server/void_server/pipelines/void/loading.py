@@ -6,7 +6,8 @@ weights are never read. Where models live is a `Placement` (memory mode):
 
 - "gpu": every model resident on the device; both pass transformers resident (two modules, no swapping).
 - "model_offload": models live on the CPU and move to the device only while used (diffusers' model offload,
-  done by hand so our direct decoder calls are covered too). Both transformers are kept in CPU memory.
+  done by hand so our direct decoder calls are covered too). Both transformers are kept in CPU memory, pinned
+  (host_copy.py), so a move is one fast copy in and nothing back.
 - "sequential_offload": accelerate's per-module offload hooks (weights stream to the device layer by layer).
 - "fp8": as "gpu", with transformer weights stored in float8_e4m3fn and computed in bf16
   (`enable_layerwise_casting`): half the memory, numerically different from the reference.
@@ -18,11 +19,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import weakref
 from pathlib import Path
 from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 
+from .host_copy import HostCopy
 from .weights import ModelLayout
 
 log = logging.getLogger(__name__)
@@ -159,6 +162,7 @@ class Placement:
         self.device = device
         self.mode = choose_memory_mode(device, mode)
         self.dtype = default_dtype(device)
+        self._host_copies: "weakref.WeakKeyDictionary[torch.nn.Module, HostCopy]" = weakref.WeakKeyDictionary()
 
     @property
     def load_device(self) -> torch.device:
@@ -182,11 +186,14 @@ class Placement:
         if (self.mode != "model_offload" and not offload) or self.device.type == "cpu":
             yield model
             return
-        model.to(self.device)
+        home = self._host_copies.get(model)
+        if home is None:  # made at first use: the weights are pinned once and stay in host memory
+            home = self._host_copies[model] = HostCopy(model)
+        home.lend(self.device)
         try:
             yield model
         finally:
-            model.to("cpu")
+            home.restore()
             torch.cuda.empty_cache()
 
 
