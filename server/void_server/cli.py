@@ -57,6 +57,11 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus-per-worker", type=int, help="GPUs each job's denoising is split over (default 1; "
                    "docs/cluster.md, 'One job on several GPUs')")
     p.add_argument("--pipeline", choices=PIPELINES, help="void (default), preview (CPU) or testing")
+    p.add_argument("--warm-up", dest="warm_up", action="store_true", default=None,
+                   help="load every model and compile its graphs before the server says ready, so the first job "
+                   "runs at full speed (default: on when the pipeline runs on a GPU)")
+    p.add_argument("--no-warm-up", dest="warm_up", action="store_false", default=None,
+                   help="say ready at once; the first job loads and compiles")
     p.add_argument("--allowed-root", dest="allowed_roots", action="append", type=Path, default=[],
                    help="a folder the server may read shared-path inputs from (repeatable)")
     p.add_argument("--result-ttl-hours", type=float, help="delete finished jobs this long after (0 keeps them)")
@@ -68,7 +73,8 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
 def config_from(args: argparse.Namespace) -> ServerConfig:
     names = ("host", "port", "data_dir", "model_dir", "token", "memory_mode", "concurrency", "pipeline",
              "allowed_roots", "result_ttl_hours", "tokens_file", "insecure", "tls_cert", "tls_key", "max_upload_mb",
-             "max_frames", "max_resolution", "cluster", "cluster_storage", "cluster_resource", "gpus_per_worker")
+             "max_frames", "max_resolution", "cluster", "cluster_storage", "cluster_resource", "gpus_per_worker",
+             "warm_up")
     flags: Dict[str, Any] = {n: getattr(args, n) for n in names}
     flags["options"] = dict(args.options)
     return load_config(flags, args.config)

@@ -48,6 +48,8 @@ class ServerConfig:
     cluster_storage: str = "shared"  # "shared" (DATA_DIR mounted on every worker) or "object_store"
     cluster_resource: str = "GPU"  # the Ray resource one worker takes a unit of (a custom one for CPU tests)
     gpus_per_worker: int = 1  # GPUs one job spreads its transformer work over (>1: one urgent shot on several GPUs)
+    # Load every model and compile every graph before the server says ready (None: where the pipeline runs on a GPU).
+    warm_up: Optional[bool] = None
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser()
@@ -119,7 +121,7 @@ FIELDS = {f.name for f in dataclasses.fields(ServerConfig)}
 ENV_PREFIX = "VOID_"
 _INT = {"port", "concurrency", "max_frames", "max_resolution", "gpus_per_worker"}
 _FLOAT = {"result_ttl_hours", "max_upload_mb"}
-_BOOL = {"insecure"}
+_BOOL = {"insecure", "warm_up"}
 
 
 def _coerce(name: str, value: Any, where: str) -> Any:

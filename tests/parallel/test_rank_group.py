@@ -138,6 +138,13 @@ def test_step_cache_goes_to_every_rank_and_avoids_sequence_parallelism(model_dir
     assert not np.array_equal(np.stack(list(plain.clean.values())), np.stack(list(ref.clean.values())))
 
 
+def test_warm_up_runs_each_pass_through_the_rank_group(two_ranks):
+    """Warm-up compiles what the jobs will run: every rank's own shapes, so each pass goes through the group."""
+    timings = two_ranks.warm_up()
+    assert {"pass1", "pass2"} <= set(timings)
+    assert two_ranks._group.last_outcome == {1: ("done", 1)}  # rank 1 ran pass 2's one warm-up step
+
+
 def test_cancel_stops_both_ranks_at_the_same_step(two_ranks, tmp_path):
     steps: List[int] = []
 

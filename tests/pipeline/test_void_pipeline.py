@@ -201,3 +201,22 @@ def test_augmentation_noise_drawn_ahead_changes_nothing(tiny_model_dir, bigben, 
         runs.append(np.stack([sink.clean[i] for i in range(len(plate))]))
     assert threads[0].startswith("void-augment-noise") and not threads[1].startswith("void-augment-noise")
     assert np.array_equal(runs[0], runs[1])
+
+
+def test_warm_up_loads_every_model_and_changes_no_result(tiny_model_dir, bigben, tmp_path, monkeypatch):
+    _stub_noise(monkeypatch, [])
+    plate, mask = bigben[0][:5], bigben[1][:5]
+    cold = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))
+    warm = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))
+    assert not warm.warm_up_by_default  # on the CPU the server says ready at once
+    assert warm.describe()["loaded"] == []
+    timings = warm.warm_up()
+    assert {"vae", "text", "pass1", "pass2", "raft"} <= set(timings)
+    assert warm.describe()["loaded"] == ["text_encoder", "transformer_pass1", "transformer_pass2", "vae"]
+    assert warm.describe()["warm_up_s"] == timings and warm._raft is not None
+    results = []
+    for pipe, workdir in ((cold, "cold"), (warm, "warm")):
+        sink = MemorySink()
+        pipe.run(_inputs(plate, mask, tmp_path / workdir, noise_mode="aligned"), sink, lambda p: None, lambda: False)
+        results.append(np.stack([sink.clean[i] for i in range(len(plate))]))
+    assert np.array_equal(results[0], results[1])

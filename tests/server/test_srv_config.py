@@ -38,3 +38,14 @@ def test_bad_config_file_names_the_setting(tmp_path, text, words):
     with pytest.raises(ConfigError) as e:
         load_config({}, cfg, {})
     assert words in str(e.value)
+
+
+def test_warm_up_flags_and_environment(tmp_path):
+    parse = build_parser().parse_args
+    base = ["serve", "--pipeline", "testing", "--data-dir", str(tmp_path)]
+    assert config_from(parse(base)).warm_up is None  # the pipeline decides: on where it runs on a GPU
+    assert config_from(parse(base + ["--warm-up"])).warm_up is True
+    assert config_from(parse(base + ["--no-warm-up"])).warm_up is False
+    assert load_config({}, None, {"VOID_WARM_UP": "no"}).warm_up is False
+    with pytest.raises(ConfigError, match="warm_up must be true or false"):
+        load_config({}, None, {"VOID_WARM_UP": "later"})

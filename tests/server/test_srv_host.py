@@ -22,3 +22,57 @@ def test_start_loading_twice_loads_once(tmp_path, monkeypatch):
     release.set()
     assert host.wait(30) and host.ready
     assert calls == ["testing"]
+
+
+class _Warmable:
+    """A stand-in pipeline with the warm-up hooks (what the host looks for)."""
+
+    name, label = "fake", "Fake"
+
+    def __init__(self, by_default: bool, fail: bool = False) -> None:
+        self.warm_up_by_default, self.fail, self.calls = by_default, fail, []
+        self.ready_while_warming = None
+
+    def warm_up(self):
+        self.calls.append(1)
+        self.ready_while_warming = HOST[0].ready  # jobs must not get the pipeline while it warms up
+        if self.fail:
+            raise RuntimeError("out of memory while compiling")
+        return {"vae": 1.0, "pass1": 2.0, "pass1.x": 0.5}
+
+    def describe(self):
+        return {}
+
+
+HOST = []
+
+
+def _host_with(tmp_path, monkeypatch, pipeline, warm_up):
+    monkeypatch.setattr(pipeline_host, "load_pipeline", lambda name, config: pipeline)
+    host = PipelineHost("testing", ServerConfig(data_dir=tmp_path, pipeline="testing", warm_up=warm_up))
+    HOST[:] = [host]
+    host.start_loading()
+    assert host.wait(30)
+    return host
+
+
+def test_warm_up_runs_before_ready_where_asked_or_by_the_pipelines_default(tmp_path, monkeypatch):
+    on_gpu = _Warmable(by_default=True)
+    assert _host_with(tmp_path, monkeypatch, on_gpu, None).ready
+    assert on_gpu.calls == [1] and on_gpu.ready_while_warming is False
+    on_cpu = _Warmable(by_default=False)
+    _host_with(tmp_path, monkeypatch, on_cpu, None)
+    assert on_cpu.calls == []
+    forced = _Warmable(by_default=False)
+    _host_with(tmp_path, monkeypatch, forced, True)
+    assert forced.calls == [1]
+    refused = _Warmable(by_default=True)
+    _host_with(tmp_path, monkeypatch, refused, False)
+    assert refused.calls == []
+
+
+def test_a_failed_warm_up_leaves_the_pipeline_ready_for_its_first_job(tmp_path, monkeypatch, caplog):
+    broken = _Warmable(by_default=True, fail=True)
+    host = _host_with(tmp_path, monkeypatch, broken, None)
+    assert broken.calls == [1] and host.ready and host.problem is None
+    assert "warm-up of pipeline 'fake' failed" in caplog.text

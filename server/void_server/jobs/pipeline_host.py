@@ -29,7 +29,8 @@ from .host_base import BackgroundHost, HostView
 log = logging.getLogger("void_server")
 
 # Slot states shown in /v1/health (several slots only).
-WAITING, LOADING, READY, RUNNING, RELOADING, FAILED = "waiting", "loading", "ready", "running", "reloading", "failed"
+WAITING, LOADING, WARMING, READY, RUNNING, RELOADING, FAILED = (
+    "waiting", "loading", "warming up", "ready", "running", "reloading", "failed")
 
 
 # -- which slot runs where ---------------------------------------------------------------------------------------------
@@ -275,7 +276,9 @@ class PipelineHost(BackgroundHost):
         slot.state = LOADING
         try:
             with on_device(slot.device):
-                slot.pipeline = load_pipeline(self.name, slot.config)
+                pipeline = load_pipeline(self.name, slot.config)
+                self._warm_up(slot, pipeline, where)  # before the slot is handed out: no job runs meanwhile
+            slot.pipeline = pipeline
             slot.state = READY
             log.info("pipeline '%s' loaded%s: %s", self.name, where, slot.pipeline.label)
         except PipelineUnavailable as e:
@@ -287,6 +290,27 @@ class PipelineHost(BackgroundHost):
             slot.state = FAILED
             log.error("pipeline '%s'%s is NOT available: %s", self.name, where, slot.problem)
         slot.loaded.set()
+
+    @staticmethod
+    def _warm_up(slot: Slot, pipeline: Pipeline, where: str) -> None:
+        """The pipeline's warm_up() where the config asks for it (--warm-up; by default where the pipeline says so:
+        on a GPU). A failed warm-up is logged and left to the first job, which loads the same way and has the
+        memory-mode fallback."""
+        warm = getattr(pipeline, "warm_up", None)
+        wanted = getattr(slot.config, "warm_up", None)
+        if warm is None or wanted is False or (wanted is None and not getattr(pipeline, "warm_up_by_default", False)):
+            return
+        slot.state = WARMING
+        log.info("warming up pipeline '%s'%s: loading every model and compiling its graphs", pipeline.name, where)
+        try:
+            timings = warm()
+        except Exception:
+            log.warning("warm-up of pipeline '%s'%s failed; the first job will load what is missing", pipeline.name,
+                        where, exc_info=True)
+            return
+        log.info("pipeline '%s'%s warmed up in %.1f s (%s)", pipeline.name, where, sum(
+            v for k, v in timings.items() if "." not in k),
+            ", ".join("%s %.1f s" % kv for kv in timings.items() if "." not in kv[0]))
 
     def _all_failed(self) -> str:
         problems = [s.problem or "not loaded" for s in self.slots]

@@ -122,7 +122,54 @@ class VoidPipeline:
         out = dict(self.models.describe(), pipeline=self.name, label=self.label, model_size=list(self.model_size))
         if self._group is not None:
             out["parallel"] = self._group.describe()
+        if self.warmed_up is not None:
+            out["warm_up_s"] = self.warmed_up
         return out
+
+    # -- warm-up -----------------------------------------------------------------------------------------------
+
+    warmed_up: Optional[Dict[str, float]] = None  # warm_up()'s stage times, once it ran
+
+    @property
+    def warm_up_by_default(self) -> bool:
+        """On a GPU the server warms up before it says ready: loading and compiling are minutes cold."""
+        return self.models.device.type == "cuda"
+
+    @torch.no_grad()
+    def warm_up(self) -> Dict[str, float]:
+        """Load every model a job uses and compile every graph of a one-window job, on inputs of zeros, so the
+        first job runs at full speed; with a warm compile cache (DATA_DIR/compile-cache) this takes seconds.
+        Runs the VAE's encode and decode, one denoising step of each pass (through the rank group when there
+        is one, so every rank compiles its own shapes), T5 on the guidance's empty prompt (kept: pass 2 uses it)
+        and loads RAFT. Returns seconds per stage. Clips longer than one window compile their other window
+        length on first use."""
+        from .conditioning import vae_encode
+        from .decode import decode_latents
+        from .denoise import denoise
+
+        clock = StageClock()
+        m, dev = self.models, self.models.device
+        t_lat, (h, w) = latent_frames(self.window_frames), (self.model_size[0] // 8, self.model_size[1] // 8)
+        with clock("vae"), m.placement.use(m.vae):
+            vae_encode(m.vae, torch.zeros((1, 3, self.window_frames) + self.model_size, device=dev))
+            decode_latents(m.vae, torch.zeros((1, t_lat, 16, h, w), device=dev, dtype=m.dtype))
+        with clock("text"):
+            _, empty = m.prompt_embeddings(PASS2.negative_prompt)
+        for cfg in (PASS1, PASS2):
+            with clock("pass%d" % cfg.index):
+                transformer = m.transformer(cfg.index)
+                latents = torch.zeros((1, t_lat, 16, h, w), device=dev, dtype=m.dtype)
+                inpaint = torch.zeros((1, t_lat, 32, h, w), device=dev, dtype=m.dtype)
+                guided = cfg.guidance > 1.0
+                run = denoise if self._group is None else functools.partial(self._group.denoise, cfg.index)
+                with m.placement.use(transformer):
+                    run(transformer, m.scheduler(cfg.scheduler), latents, inpaint, empty, empty if guided else None,
+                        cfg.guidance, 1, t_lat)
+        if self.layout.raft is not None and self.layout.raft.is_file():
+            with clock("raft"):
+                self._raft_model()
+        self.warmed_up = clock.timings
+        return self.warmed_up
 
     # -- the job -----------------------------------------------------------------------------------------------
 
