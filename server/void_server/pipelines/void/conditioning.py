@@ -5,7 +5,7 @@ Everything here works on torch tensors laid out like the reference's pipeline in
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -56,26 +56,31 @@ def area_resize(frames: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     return F.interpolate(frames, size=tuple(size), mode="area")
 
 
-def _frames(frames: Union[np.ndarray, Sequence[np.ndarray]]) -> Iterator[np.ndarray]:
-    """The frames in order. Lazy sequences (plate reads, crop and colour conversion at plate resolution, per
-    frame) are fetched on the frame pool: that work is numpy/OpenCV and was ~10 s of a 1080p job done serially."""
+def _map_frames(frames: Union[np.ndarray, Sequence[np.ndarray]], fn: Callable[[np.ndarray], torch.Tensor]) -> List[torch.Tensor]:
+    """[fn(frame) for each frame], in order, on the frame pool: fetching a lazy frame (plate read, crop, colour
+    conversion at plate resolution) and `fn`'s area resize are per-frame work that was ~10 s of a 1080p job done
+    serially. Each frame's result is what the serial loop gives: the same operations on the same data."""
     from ..frame_pool import ordered_map
 
-    if isinstance(frames, np.ndarray):
-        yield from frames
-        return
-    yield from ordered_map(lambda i: np.asarray(frames[i]), len(frames))
+    return list(ordered_map(lambda i: fn(np.asarray(frames[i])), len(frames)))
+
+
+def _video_frame(f: np.ndarray, size: Tuple[int, int]) -> torch.Tensor:
+    v = torch.from_numpy(np.array(f[..., :3]))
+    v = v.float() / 255.0 if v.dtype == torch.uint8 else v.float()
+    return area_resize(v.permute(2, 0, 1).unsqueeze(0), size)[0]
+
+
+def _mask_frame(f: np.ndarray, size: Tuple[int, int]) -> torch.Tensor:
+    q = area_resize(torch.from_numpy(np.array(f, dtype=np.float32))[None, None], size)[0, 0]
+    return 255.0 - torch.from_numpy(quantise(q.numpy())).float()
 
 
 def prepare_video(frames: Union[np.ndarray, Sequence[np.ndarray]], size: Tuple[int, int], length: int) -> torch.Tensor:
     """T frames (H, W, >=3) uint8, or float in [0, 1] -> (1, 3, length, *size) float32 in [0, 1], stretched and
     ping-pong padded. Frames are resized one at a time (a 4K clip never sits in memory whole); torch's area
     resize works per plane, so this equals the reference's whole-clip call."""
-    out = []
-    for f in _frames(frames):
-        v = torch.from_numpy(np.array(f[..., :3]))
-        v = v.float() / 255.0 if v.dtype == torch.uint8 else v.float()
-        out.append(area_resize(v.permute(2, 0, 1).unsqueeze(0), size)[0])
+    out = _map_frames(frames, lambda f: _video_frame(f, size))
     return pingpong_pad(torch.stack(out, dim=1).unsqueeze(0), length, dim=2)
 
 
@@ -83,10 +88,7 @@ def prepare_mask(quadmask: Union[np.ndarray, Sequence[np.ndarray]], size: Tuple[
     """T quadmask frames (H, W), values 0..255 -> (1, 1, length, *size) inverted mask (255 - q) / 255, values in
     {0, .502, .753, 1}. Area-resized first, then quantised to the four levels (so object edges gain thin 63/127
     rings, as in the reference)."""
-    out = []
-    for f in _frames(quadmask):
-        q = area_resize(torch.from_numpy(np.array(f, dtype=np.float32))[None, None], size)[0, 0]
-        out.append(255.0 - torch.from_numpy(quantise(q.numpy())).float())
+    out = _map_frames(quadmask, lambda f: _mask_frame(f, size))
     return pingpong_pad(torch.stack(out)[None, None], length, dim=2) / 255.0
 
 
