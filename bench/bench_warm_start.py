@@ -1,0 +1,92 @@
+"""A server start, cold and with a warm compile cache: how long from process start to full speed (issue #6's
+"full speed within 10 s of loading the weights", now with the VAE compiled too).
+
+    python3 bench/bench_warm_start.py [--model-dir /tmp/void-full] [--gpus 1]
+
+Each start is a fresh process sharing one inductor cache folder (what `DATA_DIR/compile-cache` is to a server): the
+first start finds it empty, the second finds what the first compiled. Each process loads every model (the weights'
+time), then runs `VoidPipeline.warm_up()` (one window's VAE encode and decode, one step of each pass: every graph a
+one-window job compiles) and then the same warm-up again, which is the speed the first job would then get.
+Prints a table and writes JSON under $OUT.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List
+
+HERE = Path(__file__).resolve().parent
+
+
+def one_start(args: argparse.Namespace) -> Dict[str, object]:
+    """In the child: load, warm up twice, report."""
+    sys.path.insert(0, str(HERE.parents[0] / "server"))
+    import torch
+
+    from void_server.pipelines.void.accel import compile_cache_dir
+    from void_server.pipelines.void.pipeline import VoidPipeline
+
+    compile_cache_dir(Path(args.cache))
+    t0 = time.perf_counter()
+    small = dict(model_size=(64, 112), window_frames=21, device="cpu") if args.smoke else {}
+    pipe = VoidPipeline(Path(args.model_dir), memory_mode="gpu", gpus=args.gpus, **small)
+    m = pipe.models
+    m.vae, m.text, m.transformer(1), m.transformer(2)  # the weights, loaded
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    loaded = time.perf_counter() - t0
+    first = pipe.warm_up()
+    again = pipe.warm_up()
+    pipe.close()
+    return {"load_s": loaded, "warm_up_s": first, "warm_up_total_s": _total(first), "second_warm_up_s": again,
+            "second_warm_up_total_s": _total(again), "compiled_vae": m.compile_vae, "compiled_blocks": m.compile_blocks}
+
+
+def _total(timings: Dict[str, float]) -> float:
+    return sum(v for k, v in timings.items() if "." not in k)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model-dir", default="/tmp/void-full")
+    ap.add_argument("--gpus", type=int, default=1)
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--smoke", action="store_true", help="CPU, tiny random models: checks this script, measures nothing")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--cache", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print("RESULT " + json.dumps(one_start(args)), flush=True)
+        return
+    if args.smoke and not (Path(args.model_dir) / "void_pass2.safetensors").is_file():
+        sys.path.insert(0, str(HERE.parents[0] / "server"))
+        from void_server.pipelines.void.tiny import build_random_model_dir
+
+        build_random_model_dir(args.model_dir, size="tiny", raft=True)
+    rows: List[Dict[str, object]] = []
+    with tempfile.TemporaryDirectory(prefix="void-compile-cache-") as cache:
+        for name in ("cold cache", "warm cache"):
+            cmd = [sys.executable, __file__, "--child", "--cache", cache, "--model-dir", args.model_dir,
+                   "--gpus", str(args.gpus)] + (["--smoke"] if args.smoke else [])
+            t0 = time.perf_counter()
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            row = json.loads(next(line[7:] for line in out.splitlines() if line.startswith("RESULT ")))
+            row.update(start=name, process_s=time.perf_counter() - t0)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "warm_start.json").write_text(json.dumps(rows, indent=1))
+    print("\n%-12s %8s %14s %16s %11s" % ("start", "load s", "warm-up s", "2nd warm-up s", "process s"))
+    for r in rows:
+        print("%-12s %8.1f %14.1f %16.1f %11.1f" % (r["start"], r["load_s"], r["warm_up_total_s"],
+                                                  r["second_warm_up_total_s"], r["process_s"]))
+
+
+if __name__ == "__main__":
+    main()
