@@ -348,17 +348,10 @@ class VoidPipeline:
             if self.layout.raft is None or not self.layout.raft.is_file():
                 raise PipelineUnavailable("pass 2 needs the RAFT weights %s: run `void-server download --model-dir %s`"
                                           % (self.layout.root / "raft_large_C_T_SKHT_V2-ff5fadd5.pth", self.layout.root))
-            self._raft = load_raft(self.layout.raft, self._flow_device())
+            # On the pipeline's own device, also in a rank group: RAFT is 0.5 s of the 5.4 s noise stage, and on
+            # the second GPU it measured no faster (docs/performance.md).
+            self._raft = load_raft(self.layout.raft, self.models.device)
         return self._raft
-
-    def _flow_device(self) -> torch.device:
-        """Where RAFT runs: a rank group's second GPU, idle while rank 0 warps the noise (so the flows come while
-        the noise is warped, not before), else the pipeline's device. The same GPU model gives the same flows."""
-        if self._group is not None and self.models.device.type == "cuda":
-            from .parallel.group import rank_device
-
-            return rank_device(self.models.device, 1)
-        return self.models.device
 
     def _pass2_noise(self, job: ModelInputs, pass1: torch.Tensor, s: PipelineSettings, notes: List[str]) -> torch.Tensor:
         """Flow-warped noise from the pass-1 result, (1, T_lat, 16, h, w). "reference" reproduces the reference's
@@ -375,7 +368,7 @@ class VoidPipeline:
             notes.append("pass 2: the reference's warped noise covers one %d-frame window; this %d-frame clip uses "
                          "aligned noise for all %d latent frames" % (WINDOW_FRAMES, job.frames, t_lat))
             mode = "aligned"
-        device = self.models.device  # the noise is warped here, RAFT's flows come from _flow_device()
+        device = self.models.device
         if mode == "reference":
             return reference_noise_to_latents(reference_warped_noise(frames, raft, gen, device=device), t_lat, h, w)
         if mode == "aligned":
