@@ -36,6 +36,7 @@ class _Warmable:
     def warm_up(self):
         self.calls.append(1)
         self.ready_while_warming = HOST[0].ready  # jobs must not get the pipeline while it warms up
+        self.message_while_warming = HOST[0].loading_message
         if self.fail:
             raise RuntimeError("out of memory while compiling")
         return {"vae": 1.0, "pass1": 2.0, "pass1.x": 0.5}
@@ -60,6 +61,9 @@ def test_warm_up_runs_before_ready_where_asked_or_by_the_pipelines_default(tmp_p
     on_gpu = _Warmable(by_default=True)
     assert _host_with(tmp_path, monkeypatch, on_gpu, None).ready
     assert on_gpu.calls == [1] and on_gpu.ready_while_warming is False
+    # health's problem while it warms up: still "loading" (clients wait on that word), and why it takes minutes
+    assert on_gpu.message_while_warming.startswith("loading the 'testing' pipeline: warming up")
+    assert HOST[0].loading_message == "loading the 'testing' pipeline"
     on_cpu = _Warmable(by_default=False)
     _host_with(tmp_path, monkeypatch, on_cpu, None)
     assert on_cpu.calls == []

@@ -57,7 +57,7 @@ def create_app(config: ServerConfig, host: Optional[PipelineHost] = None) -> Fas
 
     @public.get("/health", response_model=Health)
     def health(authorization: Optional[str] = Header(None)) -> Health:
-        problem = host.problem or ("loading the '%s' pipeline" % host.name if host.loading else None)
+        problem = host.problem or (host.loading_message if host.loading else None)
         # Public, so a load balancer or the Nuke node can ask before it has a token; but job ids, model paths and
         # the workers' folders are shown only to a caller with a valid token when the server has tokens.
         detailed = not tokens.enabled or tokens.user_for(authorization) is not None

@@ -35,6 +35,11 @@ class BackgroundHost:
     def ready(self) -> bool:
         return self.pipeline is not None
 
+    @property
+    def loading_message(self) -> str:
+        """What health says while the host loads."""
+        return "loading the '%s' pipeline" % getattr(self, "name", "?")
+
     def wait(self, timeout: Optional[float] = None) -> bool:
         return self._done.wait(timeout)
 

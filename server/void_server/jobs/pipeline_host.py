@@ -291,6 +291,13 @@ class PipelineHost(BackgroundHost):
             log.error("pipeline '%s'%s is NOT available: %s", self.name, where, slot.problem)
         slot.loaded.set()
 
+    @property
+    def loading_message(self) -> str:
+        if any(s.state == WARMING for s in self.slots):
+            return ("loading the '%s' pipeline: warming up (compiling its graphs: minutes on a first start, seconds "
+                    "once DATA_DIR/compile-cache is warm)" % self.name)
+        return super().loading_message
+
     @staticmethod
     def _warm_up(slot: Slot, pipeline: Pipeline, where: str) -> None:
         """The pipeline's warm_up() where the config asks for it (--warm-up; by default where the pipeline says so:
