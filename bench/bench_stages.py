@@ -75,11 +75,45 @@ def vae_variant_rows(vae, variant: str, video: torch.Tensor, z: torch.Tensor, re
     torch.cuda.empty_cache()
 
 
+def profile_warp(device: torch.device, rows: List[Dict[str, object]], steps: int = 5, size=(1920, 2880)) -> None:
+    """One warp step of the reference's noise (16 noise + 3 state channels at 1920x2880, a smooth flow of a few
+    pixels): wall time per step, and the operators that take the GPU's and the host's time (a host sync shows as
+    CPU time with no GPU time behind it)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from void_server.pipelines.void.noise_warp import NoiseWarper
+
+    gen = torch.Generator(device).manual_seed(0)
+    warper = NoiseWarper(16, size[0], size[1], gen, device=device)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size[0] // 8, device=device),
+                            torch.linspace(-1, 1, size[1] // 8, device=device), indexing="ij")
+    flow = torch.stack([3.0 * torch.sin(3 * yy), 2.0 * torch.cos(2 * xx)])  # at the flow's grid (1/8 of the state)
+    warper.step(flow)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            warper.step(flow)
+        torch.cuda.synchronize()
+    wall = (time.perf_counter() - t0) / steps
+    ops = prof.key_averages()
+    gpu = sorted(ops, key=lambda e: -(getattr(e, "self_device_time_total", 0) or 0))[:12]
+    host = sorted(ops, key=lambda e: -e.self_cpu_time_total)[:8]
+    res = {"stage": "noise warp, one step (profiled)", "s": wall, "first_s": wall,
+           "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+           "gpu_ms_per_step": {e.key[:80]: round((getattr(e, "self_device_time_total", 0) or 0) / 1e3 / steps, 3) for e in gpu},
+           "host_ms_per_step": {e.key[:80]: round(e.self_cpu_time_total / 1e3 / steps, 3) for e in host}}
+    rows.append(res)
+    print(json.dumps(res), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=85)
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--vae-variants", default="", help="comma list of: channels_last, compile")
+    ap.add_argument("--profile-warp", action="store_true",
+                    help="also profile the Go-with-the-Flow warp at the reference's state size (the noise stage's cost)")
     ap.add_argument("--fp32-reference", action="store_true",
                     help="also run the VAE in float32 and report every bf16 variant's distance from it")
     args = ap.parse_args()
@@ -149,6 +183,9 @@ def main() -> None:
     torch.cuda.reset_peak_memory_stats()
     t_lat = (args.frames - 1) // 4 + 1
     row("warped noise, aligned", timed(lambda: aligned_warped_noise(clip, raft, t_lat + t_lat % 2, (48, 84), torch.Generator(device).manual_seed(0)), reps=0))
+
+    if args.profile_warp:
+        profile_warp(device, rows)
 
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / ("stages_%df.json" % args.frames)).write_text(json.dumps({"device": torch.cuda.get_device_name(), "rows": rows}, indent=1))
