@@ -174,7 +174,17 @@ def doctor_checks(config: ServerConfig) -> List[bool]:
         free = shutil.disk_usage(str(config.data_dir)).free / 2**30
         results.append(_check(free >= MIN_FREE_DISK_GIB, "%.0f GiB free under %s" % (free, config.data_dir),
                               "free space or move --data-dir: a 4K job needs about %.0f GiB" % MIN_FREE_DISK_GIB))
+    print("  %-8s %s" % ("info", compile_cache_state(config.data_dir / "compile-cache")))
     return results
+
+
+def compile_cache_state(cache: Path) -> str:
+    """What the next start's warm-up will cost: the compiled graphs (transformer blocks, VAE) are kept here."""
+    size = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) if cache.is_dir() else 0
+    if size == 0:
+        return ("compile cache %s is empty: the next GPU start compiles for a few minutes before it says ready "
+                "(later starts reuse it)" % cache)
+    return "compile cache %s holds %.0f MiB: a GPU start takes seconds to warm up" % (cache, size / 2**20)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -21,6 +21,17 @@ def test_doctor_names_the_fix_for_missing_weights(tmp_path):
     assert "void-server download --model-dir %s" % (tmp_path / "models") in r.stdout
     assert "ok       data dir %s writable" % (tmp_path / "data") in r.stdout
     assert "void-server download --reasoning --model-dir %s" % (tmp_path / "models") in r.stdout
+    assert "compile cache %s is empty" % (tmp_path / "data" / "compile-cache") in r.stdout
+
+
+def test_doctor_says_whether_the_compile_cache_is_warm(tmp_path):
+    from void_server.cli import compile_cache_state
+
+    cache = tmp_path / "compile-cache"
+    assert "is empty" in compile_cache_state(cache)
+    (cache / "fxgraph" / "ab").mkdir(parents=True)
+    (cache / "fxgraph" / "ab" / "graph").write_bytes(b"x" * 3 * 2**20)
+    assert "holds 3 MiB" in compile_cache_state(cache)
 
 
 def test_download_reasoning_fetches_the_vlm_and_sam2(tmp_path, monkeypatch):
