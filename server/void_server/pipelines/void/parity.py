@@ -44,7 +44,9 @@ def run_parity(case_dir: Path, out: Optional[Path] = None, device: str = "cpu") 
     window_frames = int(meta["temporal_window_size"])
     window = latent_frames(window_frames)
     seed = int(meta["seed"])
-    models = VoidModels(resolve_layout(case_dir / "model"), torch.device(device), "gpu")
+    # The plain math on any device: parity compares with the reference's eager modules, not our compiled ones.
+    models = VoidModels(resolve_layout(case_dir / "model"), torch.device(device), "gpu", compile_blocks=False,
+                        compile_vae="none")
     result: Dict[str, torch.Tensor] = {}
     ids, _, _ = embed_prompts(models, meta["prompt"], None)
     result["prompt_input_ids"] = ids[0]
