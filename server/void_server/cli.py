@@ -184,7 +184,7 @@ def compile_cache_state(cache: Path) -> str:
     if size == 0:
         return ("compile cache %s is empty: the next GPU start compiles for a few minutes before it says ready "
                 "(later starts reuse it)" % cache)
-    return "compile cache %s holds %.0f MiB: a GPU start takes seconds to warm up" % (cache, size / 2**20)
+    return "compile cache %s holds %.0f MiB: a GPU start warms up much faster" % (cache, size / 2**20)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -294,7 +294,7 @@ class PipelineHost(BackgroundHost):
     @property
     def loading_message(self) -> str:
         if any(s.state == WARMING for s in self.slots):
-            return ("loading the '%s' pipeline: warming up (compiling its graphs: minutes on a first start, seconds "
+            return ("loading the '%s' pipeline: warming up (compiling its graphs: minutes on a first start, much less "
                     "once DATA_DIR/compile-cache is warm)" % self.name)
         return super().loading_message
 

@@ -138,7 +138,7 @@ class VoidPipeline:
     @torch.no_grad()
     def warm_up(self) -> Dict[str, float]:
         """Load every model a job uses and compile every graph of a one-window job, on inputs of zeros, so the
-        first job runs at full speed; with a warm compile cache (DATA_DIR/compile-cache) this takes seconds.
+        first job runs at full speed; a warm compile cache (DATA_DIR/compile-cache) makes this much shorter.
         Runs the VAE's encode and decode, one denoising step of each pass (through the rank group when there
         is one, so every rank compiles its own shapes), T5 on the guidance's empty prompt (kept: pass 2 uses it)
         and loads RAFT. Returns seconds per stage. Clips longer than one window compile their other window
