@@ -315,9 +315,9 @@ class PipelineHost(BackgroundHost):
             log.warning("warm-up of pipeline '%s'%s failed; the first job will load what is missing", pipeline.name,
                         where, exc_info=True)
             return
-        log.info("pipeline '%s'%s warmed up in %.1f s (%s)", pipeline.name, where, sum(
-            v for k, v in timings.items() if "." not in k),
-            ", ".join("%s %.1f s" % kv for kv in timings.items() if "." not in kv[0]))
+        stages = {k: v for k, v in timings.items() if "." not in k}  # not their sub-stages (pass1.denoise)
+        log.info("pipeline '%s'%s warmed up in %.1f s (%s)", pipeline.name, where, sum(stages.values()),
+                 ", ".join("%s %.1f s" % kv for kv in stages.items()))
 
     def _all_failed(self) -> str:
         problems = [s.problem or "not loaded" for s in self.slots]

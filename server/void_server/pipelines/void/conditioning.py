@@ -151,8 +151,8 @@ def encode_mask(vae, mask: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def encode_conditioning(
     vae,
-    video01: torch.Tensor,
-    mask: torch.Tensor,
+    video01: Optional[torch.Tensor],
+    mask: Optional[torch.Tensor],
     add_noise: bool,
     seed: int,
     video_latents: Optional[torch.Tensor] = None,
@@ -164,8 +164,8 @@ def encode_conditioning(
     The video is the full, unmasked plate (the reference's zero_out_mask_region=False); the mask image is
     3-channel `1 - mask` in [0, 1], not rescaled. Both passes condition on the same plate with the same seeded
     augmentation, so pass 2 can hand in pass 1's `video_latents` (exactly what it would encode); then the
-    augmented video is not rebuilt and None is returned for it. `mask_latents` are `encode_mask(vae, mask)` when
-    the caller encoded them ahead. `augment_noise` gives the augmentation noise drawn ahead
+    augmented video is not rebuilt (`video01` may be None then) and None is returned for it. `mask_latents` are
+    `encode_mask(vae, mask)` when the caller encoded them ahead (`mask` may be None then). `augment_noise` gives the augmentation noise drawn ahead
     (`augmentation_noise`); it is asked for only after the mask is encoded, so a draw still running on its thread
     overlaps that encode."""
     if mask_latents is None:

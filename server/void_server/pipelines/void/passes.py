@@ -13,7 +13,7 @@ import torch
 
 from ..base import CancelCheck
 from ..stage_clock import StageClock
-from .conditioning import apply_mask_rule, encode_conditioning
+from .conditioning import apply_mask_rule, encode_conditioning, encode_mask
 from .decode import decode_latents
 from .denoise import OVERLAP_LATENTS, WINDOW_LATENTS, CallObserver, StepCallback, denoise
 from .fp8_linear import require as require_fp8
@@ -68,6 +68,13 @@ def embed_prompts(models: VoidModels, prompt: str, negative: Optional[str]):
 
 
 @torch.no_grad()
+def pass_mask_latents(models: VoidModels, cfg: PassConfig, mask: torch.Tensor) -> torch.Tensor:
+    """The pass's conditioning mask latents: its mask rule applied to the inverted quadmask, VAE-encoded (the VAE
+    must be on the device, `models.placement.use`)."""
+    return encode_mask(models.vae, apply_mask_rule(mask, cfg.mask_rule).to(models.device))
+
+
+@torch.no_grad()
 def run_pass(
     models: VoidModels,
     cfg: PassConfig,
@@ -95,16 +102,19 @@ def run_pass(
     an earlier pass over the same video and seed skip its encoding. `denoiser` stands in for `denoise.denoise`
     (same arguments): the pipeline's rank group runs the loop over several devices with it. `augment_noise` gives
     the conditioning video's augmentation noise drawn ahead (`conditioning.augmentation_noise`; a future's
-    `result`, asked for after the mask encode); `mask_latents` are this pass's `conditioning.encode_mask` of
-    `apply_mask_rule(mask, cfg.mask_rule)` when they were encoded ahead."""
+    `result`, asked for after the mask encode); `mask_latents` are this pass's `pass_mask_latents` when they
+    were encoded ahead."""
     if cfg.fp8_matmul:  # before any work: a clear error where float8 matmul cannot run
         require_fp8(models.device, models.placement.mode)
     vae = models.vae
     clock = clock or StageClock()
     with clock("encode"), models.placement.use(vae):
-        inpaint, augmented = encode_conditioning(
-            vae, video01.to(models.device), apply_mask_rule(mask, cfg.mask_rule).to(models.device), models.add_noise, seed,
-            video_latents, augment_noise, mask_latents)
+        if mask_latents is None:
+            mask_latents = pass_mask_latents(models, cfg, mask)
+        # Only what is still to encode goes to the device: pass 2 has pass 1's plate latents.
+        video = video01.to(models.device) if video_latents is None else None
+        inpaint, augmented = encode_conditioning(vae, video, None, models.add_noise, seed, video_latents, augment_noise,
+                                                 mask_latents)
     _, t_lat, _, h, w = inpaint.shape
     _, embeds, neg = embed_prompts(models, prompt, cfg.negative_prompt if cfg.guidance > 1.0 else None)
 

@@ -28,7 +28,7 @@ from .conditioning import MODEL_SIZE, WINDOW_FRAMES, latent_frames, padded_lengt
 from .denoise import WINDOW_LATENTS
 from .latent_noise import reference_noise_to_latents
 from .loading import VoidModels
-from .passes import PASS1, PASS2, PassConfig, run_pass
+from .passes import PASS1, PASS2, PassConfig, pass_mask_latents, run_pass
 from .weights import check_model_dir, resolve_layout
 
 Box = Tuple[int, int, int, int]
@@ -331,15 +331,12 @@ class VoidPipeline:
         """The mask latents of pass `first` and every later pass, encoded now, before pass `first` encodes its plate:
         the plate's augmentation noise may still be drawn on its thread meanwhile, and a later pass's mask (which
         depends on nothing a pass makes) then costs no time of its own."""
-        from .conditioning import apply_mask_rule, encode_mask
-
         todo = [c for c in (PASS1, PASS2)[:passes] if c.index >= first and c.index not in job.mask_latents]
         if not todo:
             return
-        vae = self.models.vae
-        with clock("masks"), self.models.placement.use(vae):
+        with clock("masks"), self.models.placement.use(self.models.vae):
             for cfg in todo:
-                job.mask_latents[cfg.index] = encode_mask(vae, apply_mask_rule(job.mask, cfg.mask_rule).to(self.models.device))
+                job.mask_latents[cfg.index] = pass_mask_latents(self.models, cfg, job.mask)
 
     def _raft_model(self):
         from .flow import load_raft
@@ -368,11 +365,10 @@ class VoidPipeline:
             notes.append("pass 2: the reference's warped noise covers one %d-frame window; this %d-frame clip uses "
                          "aligned noise for all %d latent frames" % (WINDOW_FRAMES, job.frames, t_lat))
             mode = "aligned"
-        device = self.models.device
         if mode == "reference":
-            return reference_noise_to_latents(reference_warped_noise(frames, raft, gen, device=device), t_lat, h, w)
+            return reference_noise_to_latents(reference_warped_noise(frames, raft, gen), t_lat, h, w)
         if mode == "aligned":
-            return aligned_warped_noise(frames, raft, t_lat, (h, w), gen, device=device).float().cpu().unsqueeze(0)
+            return aligned_warped_noise(frames, raft, t_lat, (h, w), gen).float().cpu().unsqueeze(0)
         raise ValueError("unknown noise mode %r (reference, aligned)" % mode)
 
     def _merge(self, inputs: PipelineInputs, quadmask: np.ndarray, job: ModelInputs, final: torch.Tensor,
