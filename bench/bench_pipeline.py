@@ -121,6 +121,20 @@ def ssim(a: np.ndarray, b: np.ndarray, where: Optional[np.ndarray] = None) -> fl
     return total / count if count else float("nan")
 
 
+def versus(res: Dict[str, object], ref: Dict[str, object], quad: np.ndarray) -> Dict[str, float]:
+    """A run's clean frames against a reference run's (the warm 1-GPU job): relative L2, PSNR and SSIM over the
+    whole frame and the edit region, the speed-up, and the pass-1 layer's relative L2 where both have one (which
+    places a difference in pass 1 or pass 2)."""
+    a, b = res["clean"], ref["clean"]
+    out = {"rel_l2_vs_warm": float(np.linalg.norm(a - b) / np.linalg.norm(b)), "psnr_vs_warm_db": psnr(a, b),
+           "psnr_vs_warm_edit_db": psnr(a, b, np.broadcast_to((quad != 255)[..., None], a.shape)),
+           "ssim_vs_warm": ssim(a, b), "ssim_vs_warm_edit": ssim(a, b, quad != 255),
+           "speedup_vs_warm": ref["total_s"] / res["total_s"]}
+    if res.get("pass1") is not None and ref.get("pass1") is not None:
+        out["rel_l2_pass1_vs_warm"] = float(np.linalg.norm(res["pass1"] - ref["pass1"]) / np.linalg.norm(ref["pass1"]))
+    return out
+
+
 _CACHE_NOTE = re.compile(r"step cache .* in (\d+) of (\d+) window steps")
 
 
@@ -134,8 +148,8 @@ def cache_hit_rate(notes: List[str]) -> Optional[float]:
 def multi_gpu_runs(args, model_dir: Path, device: str, plate, quad, common: dict, results: Dict[str, Dict[str, object]],
                    rows: List[Dict[str, object]]) -> VoidPipeline:
     """--gpus N: the same job with its denoising over N GPUs (pipelines/void/parallel/group.py), cold then warm, each
-    compared with the 1-GPU warm run (relative L2 of the clean frames; 0 when the split is exact). Peak memory is
-    rank 0's GPU only. Returns the N-GPU pipeline."""
+    compared with the 1-GPU warm run (`versus`; relative L2 0 when the split is exact). Peak memory is rank 0's GPU
+    only. Returns the N-GPU pipeline."""
     gc.collect()  # the 1-GPU pipeline is gone; GPU 0 is rank 0's now
     torch.cuda.empty_cache()
     t0 = time.perf_counter()
@@ -148,15 +162,7 @@ def multi_gpu_runs(args, model_dir: Path, device: str, plate, quad, common: dict
         row = {k: v for k, v in res.items() if k not in ("clean", "pass1")}
         row["run"] = "%d GPUs %s" % (args.gpus, run)
         if ref is not None:
-            a, b = res["clean"], ref["clean"]
-            row["rel_l2_vs_warm"] = float(np.linalg.norm(a - b) / np.linalg.norm(b))
-            row["psnr_vs_warm_db"] = psnr(a, b)
-            if res["pass1"] is not None and ref["pass1"] is not None:
-                row["rel_l2_pass1_vs_warm"] = float(np.linalg.norm(res["pass1"] - ref["pass1"]) / np.linalg.norm(ref["pass1"]))
-        if ref is not None and run == "warm":  # the end-to-end speed-up: warm against the 1-GPU warm run
-            row["psnr_vs_warm_edit_db"] = psnr(a, b, np.broadcast_to((quad != 255)[..., None], a.shape))
-            row["ssim_vs_warm"], row["ssim_vs_warm_edit"] = ssim(a, b), ssim(a, b, quad != 255)
-            row["speedup_vs_warm"] = ref["total_s"] / res["total_s"]
+            row.update(versus(res, ref, quad))
         rows.append(row)
         print(json.dumps(row, default=str), flush=True)
     return pipe
@@ -174,7 +180,7 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny random models: checks this script, measures nothing")
     ap.add_argument("--step-cache", type=float, default=0.1, help="threshold of the stepcache and fastest runs")
     ap.add_argument("--compile-vae", default=None, choices=("none", "decoder", "both"),
-                    help="the VAE parts to compile (default: the pipeline's, the decoder on a GPU)")
+                    help="the VAE parts to compile (default: the pipeline's, both in the gpu memory mode)")
     ap.add_argument("--gpus", type=int, default=1, help="also run the job over this many GPUs (after the 1-GPU runs)")
     ap.add_argument("--job-steps", default=None, metavar="P1,P2",
                     help="denoising steps of the cold/warm jobs (default the reference's 30,50); each row then also "
@@ -237,14 +243,7 @@ def main() -> None:
         row["run"] = run
         ref = results.get("warm")
         if ref is not None and run != "warm":
-            a, b = res["clean"], ref["clean"]
-            edit = np.broadcast_to((quad != 255)[..., None], a.shape)
-            row["rel_l2_vs_warm"] = float(np.linalg.norm(a - b) / np.linalg.norm(b))
-            row["psnr_vs_warm_db"] = psnr(a, b)
-            row["psnr_vs_warm_edit_db"] = psnr(a, b, edit)
-            row["ssim_vs_warm"] = ssim(a, b)
-            row["ssim_vs_warm_edit"] = ssim(a, b, quad != 255)
-            row["speedup_vs_warm"] = ref["total_s"] / res["total_s"]
+            row.update(versus(res, ref, quad))
         hit = cache_hit_rate(res["notes"])
         if hit is not None:
             row["step_cache_hit_rate"] = hit
