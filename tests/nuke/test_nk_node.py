@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import nuke
+from nk_helpers import ready_void_node
 
 
 def test_unconnected_node_lists_every_problem_and_changes_nothing(fake):
@@ -26,12 +27,7 @@ def test_unsaved_script_asks_to_save_or_pick_a_folder(fake):
 
 
 def test_unreachable_server_is_explained(fake, dead_server_url):
-    const = nuke.nodes.Constant()
-    void = nuke.createNode("VOID", inpanel=False)
-    void.setInput(0, const)
-    void.setInput(1, const)
-    void["prompt"].setValue("a clear sky")
-    void["server"].setValue(dead_server_url)
+    void = ready_void_node(dead_server_url, prompt="a clear sky")
     fake.press(void, "check_server")
     assert "Cannot reach the VOID server" in fake.messages()[-1][1]
     fake.press(void, "remove")

@@ -7,22 +7,12 @@ import os
 import pytest
 
 import nuke
+from nk_helpers import ready_void_node
 from nuke_void import jobspec, node as void_node, settings, validation
 
 FILES = {"plate": ["plate.1001.exr", "plate.1002.exr"], "target": ["target.1001.exr", "target.1002.exr"]}
 GIZMO = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                      "gizmos", "VOID.gizmo")
-
-
-def _ready_node(server_url):
-    """A VOID node with nothing wrong but the knob under test (its server is down, so nothing can be sent)."""
-    const = nuke.nodes.Constant()
-    void = nuke.createNode("VOID", inpanel=False)
-    void.setInput(0, const)
-    void.setInput(1, const)
-    void["prompt"].setValue("an empty street at dusk")
-    void["server"].setValue(server_url)
-    return void
 
 
 def _spec(void):
@@ -81,7 +71,7 @@ def test_advanced_steps_still_override_the_fastest_step_counts(fake):
 
 
 def test_unknown_speed_is_refused_naming_the_knob_before_anything_renders(fake, dead_server_url):
-    void = _ready_node(dead_server_url)
+    void = ready_void_node(dead_server_url)
     # a gizmo whose menu has an item this nuke_void does not know (e.g. a newer gizmo with an older plugin)
     void["speed"].setValues(["lossless", "fast", "fastest", "ludicrous"])
     void["speed"].setValue("ludicrous")
@@ -94,7 +84,7 @@ def test_unknown_speed_is_refused_naming_the_knob_before_anything_renders(fake, 
 
 
 def test_fastest_with_offloading_is_refused_before_anything_renders(fake, dead_server_url):
-    void = _ready_node(dead_server_url)
+    void = ready_void_node(dead_server_url)
     void["speed"].setValue("fastest")
     void["memory_mode"].setValue("sequential_offload")
     fake.press(void, "remove")
@@ -107,7 +97,7 @@ def test_a_spec_error_after_rendering_is_a_message_and_leaves_no_version(fake, m
     """Knob values the checks do not cover still reach the artist as a message (not a traceback), and the
     just-claimed version folder goes away."""
     from nuke_void import render
-    void = _ready_node(dead_server_url)
+    void = ready_void_node(dead_server_url)
     void["preset"].setValues(["draft", "reference", "ultra"])
     void["preset"].setValue("ultra")
     monkeypatch.setattr(void_node, "_check_health", lambda server: {"ready": True})
