@@ -18,7 +18,7 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .client import DEFAULT_SERVER, JobCancelledError, JobFailed, VoidClient, VoidError
-from .jobspec import MASK_MODES, PRESETS, SPEEDS, VIDEO_EXTS, SpecError, build_spec, is_video  # noqa: F401
+from .jobspec import MASK_MODES, PRESETS, SPEEDS, SpecError, build_spec, is_video
 
 _PATTERN = re.compile(r"#+|%0?\d*d")
 

@@ -17,7 +17,8 @@ from .transport import STORAGES
 
 log = logging.getLogger("void_server")
 SCAN_S = 1.0  # how often the pool looks for new GPU capacity and dead workers
-START_TIMEOUT_S = 1200.0  # a worker loads the VOID models and warms up (compiling ~5 min on a cold cache); a stuck start is dropped
+# A worker loads the VOID models and warms up (compiling ~5 min on a cold cache); a stuck start is dropped.
+START_TIMEOUT_S = 1200.0
 
 
 class ClusterView(HostView):
