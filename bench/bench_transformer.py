@@ -138,8 +138,9 @@ def main() -> None:
             model = model.float()
         t0 = time.perf_counter()
         mode = "max-autotune-no-cudagraphs" if "autotune" in variant else None
-        # "..._lean" = our processor with the auto backend order; "..._cudnn" / "..._flash" pin one SDPA backend.
-        backend = next((b for b in ("cudnn", "flash", "efficient") if variant.endswith("_" + b)), "auto" if "lean" in variant else None)
+        # "..._lean" = our processor with the auto backend order; "..._cudnn" / "..._flash" pin one SDPA backend;
+        # "..._fa4" runs FlashAttention-4 (the flash-attn-4 package, if installed).
+        backend = next((b for b in ("cudnn", "flash", "efficient", "fa4") if variant.endswith("_" + b)), "auto" if "lean" in variant else None)
         if backend is not None:
             accelerate_transformer(model, attention=backend, compile_blocks=variant.startswith("compiled"), compile_mode=mode)
         elif variant.startswith("compiled"):

@@ -6,6 +6,7 @@ import pytest
 import torch
 from scipy import stats
 
+from void_server.pipelines.void import noise_warp as nw
 from void_server.pipelines.void.noise_warp import NoiseWarper, area_downscale, upscale_flow, warp_state
 
 
@@ -125,3 +126,20 @@ def test_bad_inputs_are_clear_errors():
         warp_state(state, torch.zeros(2, 3, 3), _gen(0))
     with pytest.raises(ValueError, match="xy_mode"):
         warp_state(state, torch.zeros(2, 4, 4), _gen(0), xy_mode="int")
+
+
+@pytest.mark.parametrize("fresh_share", [0.0, 0.5, 0.97])
+def test_group_stats_equal_bincount_and_index_add(fresh_share):
+    # The contention-free sums must be the plain per-group count and mean (what bincount + index_add give).
+    g = torch.Generator().manual_seed(3)
+    n, c = 500, 4
+    group = torch.randint(0, n, (2 * n,), generator=g)
+    group[torch.rand(2 * n, generator=g) < fresh_share] = n
+    xi = torch.randn(c, 2 * n, generator=g, dtype=torch.float64)
+    counts, mean = nw.group_stats(group, xi, n)
+    want_counts = torch.bincount(group, minlength=n + 1).to(xi.dtype)
+    want_sums = torch.zeros(c, n + 1, dtype=xi.dtype).index_add_(1, group, xi)
+    used = want_counts > 0
+    assert torch.equal(counts, want_counts)
+    torch.testing.assert_close(mean[:, used], want_sums[:, used] / want_counts[used], rtol=1e-12, atol=1e-12)
+    assert torch.all(mean[:, ~used] == 0)

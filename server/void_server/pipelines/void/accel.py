@@ -24,7 +24,32 @@ import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 
-ATTENTION_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")
+ATTENTION_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math", "fa4")
+_fa4_op = None
+
+
+def fa4_attention_op():
+    """FlashAttention-4 (the `flash-attn-4` package: CuTe DSL kernels, FA3's algorithm on Hopper) as a torch custom
+    op on (B, S, heads, d) tensors, so compiled blocks keep it whole. Exact attention like SDPA's backends; an
+    optional extra (`pip install flash-attn-4 'nvidia-cutlass-dsl[cu13]'`), never needed."""
+    global _fa4_op
+    if _fa4_op is None:
+        try:
+            from flash_attn.cute import flash_attn_func
+        except ImportError as exc:
+            raise RuntimeError("attention backend 'fa4' needs the flash-attn-4 package (%s)" % exc) from exc
+
+        @torch.library.custom_op("void::fa4_attention", mutates_args=())
+        def fa4_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            out = flash_attn_func(q, k, v, causal=False)
+            return (out[0] if isinstance(out, tuple) else out).contiguous()
+
+        @fa4_attention.register_fake
+        def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            return torch.empty_like(q)
+
+        _fa4_op = fa4_attention
+    return _fa4_op
 
 
 def _sdpa_backends(name: str) -> List[object]:
@@ -65,7 +90,8 @@ class FastCogVideoXAttnProcessor:
 
     def __init__(self, backend: str = "auto") -> None:
         self.backend = backend
-        self._backends = _sdpa_backends(backend)
+        self._fa4 = fa4_attention_op() if backend == "fa4" else None
+        self._backends = None if self._fa4 is not None else _sdpa_backends(backend)
 
     def __call__(
         self,
@@ -93,9 +119,12 @@ class FastCogVideoXAttnProcessor:
             k = attn.norm_k(k)
         if image_rotary_emb is not None:
             q, k = rope_video_tokens(q, k, text_len, image_rotary_emb, not attn.is_cross_attention)
-        with sdpa_kernel(self._backends, set_priority=True):
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False)
-        out = attn.to_out[0](out.transpose(1, 2).reshape(b, n, -1))
+        if self._fa4 is not None:
+            out = self._fa4(*(t.transpose(1, 2).contiguous() for t in (q, k, v)))
+        else:
+            with sdpa_kernel(self._backends, set_priority=True):
+                out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False).transpose(1, 2)
+        out = attn.to_out[0](out.reshape(b, n, -1))
         return out[:, text_len:], out[:, :text_len]
 
 

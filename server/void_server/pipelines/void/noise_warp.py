@@ -53,6 +53,26 @@ def _init_like(state: torch.Tensor) -> torch.Tensor:
     return init
 
 
+def group_stats(group: torch.Tensor, xi: torch.Tensor, fresh: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Member count (fresh + 1,) and mean of xi (c, fresh + 1) per group id in [0, fresh]; id `fresh` is the big group.
+
+    The fresh group takes most of the elements (every pulled sample that a push replaces), so summing it with
+    atomic adds would send millions of them to one address each step, serialised on a GPU; it is summed by a
+    reduction instead, and its elements add zeros to slots of their own in the scatter (no host sync either, unlike
+    bincount). Empty groups get a mean of 0: nothing gathers them."""
+    is_fresh = group == fresh
+    member = (~is_fresh).to(xi.dtype)
+    slot = torch.where(is_fresh, torch.arange(group.numel(), device=group.device) % fresh, group)
+    counts = torch.zeros(fresh, device=xi.device, dtype=xi.dtype).index_add_(0, slot, member)
+    xi_member = xi * member
+    sums = torch.zeros((xi.shape[0], fresh), device=xi.device, dtype=xi.dtype).index_add_(1, slot, xi_member)
+    n_fresh = (1 - member).sum()
+    fresh_sum = (xi - xi_member).sum(1)  # exact per element: xi where fresh, 0 elsewhere
+    counts = torch.cat([counts, n_fresh[None]])
+    sums = torch.cat([sums, fresh_sum[:, None]], dim=1)
+    return counts, sums / counts.clamp(min=1)
+
+
 def warp_state(
     state: torch.Tensor, flow: torch.Tensor, generator: torch.Generator, xy_mode: str = "none"
 ) -> torch.Tensor:
@@ -99,10 +119,9 @@ def warp_state(
         torch.where(pushed_inside, torch.arange(n, device=dev), fresh),
         torch.where(pulled_inside & ~pushed, src, fresh),
     ])
-    counts = torch.bincount(group, minlength=n + 1).to(flat.dtype)
     both = torch.cat([shrink, expand], dim=1)
     xi = torch.randn(both[W + 1:].shape, generator=generator, device=dev, dtype=flat.dtype)
-    group_mean = torch.zeros((xi.shape[0], n + 1), device=dev, dtype=flat.dtype).index_add_(1, group, xi) / counts
+    counts, group_mean = group_stats(group, xi, fresh)
     per_pixel = counts[group]
     both[W + 1:] = both[W + 1:] / per_pixel.sqrt() + (xi - group_mean[:, group])
     both[W] = both[W] / per_pixel
