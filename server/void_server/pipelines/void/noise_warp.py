@@ -43,7 +43,11 @@ def upscale_flow(flow: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     if (h, w) == tuple(size):
         return flow
     out = F.interpolate(flow[None], size=size, mode="bilinear", align_corners=False)[0]
-    return out * torch.tensor([size[1] / w, size[0] / h], dtype=out.dtype, device=out.device)[:, None, None]
+    # Scaled per axis by Python numbers: a small tensor made from a list would be a blocking host-to-device copy,
+    # which made every warp step wait for the previous one (docs/performance.md).
+    out[X] *= size[1] / w
+    out[Y] *= size[0] / h
+    return out
 
 
 def _init_like(state: torch.Tensor) -> torch.Tensor:
