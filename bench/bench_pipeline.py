@@ -6,6 +6,9 @@ object) goes through quadmask -> pass 1 -> warped noise -> pass 2 -> plate-resol
 
   cold      first job: loads every model, compiles the transformer blocks
   warm      the same job again with the models resident: the headline figure
+  sdpa      the same job with diffusers' own attention processor instead of `--attention`'s choice (with auto on a
+            Hopper GPU that has flash-attn-4: FlashAttention-4 against SDPA, same weights); run it twice, as its first
+            job recompiles the blocks
   eager     the same job with compilation off (torch.compiler.set_stance("force_eager")): plain bf16 diffusers math,
             to show the compiled output equals it (relative L2 of the clean frames) and what compilation buys
   steps     lossy option: fewer denoising steps (20 + 25 instead of 30 + 50)
@@ -21,6 +24,7 @@ figures here only show the procedure, not quality.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import math
@@ -28,7 +32,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 import re
 
@@ -145,6 +149,24 @@ def cache_hit_rate(notes: List[str]) -> Optional[float]:
     return sum(h for h, _ in counts) / calls if calls else None
 
 
+@contextlib.contextmanager
+def diffusers_attention(pipe: VoidPipeline) -> Iterator[None]:
+    """The job with diffusers' own attention processor in both transformers (whatever `--attention` chose), the
+    processors given back after: the same loaded weights, so outputs and times compare."""
+    from diffusers.models.attention_processor import CogVideoXAttnProcessor2_0
+
+    blocks = [b.attn1 for p in (1, 2) for b in pipe.models.transformer(p).transformer_blocks]
+    before = [a.processor for a in blocks]
+    plain = CogVideoXAttnProcessor2_0()
+    for a in blocks:
+        a.set_processor(plain)
+    try:
+        yield
+    finally:
+        for a, proc in zip(blocks, before):
+            a.set_processor(proc)
+
+
 def multi_gpu_runs(args, model_dir: Path, device: str, plate, quad, common: dict, results: Dict[str, Dict[str, object]],
                    rows: List[Dict[str, object]]) -> VoidPipeline:
     """--gpus N: the same job with its denoising over N GPUs (pipelines/void/parallel/group.py), cold then warm, each
@@ -154,6 +176,7 @@ def multi_gpu_runs(args, model_dir: Path, device: str, plate, quad, common: dict
     torch.cuda.empty_cache()
     t0 = time.perf_counter()
     pipe = VoidPipeline(model_dir, device=device, memory_mode=args.memory_mode, gpus=args.gpus, compile_vae=args.compile_vae,
+                        attention=args.attention,
                         **(dict(model_size=(64, 112), window_frames=21) if args.smoke else {}))
     rows.append({"run": "construct pipeline, %d GPUs" % args.gpus, "total_s": time.perf_counter() - t0})
     ref = results.get("warm") or results.get("cold")
@@ -181,6 +204,8 @@ def main() -> None:
     ap.add_argument("--step-cache", type=float, default=0.1, help="threshold of the stepcache and fastest runs")
     ap.add_argument("--compile-vae", default=None, choices=("none", "decoder", "both"),
                     help="the VAE parts to compile (default: the pipeline's, both in the gpu memory mode)")
+    ap.add_argument("--attention", default="auto",
+                    help="the pipeline's attention option (auto: FlashAttention-4 where installed, else SDPA)")
     ap.add_argument("--gpus", type=int, default=1, help="also run the job over this many GPUs (after the 1-GPU runs)")
     ap.add_argument("--job-steps", default=None, metavar="P1,P2",
                     help="denoising steps of the cold/warm jobs (default the reference's 30,50); each row then also "
@@ -207,6 +232,7 @@ def main() -> None:
     plate, quad = synthetic_clip(args.frames, h, w)
     t0 = time.perf_counter()
     pipe = VoidPipeline(model_dir, device=device, memory_mode=args.memory_mode, compile_vae=args.compile_vae,
+                        attention=args.attention,
                         **(dict(model_size=(64, 112), window_frames=21) if args.smoke else {}))
     rows.append({"run": "construct pipeline", "total_s": time.perf_counter() - t0})
     results: Dict[str, Dict[str, object]] = {}
@@ -220,6 +246,9 @@ def main() -> None:
         workdir = Path("/tmp/void-bench-jobs") / ("%s-%s" % (run, time.time()))
         if run in ("cold", "warm"):
             res = run_job(pipe, plate, quad, workdir, **common)
+        elif run == "sdpa":
+            with diffusers_attention(pipe):
+                res = run_job(pipe, plate, quad, workdir, **common)
         elif run == "eager":
             with torch.compiler.set_stance("force_eager"):
                 res = run_job(pipe, plate, quad, workdir, **common)

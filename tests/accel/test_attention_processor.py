@@ -92,3 +92,35 @@ def test_fa4_backend_without_its_package_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "flash_attn.cute", None)  # import fails as if not installed
     with pytest.raises(RuntimeError, match="flash-attn-4"):
         FastCogVideoXAttnProcessor("fa4")
+
+
+def test_attention_option_resolves(monkeypatch):
+    from void_server.pipelines.void import accel
+
+    cpu = torch.device("cpu")
+    assert accel.resolve_attention("auto", cpu) is None  # diffusers' processor where FlashAttention-4 cannot run
+    assert accel.resolve_attention("sdpa", cpu) is None
+    assert accel.resolve_attention("cudnn", cpu) == "cudnn"
+    with pytest.raises(ValueError, match="unknown attention 'fastest'"):
+        accel.resolve_attention("fastest", cpu)
+    monkeypatch.setattr(accel, "fa4_usable", lambda device: True)
+    assert accel.resolve_attention("auto", torch.device("cuda")) == "fa4"
+
+
+def test_sequence_parallel_keeps_the_transformers_attention(monkeypatch):
+    # Ulysses replaces the processors for a pass; it must run the attention the transformer had (FlashAttention-4
+    # on a GPU that has it), not fall back to SDPA, and give the old processors back afterwards.
+    from void_server.pipelines.void import accel
+    from void_server.pipelines.void.parallel.plan import Axis
+    from void_server.pipelines.void.parallel.ulysses import UlyssesAttnProcessor, sequence_parallel
+
+    monkeypatch.setattr(accel, "_fa4_op", lambda q, k, v: q)
+    model = accelerate_transformer(_tiny_transformer(), attention="fa4", compile_blocks=False)
+    before = [b.attn1.processor for b in model.transformer_blocks]
+    with sequence_parallel(model, Axis(rank=0, size=2)):
+        during = [b.attn1.processor for b in model.transformer_blocks]
+        assert all(isinstance(p, UlyssesAttnProcessor) and p.attend is before[0].attend for p in during)
+    assert [b.attn1.processor for b in model.transformer_blocks] == before
+    plain = _tiny_transformer()
+    with sequence_parallel(plain, Axis(rank=0, size=2)):
+        assert plain.transformer_blocks[0].attn1.processor.attend.backend is None  # SDPA, torch's choice

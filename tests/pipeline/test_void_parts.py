@@ -286,3 +286,19 @@ def test_vae_compile_parts_wrap_the_modules_and_keep_the_output(tiny_model_dir):
     assert VoidModels(layout, torch.device("cpu"), compile_vae="both").compile_vae == "both"
     with pytest.raises(ValueError, match="compile_vae"):
         VoidModels(layout, torch.device("cpu"), compile_vae="yes")
+
+
+def test_models_take_the_attention_option(tiny_model_dir, monkeypatch):
+    from void_server.pipelines.void import accel
+    from void_server.pipelines.void.loading import VoidModels
+
+    layout = resolve_layout(tiny_model_dir)
+    assert VoidModels(layout, torch.device("cpu")).attention is None
+    assert VoidModels(layout, torch.device("cpu")).describe()["attention"] == "sdpa"
+    with pytest.raises(ValueError, match="unknown attention"):
+        VoidModels(layout, torch.device("cpu"), attention="fastest")
+    # A backend asked for is installed on every block, also without compilation.
+    monkeypatch.setattr(accel, "_fa4_op", lambda q, k, v: q.transpose(1, 2))
+    models = VoidModels(layout, torch.device("cpu"), attention="fa4")
+    blocks = models.transformer(1).transformer_blocks
+    assert all(b.attn1.processor.backend == "fa4" for b in blocks)

@@ -85,13 +85,59 @@ def rope_video_tokens(q: torch.Tensor, k: torch.Tensor, text_len: int, rotary: T
     return q, k
 
 
+def fa4_usable(device: torch.device) -> bool:
+    """Whether FlashAttention-4 can run on `device`: installed, and a Hopper or Blackwell GPU (its kernels' targets)."""
+    if device.type != "cuda":
+        return False
+    try:
+        fa4_attention_op()  # first: without the package no GPU is touched (models load lazily)
+    except RuntimeError:
+        return False
+    return torch.cuda.get_device_capability(device)[0] in (9, 10)
+
+
+def resolve_attention(name: str, device: torch.device) -> Optional[str]:
+    """The attention the transformers run, from the `attention` pipeline option: 'auto' takes FlashAttention-4 where
+    it is installed and the GPU runs it (0.321 vs 0.355 s per forward on an H100, equal output to bf16 rounding:
+    docs/performance.md), else diffusers' own processor (None); 'sdpa' keeps diffusers' processor; any other name
+    is a backend of `FastCogVideoXAttnProcessor`."""
+    if name == "auto":
+        return "fa4" if fa4_usable(device) else None
+    if name == "sdpa":
+        return None
+    if name not in ATTENTION_BACKENDS:
+        raise ValueError("unknown attention %r (auto, sdpa, %s)" % (name, ", ".join(ATTENTION_BACKENDS)))
+    if name == "fa4":
+        fa4_attention_op()  # a clear error now, not at the first job
+    return name
+
+
+class ExactAttention:
+    """softmax(q k^T / sqrt(d)) v for (B, heads, S, d) q, k, v -> (B, S, heads, d), by one backend: SDPA's (in a
+    priority order, or torch's own choice for None) or FlashAttention-4, whose native layout this output is."""
+
+    def __init__(self, backend: Optional[str] = None) -> None:
+        self.backend = backend
+        self._fa4 = fa4_attention_op() if backend == "fa4" else None
+        self._backends = _sdpa_backends(backend) if backend not in (None, "fa4") else None
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self._fa4 is not None:
+            return self._fa4(*(t.transpose(1, 2).contiguous() for t in (q, k, v)))
+        if self._backends is None:
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False).transpose(1, 2)
+        from torch.nn.attention import sdpa_kernel
+
+        with sdpa_kernel(self._backends, set_priority=True):
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False).transpose(1, 2)
+
+
 class FastCogVideoXAttnProcessor:
     """Drop-in for diffusers' CogVideoXAttnProcessor2_0 (same inputs, outputs and math)."""
 
     def __init__(self, backend: str = "auto") -> None:
         self.backend = backend
-        self._fa4 = fa4_attention_op() if backend == "fa4" else None
-        self._backends = None if self._fa4 is not None else _sdpa_backends(backend)
+        self.attend = ExactAttention(backend)
 
     def __call__(
         self,
@@ -101,8 +147,6 @@ class FastCogVideoXAttnProcessor:
         attention_mask: Optional[torch.Tensor] = None,
         image_rotary_emb: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        from torch.nn.attention import sdpa_kernel
-
         if attention_mask is not None:
             raise NotImplementedError("CogVideoX runs without an attention mask")
         text_len = encoder_hidden_states.size(1)
@@ -119,12 +163,7 @@ class FastCogVideoXAttnProcessor:
             k = attn.norm_k(k)
         if image_rotary_emb is not None:
             q, k = rope_video_tokens(q, k, text_len, image_rotary_emb, not attn.is_cross_attention)
-        if self._fa4 is not None:
-            out = self._fa4(*(t.transpose(1, 2).contiguous() for t in (q, k, v)))
-        else:
-            with sdpa_kernel(self._backends, set_priority=True):
-                out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False).transpose(1, 2)
-        out = attn.to_out[0](out.reshape(b, n, -1))
+        out = attn.to_out[0](self.attend(q, k, v).reshape(b, n, -1))
         return out[:, text_len:], out[:, :text_len]
 
 

@@ -201,7 +201,8 @@ class VoidModels:
     """Tokenizer, T5, VAE and the two pass transformers of one model dir, loaded lazily and placed per memory mode."""
 
     def __init__(self, layout: ModelLayout, device: torch.device, memory_mode: str = "auto",
-                 compile_blocks: Optional[bool] = None, compile_vae: Optional[str] = None) -> None:
+                 compile_blocks: Optional[bool] = None, compile_vae: Optional[str] = None,
+                 attention: str = "auto") -> None:
         self.layout = layout
         self.placement = Placement(device, memory_mode)
         # Block compilation (accel.py) is lossless and 1.38x faster on the GPU; it is skipped where weights are
@@ -219,6 +220,10 @@ class VoidModels:
         if compile_vae not in VAE_COMPILE_PARTS:
             raise ValueError("compile_vae must be one of %s, not %r" % (", ".join(VAE_COMPILE_PARTS), compile_vae))
         self.compile_vae = compile_vae if self.placement.mode in ("gpu", "model_offload", "fp8") else "none"
+        from .accel import resolve_attention
+
+        # None = diffusers' own attention processor; "fa4" where FlashAttention-4 is installed and runs here.
+        self.attention = resolve_attention(attention, device)
         self.dtype = self.placement.dtype
         _, self.add_noise = read_transformer_config(layout.base)
         self._vae = None
@@ -276,10 +281,10 @@ class VoidModels:
                 self._transformers.clear()  # one transformer's hooks at a time keeps host memory at one copy
             model = load_transformer(self.layout, pass_index, self.placement.load_device, self.dtype)
             model = self.placement.prepare(model, is_transformer=True)
-            if self.compile_blocks:
+            if self.compile_blocks or self.attention is not None:
                 from .accel import accelerate_transformer
 
-                accelerate_transformer(model)
+                accelerate_transformer(model, attention=self.attention, compile_blocks=self.compile_blocks)
             self._transformers[pass_index] = model
         return self._transformers[pass_index]
 
@@ -294,6 +299,7 @@ class VoidModels:
             "memory_mode": self.placement.mode,
             "compiled_blocks": self.compile_blocks,
             "compiled_vae": self.compile_vae,
+            "attention": self.attention or "sdpa",
             "loaded": sorted(["vae"] * (self._vae is not None) + ["text_encoder"] * (self._text is not None)
                              + ["transformer_pass%d" % p for p in self._transformers]),
         }

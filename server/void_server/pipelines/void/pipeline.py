@@ -62,10 +62,11 @@ class VoidPipeline:
     def __init__(self, model_dir: Path, device: Optional[str] = None, memory_mode: str = "auto",
                  model_size: Tuple[int, int] = MODEL_SIZE, window_frames: int = WINDOW_FRAMES,
                  reasoner: Optional[object] = None, compile_blocks: Optional[bool] = None, gpus: int = 1,
-                 rank_timeout_s: float = 600.0, compile_vae: Optional[str] = None) -> None:
+                 rank_timeout_s: float = 600.0, compile_vae: Optional[str] = None, attention: str = "auto") -> None:
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.layout = resolve_layout(Path(model_dir))
-        self.models = VoidModels(self.layout, dev, memory_mode, compile_blocks=compile_blocks, compile_vae=compile_vae)
+        self.models = VoidModels(self.layout, dev, memory_mode, compile_blocks=compile_blocks, compile_vae=compile_vae,
+                                 attention=attention)
         self.model_size = (int(model_size[0]), int(model_size[1]))
         self.window_frames = int(window_frames)
         self.reasoner = reasoner
@@ -95,6 +96,7 @@ class VoidPipeline:
             window_frames=int(options.get("window_frames", WINDOW_FRAMES)),
             compile_blocks=options.get("compile"),
             compile_vae=options.get("compile_vae"),
+            attention=str(options.get("attention", "auto")),
             gpus=int(getattr(config, "gpus_per_worker", 1) or 1),
             rank_timeout_s=float(options.get("rank_timeout_s", 600.0)),
         )
@@ -107,7 +109,8 @@ class VoidPipeline:
 
         try:
             group = RankGroup(self.layout.root, gpus, self.models.device, self.models.placement.mode,
-                              self.models.compile_blocks, timeout_s=timeout_s)
+                              self.models.compile_blocks, timeout_s=timeout_s,
+                              attention=self.models.attention or "sdpa")
             group.start()
         except (ValueError, RankGroupError) as e:
             raise PipelineUnavailable("multi-GPU pipeline (gpus_per_worker=%d) cannot start: %s" % (gpus, e))

@@ -17,9 +17,8 @@ import contextlib
 from typing import Iterator, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 
-from ..accel import rope_video_tokens
+from ..accel import ExactAttention, rope_video_tokens
 from .plan import Axis
 
 
@@ -45,10 +44,12 @@ class _Shards:
 
 
 class UlyssesAttnProcessor:
-    """Same math as diffusers' CogVideoXAttnProcessor2_0, over a sharded video sequence."""
+    """Same math as diffusers' CogVideoXAttnProcessor2_0, over a sharded video sequence. `attend` is the exact
+    attention the transformer ran before (FlashAttention-4 where it had it), else SDPA."""
 
-    def __init__(self, shards: _Shards) -> None:
+    def __init__(self, shards: _Shards, attend: Optional[ExactAttention] = None) -> None:
         self.shards = shards
+        self.attend = attend or ExactAttention()
 
     def __call__(
         self,
@@ -84,7 +85,7 @@ class UlyssesAttnProcessor:
         q, k, v = full.unbind(0)
         if image_rotary_emb is not None:
             q, k = rope_video_tokens(q, k, text_len, image_rotary_emb, not attn.is_cross_attention)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False).transpose(1, 2)  # (b, L+S, hp, d)
+        out = self.attend(q, k, v)  # (b, L+S, hp, d)
         text_out = torch.cat(axis.all_gather(out[:, :text_len]), dim=2)  # every head of the text tokens
         # sequence -> heads: rank j gets its shard of the tokens for this rank's heads
         starts = [sum(sizes[:j]) for j in range(p)]
@@ -103,8 +104,8 @@ def sequence_parallel(transformer: torch.nn.Module, axis: Axis) -> Iterator[torc
         return
     blocks = transformer.transformer_blocks
     shards = _Shards(axis)
-    processor = UlyssesAttnProcessor(shards)
     previous = [blk.attn1.processor for blk in blocks]
+    processor = UlyssesAttnProcessor(shards, getattr(previous[0], "attend", None))
 
     def shard(_module, args, kwargs):
         hidden = kwargs["hidden_states"]
