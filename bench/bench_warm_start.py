@@ -44,7 +44,13 @@ def one_start(args: argparse.Namespace) -> Dict[str, object]:
     first = pipe.warm_up()
     again = pipe.warm_up()
     pipe.close()
-    return {"load_s": loaded, "warm_up_s": first, "warm_up_total_s": _total(first), "second_warm_up_s": again,
+    from torch._dynamo.utils import compile_times, counters
+
+    # where a start's compile time goes: dynamo's per-phase totals and the inductor caches' hits and misses
+    print(compile_times(repr="str", aggregate=True), file=sys.stderr, flush=True)
+    return {"inductor_counters": {k: v for k, v in counters["inductor"].items() if "cache" in k},
+            "attention": m.attention or "sdpa",
+            "load_s": loaded, "warm_up_s": first, "warm_up_total_s": _total(first), "second_warm_up_s": again,
             "second_warm_up_total_s": _total(again), "compiled_vae": m.compile_vae, "compiled_blocks": m.compile_blocks}
 
 
@@ -75,7 +81,9 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--child", "--cache", cache, "--model-dir", args.model_dir,
                    "--gpus", str(args.gpus)] + (["--smoke"] if args.smoke else [])
             t0 = time.perf_counter()
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            out = done.stdout
+            print("\n".join(line for line in done.stderr.splitlines() if "warn" not in line.lower())[-3000:], flush=True)
             row = json.loads(next(line[7:] for line in out.splitlines() if line.startswith("RESULT ")))
             row.update(start=name, process_s=time.perf_counter() - t0)
             rows.append(row)
