@@ -68,3 +68,21 @@ def test_a_second_server_on_the_same_data_dir_is_refused(testing_server):
                        timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert r.returncode == 2
     assert "another void-server is already using the data dir" in r.stderr
+
+
+def test_doctor_says_which_attention_runs(monkeypatch):
+    import torch
+
+    from void_server.cli import attention_state
+    from void_server.pipelines.void import accel
+
+    monkeypatch.setattr(accel, "_fa4_op", None)
+    monkeypatch.setitem(sys.modules, "flash_attn.cute", None)  # not installed
+    said = attention_state()
+    assert said.startswith("attention: SDPA") and accel.FA4_INSTALL in said
+    monkeypatch.setattr(accel, "_fa4_op", lambda q, k, v: q)  # installed ...
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # ... but no GPU to run it
+    assert "Hopper and Blackwell GPUs only" in attention_state()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(accel, "fa4_usable", lambda device: True)
+    assert attention_state() == "attention: FlashAttention-4"

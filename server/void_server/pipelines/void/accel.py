@@ -25,19 +25,21 @@ import torch.nn.functional as F
 log = logging.getLogger(__name__)
 
 ATTENTION_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math", "fa4")
+# cu13 for torch's CUDA 13 builds; a CUDA 12 torch takes plain nvidia-cutlass-dsl (install.sh picks)
+FA4_INSTALL = "pip install 'flash-attn-4>=4.0.0b36' 'nvidia-cutlass-dsl[cu13]>=4.8'"
 _fa4_op = None
 
 
 def fa4_attention_op():
     """FlashAttention-4 (the `flash-attn-4` package: CuTe DSL kernels, FA3's algorithm on Hopper) as a torch custom
     op on (B, S, heads, d) tensors, so compiled blocks keep it whole. Exact attention like SDPA's backends; an
-    optional extra (`pip install flash-attn-4 'nvidia-cutlass-dsl[cu13]'`), never needed."""
+    optional extra (`FA4_INSTALL`; install.sh adds it on Hopper and Blackwell GPUs), never needed."""
     global _fa4_op
     if _fa4_op is None:
         try:
             from flash_attn.cute import flash_attn_func
         except ImportError as exc:
-            raise RuntimeError("attention backend 'fa4' needs the flash-attn-4 package (%s)" % exc) from exc
+            raise RuntimeError("attention backend 'fa4' needs the flash-attn-4 package (%s): %s" % (exc, FA4_INSTALL)) from exc
 
         @torch.library.custom_op("void::fa4_attention", mutates_args=())
         def fa4_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
