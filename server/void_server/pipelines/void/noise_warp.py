@@ -53,7 +53,7 @@ def upscale_flow(flow: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
 def _init_like(state: torch.Tensor) -> torch.Tensor:
     """A fresh pixel's state: no offset, ω = 1, noise 0 (filled by the re-Gaussianisation)."""
     init = torch.zeros((state.shape[0], 1, 1), dtype=state.dtype, device=state.device)
-    init[W] = 1
+    init[W].fill_(1)  # fill_ takes the number as a kernel argument; `init[W] = 1` goes through a host tensor
     return init
 
 
@@ -113,8 +113,7 @@ def warp_state(
     shrink = torch.where(pushed_inside, flat, init)
     residual = torch.stack([px - tx, py - ty]) if xy_mode == "float" else torch.zeros(2, n, device=dev, dtype=flat.dtype)
     shrink[:W] = torch.where(pushed_inside, residual, shrink[:W])
-    pushed = torch.zeros(n, dtype=torch.bool, device=dev)
-    pushed[target] = True
+    pushed = torch.zeros(n, dtype=torch.bool, device=dev).index_fill_(0, target, True)
     # Where a push arrives, the pulled sample is dropped (it becomes a fresh placeholder, never used).
     expand = torch.where(pushed, init, expand)
 
