@@ -184,17 +184,16 @@ def attention_state() -> str:
     try:
         import torch
 
-        from .pipelines.void.accel import FA4_INSTALL, fa4_attention_op, fa4_usable
+        from .pipelines.void.accel import FA4_NOT_INSTALLED, fa4_unusable_reason
     except ImportError as e:
         return "attention: unknown (%s)" % e
-    try:
-        fa4_attention_op()
-    except RuntimeError:
+    why = fa4_unusable_reason(torch.device("cuda"))
+    if why is None:
+        return "attention: FlashAttention-4 (its self-check against SDPA passed on this GPU)"
+    if why == FA4_NOT_INSTALLED:
         return ("attention: SDPA. FlashAttention-4 (about 10%% faster end to end on Hopper and Blackwell GPUs, same "
-                "output to bf16 rounding) is not installed: %s" % FA4_INSTALL)
-    if not (torch.cuda.is_available() and fa4_usable(torch.device("cuda"))):
-        return "attention: SDPA (FlashAttention-4 is installed but runs on Hopper and Blackwell GPUs only)"
-    return "attention: FlashAttention-4"
+                "output to bf16 rounding) is not installed: %s" % why.split("(", 1)[1].rstrip(")"))
+    return "attention: SDPA (FlashAttention-4 is installed but not used: %s)" % why
 
 
 def compile_cache_state(cache: Path) -> str:

@@ -124,3 +124,34 @@ def test_sequence_parallel_keeps_the_transformers_attention(monkeypatch):
     plain = _tiny_transformer()
     with sequence_parallel(plain, Axis(rank=0, size=2)):
         assert plain.transformer_blocks[0].attn1.processor.attend.backend is None  # SDPA, torch's choice
+
+
+def test_fa4_self_check_catches_a_failing_or_wrong_kernel(monkeypatch):
+    import torch.nn.functional as F
+
+    from void_server.pipelines.void import accel
+
+    cpu = torch.device("cpu")
+
+    def exact(q, k, v):  # (B, S, heads, d) in and out, like the real op
+        return F.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v))).transpose(1, 2)
+
+    def broken(q, k, v):
+        raise RuntimeError("JIT compile failed")
+
+    monkeypatch.setattr(accel, "_fa4_op", exact)
+    assert accel.fa4_self_check(cpu) is None
+    monkeypatch.setattr(accel, "_fa4_op", lambda q, k, v: exact(q, k, v) * 1.1)
+    assert "differs from SDPA" in accel.fa4_self_check(cpu)
+    monkeypatch.setattr(accel, "_fa4_op", broken)
+    assert "JIT compile failed" in accel.fa4_self_check(cpu)
+    # auto then falls back to SDPA on that GPU (once per device, with a warning), instead of failing every job
+    monkeypatch.setattr(accel, "_fa4_checked", {})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(accel, "fa4_self_check", lambda device: "JIT compile failed")
+    assert accel.resolve_attention("auto", torch.device("cuda")) is None
+    monkeypatch.setattr(accel, "fa4_self_check", lambda device: None)
+    assert accel.resolve_attention("auto", torch.device("cuda")) is None  # the first verdict holds for the device
+    monkeypatch.setattr(accel, "_fa4_checked", {})
+    assert accel.resolve_attention("auto", torch.device("cuda")) == "fa4"

@@ -82,7 +82,10 @@ def test_doctor_says_which_attention_runs(monkeypatch):
     assert said.startswith("attention: SDPA") and accel.FA4_INSTALL in said
     monkeypatch.setattr(accel, "_fa4_op", lambda q, k, v: q)  # installed ...
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # ... but no GPU to run it
-    assert "Hopper and Blackwell GPUs only" in attention_state()
+    assert "installed but not used: it runs on CUDA GPUs only" in attention_state()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(accel, "fa4_usable", lambda device: True)
-    assert attention_state() == "attention: FlashAttention-4"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(accel, "_fa4_checked", {"cuda": "it differs from SDPA by rel. L2 0.5 on a test input"})
+    assert "not used: it differs from SDPA" in attention_state()
+    monkeypatch.setattr(accel, "_fa4_checked", {"cuda": None})
+    assert attention_state().startswith("attention: FlashAttention-4")

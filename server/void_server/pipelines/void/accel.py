@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -88,15 +88,49 @@ def rope_video_tokens(q: torch.Tensor, k: torch.Tensor, text_len: int, rotary: T
     return q, k
 
 
-def fa4_usable(device: torch.device) -> bool:
-    """Whether FlashAttention-4 can run on `device`: installed, and a Hopper or Blackwell GPU (its kernels' targets)."""
-    if device.type != "cuda":
-        return False
+_fa4_checked: Dict[str, Optional[str]] = {}
+
+
+def fa4_self_check(device: torch.device) -> Optional[str]:
+    """None if FlashAttention-4 runs on `device` and agrees with float32 SDPA on a small input (bf16 rounding), else
+    why not. An optional kernel built at run time (CuTe DSL) must not be able to break a server's jobs: `auto` asks
+    this once per device and falls back to SDPA on any failure."""
+    g = torch.Generator(device).manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 256, 64, device=device, dtype=torch.bfloat16, generator=g) for _ in range(3))
+    try:
+        got = ExactAttention("fa4")(q, k, v).float()
+    except Exception as e:  # any failure of the optional kernel means: use SDPA
+        return "%s: %s" % (type(e).__name__, e)
+    want = ExactAttention(None)(q.float(), k.float(), v.float())
+    err = float((got - want).norm() / want.norm()) if got.shape == want.shape else float("inf")
+    return None if err < 2e-2 else "it differs from SDPA by rel. L2 %.3g on a test input" % err
+
+
+FA4_NOT_INSTALLED = "flash-attn-4 is not installed (%s)" % FA4_INSTALL
+
+
+def fa4_unusable_reason(device: torch.device) -> Optional[str]:
+    """None where FlashAttention-4 runs on `device`: installed, a Hopper or Blackwell GPU (its kernels' targets), and
+    its self-check passed there (once per device); else why not."""
     try:
         fa4_attention_op()  # first: without the package no GPU is touched (models load lazily)
     except RuntimeError:
-        return False
-    return torch.cuda.get_device_capability(device)[0] in (9, 10)
+        return FA4_NOT_INSTALLED
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return "it runs on CUDA GPUs only"
+    if torch.cuda.get_device_capability(device)[0] not in (9, 10):
+        return "it runs on Hopper and Blackwell GPUs only"
+    key = str(device)
+    if key not in _fa4_checked:
+        _fa4_checked[key] = fa4_self_check(device)
+        if _fa4_checked[key] is not None:
+            log.warning("FlashAttention-4 is installed but not used on %s (%s); attention runs on SDPA",
+                        device, _fa4_checked[key])
+    return _fa4_checked[key]
+
+
+def fa4_usable(device: torch.device) -> bool:
+    return fa4_unusable_reason(device) is None
 
 
 def resolve_attention(name: str, device: torch.device) -> Optional[str]:
