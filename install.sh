@@ -67,9 +67,10 @@ if [ "$client_only" = 0 ]; then
   # (docs/performance.md). Optional: without it the server runs SDPA, so a failed install is only a note.
   cap="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | cut -d. -f1 || true)"
   if [ "$cap" = 9 ] || [ "$cap" = 10 ]; then
-    cu="$("$venv/bin/python" -c 'import torch; print("cu13" if (torch.version.cuda or "").startswith("13") else "cu12")')"
+    # the CuTe DSL's CUDA 12 libraries come by default; a CUDA 13 torch also needs its cu13 extra
+    dsl="$("$venv/bin/python" -c 'import torch; print("[cu13]" if (torch.version.cuda or "").startswith("13") else "")')"
     say "Hopper/Blackwell GPU: installing FlashAttention-4 (optional)"
-    "${pip[@]}" --quiet "flash-attn-4>=4.0.0b36" "nvidia-cutlass-dsl[$cu]>=4.8" \
+    "${pip[@]}" --quiet "flash-attn-4>=4.0.0b36" "nvidia-cutlass-dsl$dsl>=4.8" \
       || say "FlashAttention-4 did not install; the server runs SDPA attention (void-server doctor says which)"
   fi
 fi
