@@ -5,7 +5,7 @@ Same math as diffusers' `CogVideoXAttnProcessor2_0`; what changes is how it is e
   write into a slice (which costs a copy of q and k per block and stops fusion);
 - attention runs on the fastest exact SDPA backend available, cuDNN first on Hopper (13% faster than the default
   flash path at VOID's 11,314 tokens, docs/performance.md), or on FlashAttention-4 where it is installed (24%
-  faster than cuDNN's; the `attention` pipeline option, `resolve_attention`);
+  less time than cuDNN's on an H100; the `attention` pipeline option, `resolve_attention`);
 - each transformer block is compiled with `torch.compile` (diffusers' CogVideoX has no `_repeated_blocks`, so we
   compile the blocks ourselves); 42 identical blocks share one compiled graph, and inductor's on-disk cache
   (`compile_cache_dir`) makes a warm server start skip the compile.
