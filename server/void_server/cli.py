@@ -184,7 +184,7 @@ def attention_state() -> str:
     try:
         import torch
 
-        from .pipelines.void.accel import FA4_NOT_INSTALLED, fa4_unusable_reason
+        from .pipelines.void.accel import FA4_INSTALL, FA4_NOT_INSTALLED, fa4_unusable_reason
     except ImportError as e:
         return "attention: unknown (%s)" % e
     why = fa4_unusable_reason(torch.device("cuda"))
@@ -192,7 +192,7 @@ def attention_state() -> str:
         return "attention: FlashAttention-4 (its self-check against SDPA passed on this GPU)"
     if why == FA4_NOT_INSTALLED:
         return ("attention: SDPA. FlashAttention-4 (about 10%% faster end to end on Hopper and Blackwell GPUs, same "
-                "output to bf16 rounding) is not installed: %s" % why.split("(", 1)[1].rstrip(")"))
+                "output to bf16 rounding) is not installed: %s" % FA4_INSTALL)
     return "attention: SDPA (FlashAttention-4 is installed but not used: %s)" % why
 
 
