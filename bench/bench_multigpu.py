@@ -24,6 +24,7 @@ import time
 
 import torch
 import torch.distributed as dist
+from full_size import rel_l2
 
 PLANS = {  # name -> (cfg, windows, sequence) degrees over 2 GPUs
     "guidance_split": (2, 1, 1),
@@ -87,8 +88,6 @@ class PairUnbatched:
         return (torch.cat(rows),)
 
 
-def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).norm() / b.norm()).item()
 
 
 def max_rel(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -16,6 +16,12 @@ from void_server.pipelines.void.tiny import TRANSFORMER_CONFIGS
 FULL_TRANSFORMER: Dict[str, object] = dict(TRANSFORMER_CONFIGS["full"], in_channels=VOID_IN_CHANNELS)
 
 
+def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b||, in float32: how the benches compare a variant's output with its yardstick."""
+    a, b = a.float(), b.float()
+    return float((a - b).norm() / b.norm())
+
+
 def random_init_(model: torch.nn.Module, device: torch.device, dtype: torch.dtype, seed: int) -> torch.nn.Module:
     """Fill a meta-initialised model with small random weights directly on `device` (norm weights 1, biases 0),
     scaled so 42 residual blocks stay finite."""
