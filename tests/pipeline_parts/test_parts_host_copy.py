@@ -37,3 +37,19 @@ def test_lend_and_restore_keep_values_and_the_host_tensors():
     home.restore()
     assert [p.data_ptr() for p in m.parameters()] + [m.scale.data_ptr()] == host_ptrs
     assert torch.equal(m(x), before)  # ...the host copy is what the module has again
+
+
+def test_a_dropped_model_leaves_the_placement_with_its_host_copy():
+    # Placement keys the host copies weakly by module: the copy must not keep its own key alive.
+    import gc
+    import weakref
+
+    from void_server.pipelines.void.loading import Placement
+
+    placement = Placement(torch.device("cpu"), "gpu")
+    m = torch.nn.Linear(3, 3)
+    gone = weakref.ref(m)
+    placement._host_copies[m] = HostCopy(m, pin=False)
+    del m
+    gc.collect()
+    assert gone() is None and len(placement._host_copies) == 0

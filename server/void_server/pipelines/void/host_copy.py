@@ -20,7 +20,8 @@ class HostCopy:
     """The host-side home of one module's tensors (parameters and buffers, shared ones once)."""
 
     def __init__(self, module: torch.nn.Module, pin: bool = True) -> None:
-        self.module = module
+        # No reference to `module` itself: Placement keeps these in a WeakKeyDictionary keyed by the module, which
+        # a value holding its key would keep alive for ever.
         tensors: List[torch.Tensor] = []
         seen = set()
         for t in list(module.parameters()) + list(module.buffers()):
