@@ -214,6 +214,11 @@ def compile_cache_dir(root: Path) -> Path:
     return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
 
 
+def _allow_recompiles() -> None:
+    """Our static graphs (one per shape) outnumber dynamo's default limit of 8 recompiles per code object."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+
+
 def accelerate_transformer(
     transformer: torch.nn.Module,
     attention: Optional[str] = None,
@@ -229,9 +234,8 @@ def accelerate_transformer(
         for block in transformer.transformer_blocks:
             block.attn1.set_processor(processor)
     if compile_blocks:
-        # One graph per window length x batch (1, or the CFG pair) x bf16 or float8 linears (fp8_linear.py):
-        # more variants than dynamo's default limit of 8 recompiles per code object.
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        # One graph per window length x batch (1, or the CFG pair) x bf16 or float8 linears (fp8_linear.py).
+        _allow_recompiles()
         for block in transformer.transformer_blocks:
             # dynamic=False: window lengths are few (a full window, perhaps one shorter last window), so a
             # specialised graph per length beats a symbolic one.
@@ -252,7 +256,7 @@ def compile_vae(vae: torch.nn.Module, parts: str = "decoder", backend: str = "in
     is (2.0e-2 vs 2.8e-2, 5.7e-4 vs 7.2e-4 relative L2): lossless in the issue's sense."""
     if parts not in VAE_COMPILE_PARTS:
         raise ValueError("unknown VAE compile parts %r (one of %s)" % (parts, ", ".join(VAE_COMPILE_PARTS)))
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    _allow_recompiles()
     for name in VAE_COMPILE_PARTS[parts]:
         setattr(vae, name, torch.compile(getattr(vae, name), dynamic=False, backend=backend))
     log.info("VAE compiled: %s", parts)

@@ -213,15 +213,13 @@ class VoidModels:
         # The whole VAE compiles with the blocks in the `gpu` mode (2x faster, and closer to float32 than eager
         # bf16); its compiled decode takes 5 GiB more at its peak, so the memory-saving modes keep it eager unless
         # asked.
-        from .accel import VAE_COMPILE_PARTS
+        from .accel import VAE_COMPILE_PARTS, resolve_attention
 
         if compile_vae is None:
             compile_vae = "both" if compile_blocks and self.placement.mode == "gpu" else "none"
         if compile_vae not in VAE_COMPILE_PARTS:
             raise ValueError("compile_vae must be one of %s, not %r" % (", ".join(VAE_COMPILE_PARTS), compile_vae))
         self.compile_vae = compile_vae if self.placement.mode in ("gpu", "model_offload", "fp8") else "none"
-        from .accel import resolve_attention
-
         # None = diffusers' own attention processor; "fa4" where FlashAttention-4 is installed and runs here.
         self.attention = resolve_attention(attention, device)
         self.dtype = self.placement.dtype
