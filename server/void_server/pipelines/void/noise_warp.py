@@ -70,7 +70,7 @@ def group_stats(group: torch.Tensor, xi: torch.Tensor, fresh: int) -> Tuple[torc
     counts = torch.zeros(fresh, device=xi.device, dtype=xi.dtype).index_add_(0, slot, member)
     xi_member = xi * member
     sums = torch.zeros((xi.shape[0], fresh), device=xi.device, dtype=xi.dtype).index_add_(1, slot, xi_member)
-    n_fresh = (1 - member).sum()
+    n_fresh = is_fresh.sum().to(xi.dtype)
     fresh_sum = (xi - xi_member).sum(1)  # exact per element: xi where fresh, 0 elsewhere
     counts = torch.cat([counts, n_fresh[None]])
     sums = torch.cat([sums, fresh_sum[:, None]], dim=1)
