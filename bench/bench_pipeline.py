@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 
 from void_server.media.frames import ArrayFrames, MemorySink  # noqa: E402
 from void_server.pipelines.base import PipelineInputs, PipelineSettings  # noqa: E402
+from void_server.pipelines.void.accel import VAE_COMPILE_PARTS  # noqa: E402
 from void_server.pipelines.void.pipeline import VoidPipeline  # noqa: E402
 from void_server.pipelines.void.tiny import build_random_model_dir  # noqa: E402
 
@@ -202,7 +203,7 @@ def main() -> None:
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny random models: checks this script, measures nothing")
     ap.add_argument("--step-cache", type=float, default=0.1, help="threshold of the stepcache and fastest runs")
-    ap.add_argument("--compile-vae", default=None, choices=("none", "decoder", "both"),
+    ap.add_argument("--compile-vae", default=None, choices=tuple(VAE_COMPILE_PARTS),
                     help="the VAE parts to compile (default: the pipeline's, both in the gpu memory mode)")
     ap.add_argument("--attention", default="auto",
                     help="the pipeline's attention option (auto: FlashAttention-4 where installed, else SDPA)")

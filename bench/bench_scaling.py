@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_pipeline import run_job, synthetic_clip  # noqa: E402
+from void_server.pipelines.void.accel import VAE_COMPILE_PARTS  # noqa: E402
 from void_server.pipelines.void.pipeline import VoidPipeline  # noqa: E402
 from void_server.pipelines.void.tiny import build_random_model_dir  # noqa: E402
 
@@ -70,7 +71,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="denoising steps per pass (at least 2)")
     ap.add_argument("--model-dir", default="/tmp/void-full")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
-    ap.add_argument("--compile-vae", default=None, choices=("none", "decoder", "both"),
+    ap.add_argument("--compile-vae", default=None, choices=tuple(VAE_COMPILE_PARTS),
                     help="memory runs: the VAE parts to compile (default: the pipeline's for each mode)")
     ap.add_argument("--repeat", type=int, default=1, help="memory runs: jobs per mode, the last one recorded")
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny random models: checks this script, measures nothing")
