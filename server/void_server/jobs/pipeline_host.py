@@ -315,7 +315,9 @@ class PipelineHost(BackgroundHost):
             log.warning("warm-up of pipeline '%s'%s failed; the first job will load what is missing", pipeline.name,
                         where, exc_info=True)
             return
-        stages = {k: v for k, v in timings.items() if "." not in k}  # not their sub-stages (pass1.denoise)
+        from ..pipelines.stage_clock import top_level  # (imports torch: only where a pipeline warms up)
+
+        stages = top_level(timings)
         log.info("pipeline '%s'%s warmed up in %.1f s (%s)", pipeline.name, where, sum(stages.values()),
                  ", ".join("%s %.1f s" % kv for kv in stages.items()))
 

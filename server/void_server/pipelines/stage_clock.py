@@ -12,6 +12,11 @@ from typing import Dict, Iterator, Optional
 import torch
 
 
+def top_level(timings: Dict[str, float]) -> Dict[str, float]:
+    """The stages of a timings table without their sub-stages (`pass1`, not `pass1.denoise`, which it includes)."""
+    return {k: v for k, v in timings.items() if "." not in k}
+
+
 class StageClock:
     def __init__(self, timings: Optional[Dict[str, float]] = None, prefix: str = "") -> None:
         self.timings: Dict[str, float] = timings if timings is not None else {}
