@@ -60,18 +60,23 @@ def test_unknown_backend_is_refused():
         FastCogVideoXAttnProcessor("fastest")
 
 
-def test_fa4_backend_is_wired_in_its_own_layout(monkeypatch):
-    # FlashAttention-4 takes and returns (B, S, heads, d); stand in an exact attention of that layout (the kernel
-    # itself needs a GPU) and check the processor still matches diffusers.
+def _bshd_attention(q, k, v):
+    """Exact attention in FlashAttention-4's own layout, (B, S, heads, d) in and out: its stand-in on the CPU (the
+    kernel itself needs a GPU)."""
     import torch.nn.functional as F
 
+    return F.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v))).transpose(1, 2)
+
+
+def test_fa4_backend_is_wired_in_its_own_layout(monkeypatch):
+    # FlashAttention-4 takes and returns (B, S, heads, d): with the stand-in, the processor must still match diffusers.
     from void_server.pipelines.void import accel
 
     calls = []
 
     def bshd_attention(q, k, v):
         calls.append(q.shape)
-        return F.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v))).transpose(1, 2)
+        return _bshd_attention(q, k, v)
 
     monkeypatch.setattr(accel, "_fa4_op", bshd_attention)
     model = _tiny_transformer()
@@ -127,14 +132,10 @@ def test_sequence_parallel_keeps_the_transformers_attention(monkeypatch):
 
 
 def test_fa4_self_check_catches_a_failing_or_wrong_kernel(monkeypatch):
-    import torch.nn.functional as F
-
     from void_server.pipelines.void import accel
 
     cpu = torch.device("cpu")
-
-    def exact(q, k, v):  # (B, S, heads, d) in and out, like the real op
-        return F.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v))).transpose(1, 2)
+    exact = _bshd_attention
 
     def broken(q, k, v):
         raise RuntimeError("JIT compile failed")
