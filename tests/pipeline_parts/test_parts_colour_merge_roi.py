@@ -1,6 +1,7 @@
-"""Colour conversion, the plate-resolution merge and the ROI box: pure numpy, no model."""
+"""Colour conversion, the plate-resolution merge and the ROI box: no model."""
 import numpy as np
 import pytest
+import torch
 
 from void_server.pipelines.void.colour import from_model, srgb_eotf, srgb_oetf, to_model
 from void_server.pipelines.void.merge import edit_alpha, merge_frame, merge_layers
@@ -9,47 +10,53 @@ from void_server.pipelines.void.roi import choose_roi
 # ---------------------------------------------------------------- colour
 
 
+def _oetf(x):
+    return srgb_oetf(torch.from_numpy(np.asarray(x, np.float32))).numpy()
+
+
 def test_srgb_curve_known_values():
-    assert srgb_oetf(np.float32(0.18)) == pytest.approx(0.4614, abs=1e-3)  # mid grey
-    assert srgb_oetf(np.float32(1.0)) == pytest.approx(1.0, abs=1e-6)
-    assert srgb_oetf(np.float32(0.001)) == pytest.approx(0.01292, abs=1e-6)  # linear toe
+    assert _oetf(np.float32([0.18]))[0] == pytest.approx(0.4614, abs=1e-3)  # mid grey
+    assert _oetf(np.float32([1.0]))[0] == pytest.approx(1.0, abs=1e-6)
+    assert _oetf(np.float32([0.001]))[0] == pytest.approx(0.01292, abs=1e-6)  # linear toe
 
 
 @pytest.mark.parametrize("encoding", ["linear", "srgb"])
 def test_colour_round_trip_inside_unit_range(encoding):
     x = np.random.default_rng(0).random((32, 32, 3), dtype=np.float32)
-    y = from_model(to_model(x, encoding), encoding)
+    y = from_model(to_model(torch.from_numpy(x), encoding).numpy(), encoding)
     assert y.dtype == np.float32
     np.testing.assert_allclose(y, x, atol=2e-6)
-    np.testing.assert_allclose(srgb_eotf(srgb_oetf(x)), x, atol=2e-6)
+    np.testing.assert_allclose(srgb_eotf(_oetf(x)), x, atol=2e-6)
 
 
-def test_colour_curves_are_bit_identical_to_their_textbook_form():
-    # The curves are written in place for speed; they must still be exactly the piecewise formulas.
+def test_colour_curves_equal_their_textbook_form():
+    # The model-side curve is torch's float32 (on the model's device), the merge-side one numpy's written in place:
+    # both must be the piecewise formulas, to float32 rounding (the decode back is bit-exact with its formula).
     rng = np.random.default_rng(3)
     x = np.concatenate([rng.random(20000, dtype=np.float32), np.linspace(0, 0.05, 5001, dtype=np.float32),
                         np.float32([0.0031308, 0.04045, 0.0, 1.0])])
-    oetf = np.where(x <= 0.0031308, x * 12.92, 1.055 * np.power(x, 1.0 / 2.4) - 0.055).astype(np.float32)
+    x64 = x.astype(np.float64)
+    oetf = np.where(x64 <= 0.0031308, x64 * 12.92, 1.055 * np.power(x64, 1.0 / 2.4) - 0.055)
     eotf = np.where(x <= 0.04045, x / 12.92, np.power((x + 0.055) / 1.055, 2.4)).astype(np.float32)
-    assert np.array_equal(srgb_oetf(x).view(np.uint32), oetf.view(np.uint32))
+    np.testing.assert_allclose(_oetf(x), oetf, rtol=0, atol=3e-7)
     assert np.array_equal(srgb_eotf(x).view(np.uint32), eotf.view(np.uint32))
     y = np.concatenate([x * 3 - 1, np.float32([np.nan, np.inf, -np.inf])]).reshape(-1, 1, 3)
     clipped = np.clip(np.nan_to_num(y, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
-    expected = np.where(clipped <= 0.0031308, clipped * 12.92, 1.055 * np.power(clipped, 1.0 / 2.4) - 0.055)
-    assert np.array_equal(to_model(y, "linear").view(np.uint32), expected.astype(np.float32).view(np.uint32))
-    assert np.array_equal(to_model(y, "srgb"), clipped)
+    expected = np.where(clipped <= 0.0031308, clipped * 12.92, 1.055 * np.power(clipped.astype(np.float64), 1.0 / 2.4) - 0.055)
+    np.testing.assert_allclose(to_model(torch.from_numpy(y), "linear").numpy(), expected, rtol=0, atol=3e-7)
+    assert np.array_equal(to_model(torch.from_numpy(y), "srgb").numpy(), clipped)
 
 
 def test_to_model_clips_out_of_range_for_the_model_only():
-    x = np.array([[[-0.5, 4.0, np.nan]]], np.float32)
+    x = torch.tensor([[[-0.5, 4.0, float("nan")]]])
     m = to_model(x, "linear")
-    assert m.min() >= 0 and m.max() <= 1 and np.isfinite(m).all()
-    assert x[0, 0, 1] == 4.0  # input untouched
+    assert m.min() >= 0 and m.max() <= 1 and torch.isfinite(m).all()
+    assert x[0, 0, 1] == 4.0 and torch.isnan(x[0, 0, 2])  # input untouched
 
 
 def test_unknown_encoding_is_a_clear_error():
     with pytest.raises(ValueError, match="encoding"):
-        to_model(np.zeros((2, 2, 3), np.float32), "rec709")
+        to_model(torch.zeros((2, 2, 3)), "rec709")
 
 
 # ---------------------------------------------------------------- merge

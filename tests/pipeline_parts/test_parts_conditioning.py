@@ -3,7 +3,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from void_server.pipelines.void.conditioning import pingpong_pad, prepare_mask, prepare_video, quantise
+import warnings
+
+import pytest
+
+from void_server.pipelines.void.colour import to_model
+from void_server.pipelines.void.conditioning import pingpong_pad, prepare_mask, prepare_video, quantise_levels
+from void_server.reasoning.combine import quantise
 
 
 class _Lazy:
@@ -39,3 +45,29 @@ def test_video_and_mask_equal_the_serial_per_frame_loop_and_the_whole_clip_resiz
     resized = [F.interpolate(torch.from_numpy(q.astype(np.float32))[None, None], size=size, mode="area")[0, 0] for q in quad]
     expected = torch.stack([255.0 - torch.from_numpy(quantise(r.numpy())).float() for r in resized])[None, None]
     assert torch.equal(mask, pingpong_pad(expected, length) / 255.0)
+
+
+def test_plate_colour_is_converted_at_plate_resolution_before_the_resize():
+    # What the pipeline hands in: half-float plate frames, read-only (a memory-mapped read) and cropped (strided),
+    # HDR values and NaN included. The model sees to_model of the plate, area-resized.
+    rng = np.random.default_rng(1)
+    full = (rng.random((5, 40, 70, 4), dtype=np.float32) * 3 - 1).astype(np.float16)
+    full[0, 3, 4, 0] = np.nan
+    full.setflags(write=False)
+    crop = full[:, 4:36, 6:62, :3]
+    size, length = (16, 28), 21
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "not writable" warning would be a copy we did not make ourselves
+        video = prepare_video(crop, size, length, encoding="linear", device=torch.device("cpu"))
+    plate = torch.from_numpy(crop.astype(np.float32))
+    want = F.interpolate(to_model(plate, "linear").permute(0, 3, 1, 2), size=size, mode="area").permute(1, 0, 2, 3)
+    torch.testing.assert_close(video[0, :, :5], want, atol=1e-6, rtol=0)
+    assert video.dtype == torch.float32 and torch.isfinite(video).all() and 0 <= video.min() <= video.max() <= 1
+    assert video.shape == (1, 3, length) + size
+    assert np.isnan(full[0, 3, 4, 0])  # the plate itself is untouched
+
+
+@pytest.mark.parametrize("values", [np.arange(256, dtype=np.float32), np.linspace(0, 255, 1021, dtype=np.float32)])
+def test_mask_levels_equal_the_quadmask_quantiser(values):
+    # The model's mask quantises on the device; the quadmask reader's quantiser is numpy: the same thresholds.
+    assert np.array_equal(quantise_levels(torch.from_numpy(values)).numpy(), quantise(values).astype(np.float32))

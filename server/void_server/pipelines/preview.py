@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
+import torch
 
 from ..reasoning.combine import KEEP
 from ..reasoning.quadmask import build_quadmask
@@ -55,7 +56,8 @@ def _holes(quadmask: np.ndarray, hw: Tuple[int, int], box) -> np.ndarray:
 def _frame(plate_frame: np.ndarray, encoding: str, hw: Tuple[int, int], box) -> np.ndarray:
     """Plate frame -> display-referred uint8 RGB at working resolution."""
     rgb = plate_frame[..., :3] if box is None else plate_frame[box[1]:box[3], box[0]:box[2], :3]
-    small = cv2.resize(to_model(rgb, encoding), (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(to_model(torch.from_numpy(np.array(rgb, np.float32)), encoding).numpy(), (hw[1], hw[0]),
+                       interpolation=cv2.INTER_AREA)
     return np.round(small * 255).astype(np.uint8)
 
 

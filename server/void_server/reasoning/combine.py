@@ -12,6 +12,8 @@ import numpy as np
 
 REMOVE, OVERLAP, AFFECTED, KEEP = 0, 63, 127, 255
 QUADMASK_VALUES = (REMOVE, OVERLAP, AFFECTED, KEEP)
+# The reference's thresholds for lossy (video-coded or resized) values: up to each bound, that level; above all, KEEP.
+QUANTISE_BOUNDS = ((31, REMOVE), (95, OVERLAP), (191, AFFECTED))
 MATTE_THRESHOLD = 0.5  # a matte pixel counts as set above this (soft roto edges split down the middle)
 
 
@@ -40,9 +42,8 @@ def quantise(values: np.ndarray) -> np.ndarray:
     """Lossy (video-coded or resized) quadmask values -> exact levels, with the reference's thresholds."""
     v = np.asarray(values, dtype=np.float32)
     q = np.full(v.shape, KEEP, np.uint8)
-    q[v <= 191] = AFFECTED
-    q[v <= 95] = OVERLAP
-    q[v <= 31] = REMOVE
+    for bound, level in reversed(QUANTISE_BOUNDS):
+        q[v <= bound] = level
     return q
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...reasoning.combine import quantise
+from ...reasoning.combine import KEEP, QUANTISE_BOUNDS
+from .colour import to_model
 from .loading import execution_device
 
 MODEL_SIZE = (384, 672)  # (H, W) the model was trained at
@@ -57,38 +58,58 @@ def area_resize(frames: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
 
 
 def _map_frames(frames: Union[np.ndarray, Sequence[np.ndarray]], fn: Callable[[np.ndarray], torch.Tensor]) -> List[torch.Tensor]:
-    """[fn(frame) for each frame], in order, on the frame pool: fetching a lazy frame (plate read, crop, colour
-    conversion at plate resolution) and `fn`'s area resize are per-frame work that was ~10 s of a 1080p job done
-    serially. Each frame's result is what the serial loop gives: the same operations on the same data."""
+    """[fn(frame) for each frame], in order, on the frame pool: fetching a lazy frame (plate read, crop) and its
+    upload overlap across frames. Each frame's result is what the serial loop gives: the same operations on the
+    same data."""
     from ..frame_pool import ordered_map
 
     return list(ordered_map(lambda i: fn(np.asarray(frames[i])), len(frames)))
 
 
-def _video_frame(f: np.ndarray, size: Tuple[int, int]) -> torch.Tensor:
-    v = torch.from_numpy(np.array(f[..., :3]))
+def _tensor(f: np.ndarray, device: Optional[torch.device]) -> torch.Tensor:
+    """A frame as a tensor on `device`, in its own dtype (a half-float plate uploads half the bytes); copied on
+    the host only where torch cannot share it (a strided crop, a read-only memory map)."""
+    return torch.from_numpy(np.require(f, requirements=("C", "W"))).to(device or "cpu")
+
+
+def _video_frame(f: np.ndarray, size: Tuple[int, int], encoding: Optional[str], device: Optional[torch.device]) -> torch.Tensor:
+    v = _tensor(f[..., :3], device)
     v = v.float() / 255.0 if v.dtype == torch.uint8 else v.float()
+    if encoding is not None:
+        v = to_model(v, encoding)
     return area_resize(v.permute(2, 0, 1).unsqueeze(0), size)[0]
 
 
-def _mask_frame(f: np.ndarray, size: Tuple[int, int]) -> torch.Tensor:
-    q = area_resize(torch.from_numpy(np.array(f, dtype=np.float32))[None, None], size)[0, 0]
-    return 255.0 - torch.from_numpy(quantise(q.numpy())).float()
+def quantise_levels(q: torch.Tensor) -> torch.Tensor:
+    """`reasoning.combine.quantise` for a float tensor on any device: the four quadmask levels, as floats."""
+    out = torch.full_like(q, float(KEEP))
+    for bound, level in reversed(QUANTISE_BOUNDS):
+        out = torch.where(q <= bound, float(level), out)
+    return out
 
 
-def prepare_video(frames: Union[np.ndarray, Sequence[np.ndarray]], size: Tuple[int, int], length: int) -> torch.Tensor:
-    """T frames (H, W, >=3) uint8, or float in [0, 1] -> (1, 3, length, *size) float32 in [0, 1], stretched and
-    ping-pong padded. Frames are resized one at a time (a 4K clip never sits in memory whole); torch's area
-    resize works per plane, so this equals the reference's whole-clip call."""
-    out = _map_frames(frames, lambda f: _video_frame(f, size))
+def _mask_frame(f: np.ndarray, size: Tuple[int, int], device: Optional[torch.device]) -> torch.Tensor:
+    q = area_resize(_tensor(f, device).float()[None, None], size)[0, 0]
+    return 255.0 - quantise_levels(q)
+
+
+def prepare_video(frames: Union[np.ndarray, Sequence[np.ndarray]], size: Tuple[int, int], length: int,
+                  encoding: Optional[str] = None, device: Optional[torch.device] = None) -> torch.Tensor:
+    """T frames (H, W, >=3) uint8, or float -> (1, 3, length, *size) float32 in [0, 1] on `device` (default CPU),
+    stretched and ping-pong padded. `encoding` ("linear", "srgb": colour.to_model) converts a plate to what the
+    model sees, at plate resolution, before the resize; None takes frames already in [0, 1]. Frames are converted
+    and resized one at a time (a 4K clip never sits in memory whole); torch's area resize works per plane, so this
+    equals the reference's whole-clip call."""
+    out = _map_frames(frames, lambda f: _video_frame(f, size, encoding, device))
     return pingpong_pad(torch.stack(out, dim=1).unsqueeze(0), length, dim=2)
 
 
-def prepare_mask(quadmask: Union[np.ndarray, Sequence[np.ndarray]], size: Tuple[int, int], length: int) -> torch.Tensor:
-    """T quadmask frames (H, W), values 0..255 -> (1, 1, length, *size) inverted mask (255 - q) / 255, values in
-    {0, .502, .753, 1}. Area-resized first, then quantised to the four levels (so object edges gain thin 63/127
-    rings, as in the reference)."""
-    out = _map_frames(quadmask, lambda f: _mask_frame(f, size))
+def prepare_mask(quadmask: Union[np.ndarray, Sequence[np.ndarray]], size: Tuple[int, int], length: int,
+                 device: Optional[torch.device] = None) -> torch.Tensor:
+    """T quadmask frames (H, W), values 0..255 -> (1, 1, length, *size) inverted mask (255 - q) / 255 on `device`,
+    values in {0, .502, .753, 1}. Area-resized first, then quantised to the four levels (so object edges gain thin
+    63/127 rings, as in the reference)."""
+    out = _map_frames(quadmask, lambda f: _mask_frame(f, size, device))
     return pingpong_pad(torch.stack(out)[None, None], length, dim=2) / 255.0
 
 
