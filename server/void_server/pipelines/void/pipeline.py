@@ -143,9 +143,9 @@ class VoidPipeline:
         """Load every model a job uses and compile every graph of a one-window job, on inputs of zeros, so the
         first job runs at full speed; a warm compile cache (DATA_DIR/compile-cache) makes this much shorter.
         Runs the VAE's encode and decode, one denoising step of each pass (through the rank group when there
-        is one, so every rank compiles its own shapes), T5 on the guidance's empty prompt (kept: pass 2 uses it)
-        and loads RAFT. Returns seconds per stage. Clips longer than one window compile their other window
-        length on first use."""
+        is one, so every rank compiles its own shapes), T5 on the guidance's empty prompt (kept: pass 2 uses it),
+        loads RAFT and warps the default (reference) pass-2 noise one step. Returns seconds per stage. Clips longer
+        than one window compile their other window length, and aligned noise its warp size, on first use."""
         from .conditioning import vae_encode
         from .decode import decode_latents
         from .denoise import denoise
@@ -169,8 +169,13 @@ class VoidPipeline:
                     run(transformer, m.scheduler(cfg.scheduler), latents, inpaint, empty, empty if guided else None,
                         cfg.guidance, 1, t_lat)
         if self.layout.raft is not None and self.layout.raft.is_file():
+            from .warped_noise import warm_up_reference_warp
+
             with clock("raft"):
                 self._raft_model()
+            if dev.type == "cuda":  # only there is the warp compiled; a CPU step at this size is ~20 s of nothing
+                with clock("noise_warp"):
+                    warm_up_reference_warp(dev)
         self.warmed_up = clock.timings
         return self.warmed_up
 
@@ -244,8 +249,10 @@ class VoidPipeline:
         return self.reasoner
 
     def _model_inputs(self, inputs: PipelineInputs, quadmask: np.ndarray) -> ModelInputs:
-        """Plate and quadmask -> model resolution: ROI crop, display-referred colour, area stretch, ping-pong pad."""
-        from .colour import to_model
+        """Plate and quadmask -> model resolution: ROI crop, display-referred colour, area stretch, ping-pong pad.
+        Frames are read and cropped on the host; the colour conversion and resize run on the GPU where every model
+        is resident ("gpu" memory mode: 2.2 s of a 1080p job in numpy on 16 cores, docs/performance.md), else on
+        the CPU, so the offload modes' memory stays what it was."""
         from .roi import choose_roi
 
         plate = inputs.plate
@@ -254,8 +261,9 @@ class VoidPipeline:
         x0, y0, x1, y1 = box if box is not None else (0, 0, plate.width, plate.height)
         length = self._padded_length(n)
         encoding = inputs.settings.input_encoding
-        video = prepare_video(_Lazy(lambda i: to_model(plate[i][y0:y1, x0:x1, :3], encoding), n), self.model_size, length)
-        mask = prepare_mask(_Lazy(lambda i: quadmask[i][y0:y1, x0:x1], n), self.model_size, length)
+        device = self.models.placement.load_device
+        video = prepare_video(_Lazy(lambda i: plate[i][y0:y1, x0:x1, :3], n), self.model_size, length, encoding, device)
+        mask = prepare_mask(_Lazy(lambda i: quadmask[i][y0:y1, x0:x1], n), self.model_size, length, device)
         return ModelInputs(frames=n, length=length, box=box, video=video, mask=mask)
 
     def _padded_length(self, frames: int) -> int:
