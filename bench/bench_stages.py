@@ -1,7 +1,8 @@
 """The non-transformer stages at VOID's full size on the GPU: VAE encode, our reference-chunked decode, and pass 2's
 warped noise (reference noise maker and the aligned variant), random weights. Prints a table, writes JSON.
 
-    python3 bench/bench_stages.py [--frames 85] [--vae-variants channels_last,compile]
+    python3 bench/bench_stages.py [--frames 85] [--vae-variants channels_last,compile] [--skip-vae]
+                                  [--eager-warp] [--profile-warp]
 
 --vae-variants times the VAE again with its weights and activations in channels-last-3d layout, and/or with the
 encoder and decoder compiled, each compared with the default (relative L2). The warped-noise rows also time RAFT's
@@ -10,13 +11,15 @@ the second GPU (as a rank group's pipeline runs it)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, Iterator, List
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
@@ -75,7 +78,8 @@ def vae_variant_rows(vae, variant: str, video: torch.Tensor, z: torch.Tensor, re
     torch.cuda.empty_cache()
 
 
-def profile_warp(device: torch.device, rows: List[Dict[str, object]], steps: int = 5, size=(1920, 2880)) -> None:
+def profile_warp(device: torch.device, rows: List[Dict[str, object]], steps: int = 5, size=(1920, 2880),
+                 label: str = "noise warp, one step (profiled)") -> None:
     """One warp step of the reference's noise (16 noise + 3 state channels at 1920x2880, a smooth flow of a few
     pixels): wall time per step, and the operators that take the GPU's and the host's time (a host sync shows as
     CPU time with no GPU time behind it)."""
@@ -99,7 +103,7 @@ def profile_warp(device: torch.device, rows: List[Dict[str, object]], steps: int
     ops = prof.key_averages()
     gpu = sorted(ops, key=lambda e: -(getattr(e, "self_device_time_total", 0) or 0))[:12]
     host = sorted(ops, key=lambda e: -e.self_cpu_time_total)[:8]
-    res = {"stage": "noise warp, one step (profiled)", "s": wall, "first_s": wall,
+    res = {"stage": label, "s": wall, "first_s": wall,
            "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
            "gpu_ms_per_step": {e.key[:80]: round((getattr(e, "self_device_time_total", 0) or 0) / 1e3 / steps, 3) for e in gpu},
            "host_ms_per_step": {e.key[:80]: round(e.self_cpu_time_total / 1e3 / steps, 3) for e in host}}
@@ -107,31 +111,9 @@ def profile_warp(device: torch.device, rows: List[Dict[str, object]], steps: int
     print(json.dumps(res), flush=True)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--frames", type=int, default=85)
-    ap.add_argument("--out", default=os.environ.get("OUT", "."))
-    ap.add_argument("--vae-variants", default="", help="comma list of: channels_last, compile")
-    ap.add_argument("--profile-warp", action="store_true",
-                    help="also profile the Go-with-the-Flow warp at the reference's state size (the noise stage's cost)")
-    ap.add_argument("--fp32-reference", action="store_true",
-                    help="also run the VAE in float32 and report every bf16 variant's distance from it")
-    args = ap.parse_args()
-    device = torch.device("cuda")
-    from accelerate import init_empty_weights
-    from diffusers import AutoencoderKLCogVideoX
-
-    with init_empty_weights():
-        vae = AutoencoderKLCogVideoX(scaling_factor=0.7)
-    vae = random_init_(vae, device, torch.bfloat16, seed=0)
-    video = torch.rand(1, 3, args.frames, 384, 672, device=device)
-    rows: List[Dict[str, object]] = []
-
-    def row(name: str, res: Dict[str, float]) -> None:
-        res = {"stage": name, **res, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
-        rows.append(res)
-        print(json.dumps(res), flush=True)
-
+def vae_rows(vae, video: torch.Tensor, args: argparse.Namespace, row: Callable[[str, Dict[str, float]], None],
+             rows: List[Dict[str, object]]) -> None:
+    """The VAE's encode and decode: default, cuDNN's autotuner, the --vae-variants, optionally against float32."""
     torch.cuda.reset_peak_memory_stats()
     lat = {}
     row("vae_encode (1 clip)", timed(lambda: lat.__setitem__("z", vae_encode(vae, video * 2 - 1))))
@@ -161,17 +143,48 @@ def main() -> None:
         rows[1]["rel_l2_vs_fp32"] = rel_l2(ref_v, fp32[1])
     for variant in [v for v in args.vae_variants.split(",") if v]:
         vae_variant_rows(vae, variant, video, lat["z"], ref_z, ref_v, row, rows, fp32)
-    del vae
-    torch.cuda.empty_cache()
 
+
+def input_rows(args: argparse.Namespace, device: torch.device, row: Callable[[str, Dict[str, float]], None],
+               rows: List[Dict[str, object]]) -> None:
+    """The model's inputs from a 1080p float plate and its quadmask (colour, area resize, quantise, pad: what the
+    pipeline's model-inputs stage runs after reading the plate), on the host and on the GPU, compared."""
+    from void_server.pipelines.void.conditioning import padded_length, prepare_mask, prepare_video
+
+    rng = np.random.default_rng(0)
+    plate = rng.random((args.frames, 1080, 1920, 3), dtype=np.float32) * 1.2 - 0.1
+    quad = rng.choice(np.uint8([0, 63, 127, 255]), size=(args.frames, 1080, 1920))
+    size, length = (384, 672), padded_length(args.frames)
+    got = {}
+    for dev in (torch.device("cpu"), device):
+        def run(dev=dev):
+            got[dev.type] = (prepare_video(plate, size, length, "linear", dev), prepare_mask(quad, size, length, dev))
+        row("model inputs (1080p plate) on %s" % dev.type, timed(run, reps=1))
+    rows[-1]["rel_l2_vs_default"] = rel_l2(got["cuda"][0].cpu(), got["cpu"][0])
+    rows[-1]["mask_levels_differ"] = int((got["cuda"][1].cpu() != got["cpu"][1]).sum())
+
+
+def noise_rows(args: argparse.Namespace, device: torch.device, row: Callable[[str, Dict[str, float]], None],
+               rows: List[Dict[str, object]]) -> None:
+    """RAFT alone, the reference and aligned warped noise (the warp compiled, as the pipeline runs it; with
+    --eager-warp also not compiled, and the two compared), and --profile-warp's profiled step."""
     raft = load_raft(None, device)
     clip = torch.rand(args.frames, 3, 384, 672, device=device)
     small = torch.rand(72, 3, 240, 360, device=device)
     row("RAFT flows alone (72 frames, 240x360)", timed(lambda: list(iter_flow(raft, small)), reps=1))
     torch.cuda.reset_peak_memory_stats()
     ref_noise = {}
+    # reps=1: the first run compiles the warp step (first_s), the second is the job's time
     row("warped noise, reference", timed(lambda: ref_noise.__setitem__("n", reference_warped_noise(
-        clip, raft, torch.Generator(device).manual_seed(0))), reps=0))
+        clip, raft, torch.Generator(device).manual_seed(0))), reps=1))
+    if args.eager_warp:
+        with eager_warp():
+            out = {}
+            row("warped noise, reference, eager warp", timed(lambda: out.__setitem__("n", reference_warped_noise(
+                clip, raft, torch.Generator(device).manual_seed(0))), reps=1))
+        # the same draws: compiled and eager differ by rounding and the scatter-adds' order only
+        rows[-1]["max_abs_diff_vs_compiled"] = float(abs(out["n"] - ref_noise["n"]).max())
+        rows[-1]["rel_l2_vs_default"] = rel_l2(torch.from_numpy(out["n"]), torch.from_numpy(ref_noise["n"]))
     if torch.cuda.device_count() > 1:
         raft1 = load_raft(None, "cuda:1")
         raft1.load_state_dict(raft.state_dict())
@@ -182,10 +195,62 @@ def main() -> None:
         del raft1
     torch.cuda.reset_peak_memory_stats()
     t_lat = (args.frames - 1) // 4 + 1
-    row("warped noise, aligned", timed(lambda: aligned_warped_noise(clip, raft, t_lat + t_lat % 2, (48, 84), torch.Generator(device).manual_seed(0)), reps=0))
+    row("warped noise, aligned", timed(lambda: aligned_warped_noise(clip, raft, t_lat + t_lat % 2, (48, 84), torch.Generator(device).manual_seed(0)), reps=1))
 
     if args.profile_warp:
         profile_warp(device, rows)
+        if args.eager_warp:
+            with eager_warp():
+                profile_warp(device, rows, label="noise warp, one step (profiled), eager")
+
+
+
+@contextlib.contextmanager
+def eager_warp() -> Iterator[None]:
+    """The noise warp as written, not compiled (what every GPU ran before the fourth session's end)."""
+    from void_server.pipelines.void import noise_warp
+
+    saved = noise_warp._warp_fn
+    noise_warp._warp_fn = lambda device: noise_warp._warp
+    try:
+        yield
+    finally:
+        noise_warp._warp_fn = saved
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--frames", type=int, default=85)
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--vae-variants", default="", help="comma list of: channels_last, compile")
+    ap.add_argument("--profile-warp", action="store_true",
+                    help="also profile the Go-with-the-Flow warp at the reference's state size (the noise stage's cost)")
+    ap.add_argument("--skip-vae", action="store_true", help="only the warped-noise rows")
+    ap.add_argument("--eager-warp", action="store_true",
+                    help="also run the warped noise (and --profile-warp) with the warp step not compiled, and compare")
+    ap.add_argument("--fp32-reference", action="store_true",
+                    help="also run the VAE in float32 and report every bf16 variant's distance from it")
+    args = ap.parse_args()
+    device = torch.device("cuda")
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKLCogVideoX
+
+    rows: List[Dict[str, object]] = []
+
+    def row(name: str, res: Dict[str, float]) -> None:
+        res = {"stage": name, **res, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+        rows.append(res)
+        print(json.dumps(res), flush=True)
+
+    if not args.skip_vae:
+        with init_empty_weights():
+            vae = AutoencoderKLCogVideoX(scaling_factor=0.7)
+        vae = random_init_(vae, device, torch.bfloat16, seed=0)
+        vae_rows(vae, torch.rand(1, 3, args.frames, 384, 672, device=device), args, row, rows)
+        del vae
+        torch.cuda.empty_cache()
+    input_rows(args, device, row, rows)
+    noise_rows(args, device, row, rows)
 
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / ("stages_%df.json" % args.frames)).write_text(json.dumps({"device": torch.cuda.get_device_name(), "rows": rows}, indent=1))

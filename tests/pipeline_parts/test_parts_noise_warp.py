@@ -143,3 +143,19 @@ def test_group_stats_equal_bincount_and_index_add(fresh_share):
     assert torch.equal(counts, want_counts)
     torch.testing.assert_close(mean[:, used], want_sums[:, used] / want_counts[used], rtol=1e-12, atol=1e-12)
     assert torch.all(mean[:, ~used] == 0)
+
+
+@pytest.mark.parametrize("xy_mode", ["none", "float"])
+def test_the_warp_traces_whole_and_equals_the_step(xy_mode):
+    # On a GPU the step runs compiled: the core must trace as one graph (fullgraph: a break raises) and give the
+    # step's values for the same draw. aot_eager runs dynamo and AOT autograd without inductor's codegen.
+    h, w, c = 12, 20, 3
+    state = NoiseWarper(c, h, w, _gen(5)).state
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    flow = torch.stack([2.6 * torch.sin(yy / 3), 1.4 * torch.cos(xx / 4)])  # pulls and pushes across the border
+    want = warp_state(state, flow, _gen(9), xy_mode)
+    xi = torch.randn((c, 2 * h * w), generator=_gen(9))  # warp_state's one draw
+    compiled = torch.compile(nw._warp, backend="aot_eager", fullgraph=True, dynamic=False)
+    got = compiled(state, flow, xi, xy_mode == "float")
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    assert not torch.equal(want, state)

@@ -19,6 +19,11 @@ import torch
 from .flow import _device, iter_flow_ahead
 from .noise_warp import NoiseWarper, area_downscale
 
+# The reference noise maker's framing: cover 480x720, flow at half that, the warp 8x the flow's size.
+REFERENCE_COVER_HW = (480, 720)
+REFERENCE_FRAME_SCALE = 0.5
+REFERENCE_WARP_FACTOR = 8
+
 
 def retime_indices(n: int, frames: int) -> np.ndarray:
     """Nearest re-timing of n frames to `frames`, first and last kept: round(i (n-1) / (frames-1))."""
@@ -71,15 +76,29 @@ def _warp_through(frames: torch.Tensor, raft: torch.nn.Module, warper: NoiseWarp
     return [out[i] for i in keep]
 
 
+def _flow_hw(cover_hw: Tuple[int, int], frame_scale: float) -> Tuple[int, int]:
+    return int(round(cover_hw[0] * frame_scale)), int(round(cover_hw[1] * frame_scale))
+
+
+@torch.no_grad()
+def warm_up_reference_warp(device: torch.device, channels: int = 16) -> None:
+    """One warp step at the reference noise maker's default size, on zeros: on a GPU the step is compiled
+    (noise_warp._warp_fn), and this makes the first job's pass 2 find it ready."""
+    fh, fw = _flow_hw(REFERENCE_COVER_HW, REFERENCE_FRAME_SCALE)
+    f = REFERENCE_WARP_FACTOR
+    warper = NoiseWarper(channels, fh * f, fw * f, torch.Generator("cpu").manual_seed(0), device)
+    warper.step(torch.zeros((2, fh, fw), device=device))
+
+
 @torch.no_grad()
 def reference_warped_noise(
     video01: torch.Tensor,
     raft: torch.nn.Module,
     generator: torch.Generator,
     frames: int = 72,
-    cover_hw: Tuple[int, int] = (480, 720),
-    frame_scale: float = 0.5,
-    warp_factor: int = 8,
+    cover_hw: Tuple[int, int] = REFERENCE_COVER_HW,
+    frame_scale: float = REFERENCE_FRAME_SCALE,
+    warp_factor: int = REFERENCE_WARP_FACTOR,
     latent_factor: int = 8,
     channels: int = 16,
     device: Optional[torch.device] = None,
@@ -91,7 +110,7 @@ def reference_warped_noise(
     Sizes are parameters only so tests can run it small; the defaults are the reference's."""
     clip = _to_hwc(video01)
     picked = [clip[i] for i in retime_indices(len(clip), frames)]
-    fh, fw = int(round(cover_hw[0] * frame_scale)), int(round(cover_hw[1] * frame_scale))
+    fh, fw = _flow_hw(cover_hw, frame_scale)
     small = _to_tchw([_resize(cover_and_crop(f, cover_hw), fh, fw) for f in picked])
     downscale = int(round(frame_scale * warp_factor)) * latent_factor
     warper = NoiseWarper(channels, fh * warp_factor, fw * warp_factor, generator, device=device or _device(raft))
