@@ -243,6 +243,21 @@ def test_augmentation_noise_given_ahead_is_the_inline_noise():
         augment_video(video, 11, noise=torch.zeros(1, 3, 4, 8, 12))
 
 
+@pytest.mark.parametrize("shape", [(1, 3, 5, 7, 9), (1, 3, 9, 64, 112), (2, 3, 13, 24, 40)])
+def test_augmentation_noise_is_torchs_randn_like_on_the_references_layout(shape):
+    # The parity contract: torch.manual_seed(seed); torch.randn_like(video) for the reference's (B, T, C, H, W)
+    # buffer viewed as (B, C, T, H, W), which torch fills serially in memory order. The vectorised transform must
+    # give those values bit for bit (an odd element count included: the last pair's second value is unused).
+    from void_server.pipelines.void.conditioning import augmentation_noise
+
+    b, c, t, h, w = shape
+    torch.manual_seed(23)
+    want = torch.randn_like(torch.empty((b, t, c, h, w)).permute(0, 2, 1, 3, 4))
+    got = augmentation_noise(shape, 23)
+    assert got.shape == shape and got.stride() == want.stride()
+    assert torch.equal(got, want)
+
+
 def test_mask_latents_and_noise_handed_in_ahead_give_the_same_conditioning(tiny_model_dir):
     """The pipeline encodes every pass's mask before pass 1 and hands the augmentation noise in as a future's
     `result`, asked for after the mask: the conditioning must be what encoding inline gives."""
