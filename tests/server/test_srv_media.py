@@ -83,3 +83,25 @@ def test_exr_data_window_smaller_than_the_format_is_placed_in_it(tmp_path):
     expected = np.zeros((8, 10), np.float32)
     expected[2:5, 5:9] = 1.0
     np.testing.assert_array_equal(clip[0][..., 0], expected)
+
+
+def test_a_video_plate_read_from_many_threads_gives_every_frame_its_own_pixels(tmp_path):
+    # The pipeline's frame pool asks for frames i, i + 1, ... from several threads at once; one decoder must still
+    # hand each index its own frame (every frame here has its own blue level), in any order of arrival.
+    from concurrent.futures import ThreadPoolExecutor
+
+    path, count = tmp_path / "plate.mp4", 24
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 12, (64, 48))
+    for i in range(count):
+        writer.write(np.full((48, 64, 3), (10 * i, 128, 60), np.uint8))  # BGR: blue carries the index
+    writer.release()
+    serial = open_clip([path], list(range(1, count + 1)), "plate")
+    want = [serial[i] for i in range(count)]
+    assert [round(float(f[..., 2].mean()) * 255 / 10) for f in want] == list(range(count))
+    clip = open_clip([path], list(range(1, count + 1)), "plate")
+    order = list(range(count)) * 3 + [5, 3, 20, 0, 23, 1]  # in order from many threads, then backwards and jumps
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda i: (i, clip[i]), order))
+    for i, frame in got:
+        np.testing.assert_array_equal(frame, want[i])
+    clip.close()

@@ -10,8 +10,9 @@ job runs; pixels are read one frame at a time when the pipeline asks.
 from __future__ import annotations
 
 import struct
+import threading
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -222,7 +223,14 @@ def video_frame_count(path: Path) -> int:
 
 
 class VideoClip:
-    """A video file read sequentially (seeking only when asked out of order); frames numbered from the spec."""
+    """A video file read sequentially (seeking only when asked out of order); frames numbered from the spec.
+
+    Safe to read from several threads at once (the pipeline's frame pool asks for frames i, i + 1, ... in parallel):
+    one decoder behind a lock, and frames decoded on the way to a later one are kept, up to `KEEP_AHEAD`, for the
+    thread that asks for them next, so near-in-order requests never seek (a backward seek decodes again from the
+    last keyframe)."""
+
+    KEEP_AHEAD = 32  # decoded frames held at most (8-bit: ~6 MB each at 1080p)
 
     def __init__(self, path: Path, frame_numbers: Sequence[int], purpose: str, channel: str) -> None:
         self.path = Path(path)
@@ -236,30 +244,47 @@ class VideoClip:
         self.frame_numbers = list(frame_numbers)
         self._cap = None
         self._next = 0
+        self._decoded: Dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.frame_numbers)
 
-    def __getitem__(self, index: int) -> np.ndarray:
+    def _pixels(self, index: int) -> np.ndarray:
         import cv2
 
-        if self._cap is None:
-            self._cap = cv2.VideoCapture(str(self.path))
-        if index != self._next:
-            self._cap.set(cv2.CAP_PROP_POS_FRAMES, index)
-        ok, pixels = self._cap.read()
-        if not ok:
-            raise MediaError("%s: frame %d cannot be decoded" % (self.path, index))
-        self._next = index + 1
+        with self._lock:
+            kept = self._decoded.pop(index, None)
+            if kept is not None:
+                return kept
+            if self._cap is None:
+                self._cap = cv2.VideoCapture(str(self.path))
+            if not (self._next <= index <= self._next + self.KEEP_AHEAD):
+                self._cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+                self._next = index
+                self._decoded.clear()
+            while True:
+                ok, pixels = self._cap.read()
+                if not ok:
+                    raise MediaError("%s: frame %d cannot be decoded" % (self.path, self._next))
+                self._next += 1
+                if self._next - 1 == index:
+                    return pixels
+                if len(self._decoded) < self.KEEP_AHEAD:
+                    self._decoded[self._next - 1] = pixels
+
+    def __getitem__(self, index: int) -> np.ndarray:
         scale = 255.0 if self.purpose == "quadmask" else 1.0
-        planes, names = _planes(_normalise(pixels))
+        planes, names = _planes(_normalise(self._pixels(index)))
         picked = _pick(names, self.purpose, self.channel, str(self.path))
         return _assemble([planes[names.index(n)] for n in picked], picked, self.purpose, self.channel) * scale
 
     def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
+        with self._lock:
+            if self._cap is not None:
+                self._cap.release()
+                self._cap = None
+            self._decoded.clear()
 
 
 def open_clip(paths: Sequence[Path], frame_numbers: Sequence[int], purpose: str, channel: str = "alpha"):
