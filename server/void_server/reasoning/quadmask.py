@@ -11,6 +11,7 @@ from typing import Callable, List, Optional, Protocol
 import numpy as np
 
 from ..pipelines.base import FrameSource, PipelineInputs
+from ..pipelines.frame_pool import ordered_map
 from .combine import combine, quantise
 
 CHECKPOINT = "quadmask.u8"
@@ -60,7 +61,8 @@ def build_quadmask(
     notes: Optional[List[str]] = None,
     on_frame: Optional[Callable[[int, int], None]] = None,
 ) -> np.ndarray:
-    """Quadmask for every frame of the job, per the job's mask mode; resumes from the workdir checkpoint."""
+    """Quadmask for every frame of the job, per the job's mask mode; resumes from the workdir checkpoint. Frames are
+    read and combined on the frame pool (matte reads are EXR decodes), written in order."""
     plate = inputs.plate
     shape = (len(plate), plate.height, plate.width)
     inputs.workdir.mkdir(parents=True, exist_ok=True)
@@ -71,14 +73,16 @@ def build_quadmask(
     mode = inputs.settings.mask_mode
     out = np.memmap(inputs.workdir / CHECKPOINT, dtype=np.uint8, mode="w+", shape=shape)
 
+    n = len(plate)
     if mode == "quadmask":
         if inputs.quadmask is None:
             raise ValueError("mask mode 'quadmask' needs a quadmask input")
         _check_size("the quadmask", inputs.quadmask, plate)
-        for i in range(len(plate)):
-            out[i] = quantise(_matte(inputs.quadmask[i]))
+        quadmask = inputs.quadmask
+        for i, frame in enumerate(ordered_map(lambda i: quantise(_matte(quadmask[i])), n)):
+            out[i] = frame
             if on_frame:
-                on_frame(i, len(plate))
+                on_frame(i, n)
     else:
         if inputs.target is None:
             raise ValueError("mask mode '%s' needs a target matte" % mode)
@@ -94,21 +98,25 @@ def build_quadmask(
             if reasoner is None:
                 notes.append("auto mask mode has no reasoning models on this server: target only")
             else:
-                target = np.stack([_matte(inputs.target[i]) > 0.5 for i in range(len(plate))])
+                target = np.stack(list(ordered_map(lambda i: _matte(inputs.target[i]) > 0.5, n)))
                 auto_affected = reasoner.affected(plate, target, notes)
         elif mode != "none":
             raise ValueError("unknown mask mode %r" % mode)
-        for i in range(len(plate)):
+
+        def combined(i: int) -> np.ndarray:
             affected = None
             if affected_source is not None:
                 affected = _matte(affected_source[i])
             elif auto_affected is not None:
                 affected = auto_affected[i].astype(np.float32)
-            out[i] = combine(_matte(inputs.target[i]), affected, inputs.settings.affected_dilation)
+            return combine(_matte(inputs.target[i]), affected, inputs.settings.affected_dilation)
+
+        for i, frame in enumerate(ordered_map(combined, n)):
+            out[i] = frame
             if i == 0:
                 _no_affected_on_first_frame(out[0], notes)
             if on_frame:
-                on_frame(i, len(plate))
+                on_frame(i, n)
 
     if not (out != 255).any():
         raise ValueError("the target matte is empty on every frame: nothing to remove")
