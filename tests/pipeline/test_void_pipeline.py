@@ -214,9 +214,31 @@ def test_warm_up_loads_every_model_and_changes_no_result(tiny_model_dir, bigben,
     assert {"vae", "text", "pass1", "pass2", "raft"} <= set(timings)
     assert warm.describe()["loaded"] == ["text_encoder", "transformer_pass1", "transformer_pass2", "vae"]
     assert warm.describe()["warm_up_s"] == timings and warm._raft is not None
+    assert not warm.models.placement._host_copies  # T5 is parked (and pinned) on a GPU only
     results = []
     for pipe, workdir in ((cold, "cold"), (warm, "warm")):
         sink = MemorySink()
         pipe.run(_inputs(plate, mask, tmp_path / workdir, noise_mode="aligned"), sink, lambda p: None, lambda: False)
         results.append(np.stack([sink.clean[i] for i in range(len(plate))]))
     assert np.array_equal(results[0], results[1])
+
+
+def test_warm_up_pins_a_parked_text_encoder_on_a_thread_before_t5_runs(tiny_model_dir, monkeypatch):
+    # On a GPU, T5 waits in host memory between prompts and its weights are pinned once: the warm-up does that on
+    # a thread while the VAE compiles, and the text stage waits for it.
+    import threading
+
+    pipe = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))
+    pipe.models.park_text_encoder = True
+    placement = pipe.models.placement
+    made_on = []
+    real = placement.host_copy
+
+    def recording(model):
+        made_on.append(threading.current_thread().name)
+        return real(model)
+
+    monkeypatch.setattr(placement, "host_copy", recording)
+    pipe.warm_up()
+    assert made_on and made_on[0].startswith("void-pin-t5")
+    assert pipe.models.text[1] in placement._host_copies

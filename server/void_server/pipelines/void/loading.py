@@ -180,15 +180,20 @@ class Placement:
             model.to(self.load_device)
         return model
 
+    def host_copy(self, model: torch.nn.Module) -> HostCopy:
+        """The model's host copy, made at first use: the weights are pinned once and stay in host memory."""
+        home = self._host_copies.get(model)
+        if home is None:
+            home = self._host_copies[model] = HostCopy(model)
+        return home
+
     @contextlib.contextmanager
     def use(self, model: torch.nn.Module, offload: bool = False) -> Iterator[torch.nn.Module]:
         """`model` on the execution device meanwhile; `offload` asks for that in every memory mode."""
         if (self.mode != "model_offload" and not offload) or self.device.type == "cpu":
             yield model
             return
-        home = self._host_copies.get(model)
-        if home is None:  # made at first use: the weights are pinned once and stay in host memory
-            home = self._host_copies[model] = HostCopy(model)
+        home = self.host_copy(model)
         home.lend(self.device)
         try:
             yield model

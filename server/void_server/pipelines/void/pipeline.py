@@ -153,10 +153,13 @@ class VoidPipeline:
         clock = StageClock()
         m, dev = self.models, self.models.device
         t_lat, (h, w) = latent_frames(self.window_frames), (self.model_size[0] // 8, self.model_size[1] // 8)
+        parked_text = self._pin_text_encoder_ahead()
         with clock("vae"), m.placement.use(m.vae):
             vae_encode(m.vae, torch.zeros((1, 3, self.window_frames) + self.model_size, device=dev))
             decode_latents(m.vae, torch.zeros((1, t_lat, 16, h, w), device=dev, dtype=m.dtype))
         with clock("text"):
+            if parked_text is not None:
+                parked_text.result()
             _, empty = m.prompt_embeddings(PASS2.negative_prompt)
         for cfg in (PASS1, PASS2):
             with clock("pass%d" % cfg.index):
@@ -178,6 +181,20 @@ class VoidPipeline:
                     warm_up_reference_warp(dev)
         self.warmed_up = clock.timings
         return self.warmed_up
+
+    def _pin_text_encoder_ahead(self) -> Optional["Future[object]"]:
+        """Where T5 waits in host memory between prompts (models.park_text_encoder), its 9.5 GB are pinned once,
+        ~6 s: on a thread, so the warm-up's VAE compilation runs meanwhile. None where T5 is not parked."""
+        m = self.models
+        if not m.park_text_encoder:
+            return None
+        # Loaded here, not on the thread: model construction (accelerate's empty-weights patch) is process-wide.
+        encoder = m.text[1]
+        pool = ThreadPoolExecutor(1, thread_name_prefix="void-pin-t5")
+        try:
+            return pool.submit(m.placement.host_copy, encoder)
+        finally:
+            pool.shutdown(wait=False)
 
     # -- the job -----------------------------------------------------------------------------------------------
 
@@ -356,10 +373,17 @@ class VoidPipeline:
             if self.layout.raft is None or not self.layout.raft.is_file():
                 raise PipelineUnavailable("pass 2 needs the RAFT weights %s: run `void-server download --model-dir %s`"
                                           % (self.layout.root / "raft_large_C_T_SKHT_V2-ff5fadd5.pth", self.layout.root))
-            # On the pipeline's own device, also in a rank group: RAFT is 0.5 s of the 5.4 s noise stage, and on
-            # the second GPU it measured no faster (docs/performance.md).
-            self._raft = load_raft(self.layout.raft, self.models.device)
+            # In a rank group, on the second GPU (idle while rank 0 makes the noise): RAFT then computes the flows
+            # beside the warp instead of sharing one GPU with it (docs/performance.md).
+            self._raft = load_raft(self.layout.raft, self._raft_device())
         return self._raft
+
+    def _raft_device(self) -> torch.device:
+        if self._group is None:
+            return self.models.device
+        from .parallel.group import rank_device
+
+        return rank_device(self.models.device, 1)
 
     def _pass2_noise(self, job: ModelInputs, pass1: torch.Tensor, s: PipelineSettings, notes: List[str]) -> torch.Tensor:
         """Flow-warped noise from the pass-1 result, (1, T_lat, 16, h, w). "reference" reproduces the reference's
@@ -376,10 +400,11 @@ class VoidPipeline:
             notes.append("pass 2: the reference's warped noise covers one %d-frame window; this %d-frame clip uses "
                          "aligned noise for all %d latent frames" % (WINDOW_FRAMES, job.frames, t_lat))
             mode = "aligned"
+        dev = self.models.device  # the warp's, wherever RAFT runs
         if mode == "reference":
-            return reference_noise_to_latents(reference_warped_noise(frames, raft, gen), t_lat, h, w)
+            return reference_noise_to_latents(reference_warped_noise(frames, raft, gen, device=dev), t_lat, h, w)
         if mode == "aligned":
-            return aligned_warped_noise(frames, raft, t_lat, (h, w), gen).float().cpu().unsqueeze(0)
+            return aligned_warped_noise(frames, raft, t_lat, (h, w), gen, device=dev).float().cpu().unsqueeze(0)
         raise ValueError("unknown noise mode %r (reference, aligned)" % mode)
 
     def _merge(self, inputs: PipelineInputs, quadmask: np.ndarray, job: ModelInputs, final: torch.Tensor,
