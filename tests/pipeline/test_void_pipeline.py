@@ -242,3 +242,13 @@ def test_warm_up_pins_a_parked_text_encoder_on_a_thread_before_t5_runs(tiny_mode
     pipe.warm_up()
     assert made_on and made_on[0].startswith("void-pin-t5")
     assert pipe.models.text[1] in placement._host_copies
+
+
+def test_a_rank_groups_raft_runs_on_the_second_gpu_and_the_warp_on_the_first():
+    # Rank 0 makes the pass-2 noise while the other ranks idle: RAFT goes to the next GPU, the warp stays.
+    from types import SimpleNamespace
+
+    alone = SimpleNamespace(_group=None, models=SimpleNamespace(device=torch.device("cuda", 0)))
+    grouped = SimpleNamespace(_group=object(), models=SimpleNamespace(device=torch.device("cuda", 2)))
+    assert VoidPipeline._raft_device(alone) == torch.device("cuda", 0)
+    assert VoidPipeline._raft_device(grouped) == torch.device("cuda", 3)

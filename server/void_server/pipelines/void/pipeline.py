@@ -268,8 +268,8 @@ class VoidPipeline:
     def _model_inputs(self, inputs: PipelineInputs, quadmask: np.ndarray) -> ModelInputs:
         """Plate and quadmask -> model resolution: ROI crop, display-referred colour, area stretch, ping-pong pad.
         Frames are read and cropped on the host; the colour conversion and resize run on the GPU where every model
-        is resident ("gpu" memory mode: 2.2 s of a 1080p job in numpy on 16 cores, docs/performance.md), else on
-        the CPU, so the offload modes' memory stays what it was."""
+        is resident (the "gpu" and "fp8" memory modes: 2.2 s of a 1080p job in numpy on 16 cores, 0.5 s so,
+        docs/performance.md), else on the CPU, so the offload modes' memory stays what it was."""
         from .roi import choose_roi
 
         plate = inputs.plate
