@@ -83,7 +83,10 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--child", "--cache", cache, "--model-dir", args.model_dir,
                    "--gpus", str(args.gpus)] + (["--smoke"] if args.smoke else [])
             t0 = time.perf_counter()
-            done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            # Triton's kernel cache too (default ~/.triton/cache): a machine that compiled these graphs before
+            # would otherwise hand the first process its kernels
+            env = dict(os.environ, TRITON_CACHE_DIR=os.path.join(cache, "triton"))
+            done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
             out = done.stdout
             print("\n".join(line for line in done.stderr.splitlines() if "warn" not in line.lower())[-3000:], flush=True)
             row = json.loads(next(line[7:] for line in out.splitlines() if line.startswith("RESULT ")))

@@ -1,0 +1,44 @@
+"""The compile cache folder a server is given (DATA_DIR/compile-cache) is the one inductor uses, though torch sets
+TORCHINDUCTOR_CACHE_DIR to its /tmp default itself as soon as torch._dynamo is imported; a folder named in the
+server's own environment wins. Each case runs in a fresh interpreter: the import order is what is tested."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SERVER = str(Path(__file__).resolve().parents[2] / "server")
+PROBE = """
+import sys
+sys.path.insert(0, {server!r})
+import void_server
+import torch._dynamo  # what importing diffusers does: torch picks its default folder and sets the variable
+from pathlib import Path
+from torch._inductor.runtime.cache_dir_utils import cache_dir
+from void_server.pipelines.void.accel import compile_cache_dir
+print(compile_cache_dir(Path({root!r})))
+print(cache_dir())
+"""
+
+
+def _probe(root: Path, env_dir: str = None) -> list:
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    if env_dir is not None:
+        env["TORCHINDUCTOR_CACHE_DIR"] = env_dir
+    out = subprocess.run([sys.executable, "-c", PROBE.format(server=SERVER, root=str(root))], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()
+
+
+def test_the_servers_folder_is_used_though_torch_set_its_default_first(tmp_path):
+    root = tmp_path / "data" / "compile-cache"
+    used, inductor = _probe(root)
+    assert used == inductor == str(root)
+    assert root.is_dir()
+
+
+def test_a_folder_named_in_the_environment_at_start_wins(tmp_path):
+    mine = tmp_path / "mine"
+    used, inductor = _probe(tmp_path / "data" / "compile-cache", env_dir=str(mine))
+    assert used == inductor == str(mine)
