@@ -174,7 +174,7 @@ def doctor_checks(config: ServerConfig) -> List[bool]:
         free = shutil.disk_usage(str(config.data_dir)).free / 2**30
         results.append(_check(free >= MIN_FREE_DISK_GIB, "%.0f GiB free under %s" % (free, config.data_dir),
                               "free space or move --data-dir: a 4K job needs about %.0f GiB" % MIN_FREE_DISK_GIB))
-    print("  %-8s %s" % ("info", compile_cache_state(config.data_dir / "compile-cache")))
+    print("  %-8s %s" % ("info", compile_cache_state(_compile_cache_folder(config.data_dir / "compile-cache"))))
     print("  %-8s %s" % ("info", attention_state()))
     return results
 
@@ -194,6 +194,15 @@ def attention_state() -> str:
         return ("attention: SDPA. FlashAttention-4 (about 10%% faster end to end on Hopper and Blackwell GPUs, same "
                 "output to bf16 rounding) is not installed: %s" % FA4_INSTALL)
     return "attention: SDPA (FlashAttention-4 is installed but not used: %s)" % why
+
+
+def _compile_cache_folder(default: Path) -> Path:
+    """Where the pipeline keeps its compiled graphs: `default`, or a TORCHINDUCTOR_CACHE_DIR of this environment."""
+    try:
+        from .pipelines.void.accel import compile_cache_folder
+    except ImportError:  # no torch: the package check above says so; the folder is the default one
+        return default
+    return compile_cache_folder(default)
 
 
 def compile_cache_state(cache: Path) -> str:

@@ -89,3 +89,14 @@ def test_doctor_says_which_attention_runs(monkeypatch):
     assert "not used: it differs from SDPA" in attention_state()
     monkeypatch.setattr(accel, "_fa4_checked", {"cuda": None})
     assert attention_state().startswith("attention: FlashAttention-4")
+
+
+def test_doctor_inspects_the_compile_cache_the_environment_names(tmp_path):
+    # A TORCHINDUCTOR_CACHE_DIR in the server's environment is where the graphs go (accel.compile_cache_dir).
+    mine = tmp_path / "my-inductor-cache"
+    mine.mkdir()
+    (mine / "graph.bin").write_bytes(b"\0" * (2 << 20))
+    r = subprocess.run([sys.executable, "-m", "void_server.cli", "doctor", "--data-dir", str(tmp_path / "data"),
+                        "--model-dir", str(tmp_path / "models")], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, OMP_NUM_THREADS="1", TORCHINDUCTOR_CACHE_DIR=str(mine)))
+    assert "compile cache %s holds 2 MiB" % mine in r.stdout

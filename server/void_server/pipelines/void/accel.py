@@ -205,14 +205,19 @@ class FastCogVideoXAttnProcessor:
         return out[:, text_len:], out[:, :text_len]
 
 
+def compile_cache_folder(root: Path) -> Path:
+    """The folder `compile_cache_dir(root)` points inductor at (what `void-server doctor` inspects)."""
+    from ... import INDUCTOR_CACHE_DIR_AT_START
+
+    return Path(INDUCTOR_CACHE_DIR_AT_START or root)
+
+
 def compile_cache_dir(root: Path) -> Path:
     """Point inductor's on-disk caches at `root` (persistent across server restarts) and return the folder used:
     `root`, unless TORCHINDUCTOR_CACHE_DIR was set in the process's environment at its start. Not "unless it is set
     now": torch sets it to its /tmp default itself on importing torch._dynamo (diffusers does that), so a plain
     setdefault here left every cache in /tmp, lost at a reboot."""
-    from ... import INDUCTOR_CACHE_DIR_AT_START
-
-    folder = Path(INDUCTOR_CACHE_DIR_AT_START or root)
+    folder = compile_cache_folder(root)
     folder.mkdir(parents=True, exist_ok=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
