@@ -105,3 +105,54 @@ def test_a_video_plate_read_from_many_threads_gives_every_frame_its_own_pixels(t
     for i, frame in got:
         np.testing.assert_array_equal(frame, want[i])
     clip.close()
+
+
+def _frames(n, h=64, w=96):
+    rng = np.random.default_rng(4)
+    q = np.full((h, w), 255, np.uint8)
+    q[10:30, 20:50] = 0
+    q[25:40, 40:70] = 127
+    return [(rng.random((h, w, 3), dtype=np.float32), q) for _ in range(n)]
+
+
+def test_sink_written_on_threads_gives_the_files_one_writer_gives(tmp_path):
+    # The writes run on threads while the pipeline goes on; the files must be byte for byte what one writer makes.
+    frames = _frames(12)
+    made = {}
+    for writers in (1, 4):
+        out = tmp_path / ("w%d" % writers)
+        sink = ExrResultSink(out, list(range(1001, 1013)), half_float=True, manifest={"job": "j"}, writers=writers)
+        for i, (clean, q) in enumerate(frames):
+            sink.write_frame(i, clean, q, {"pass1": clean[::-1].copy()})
+        sink.finish()
+        made[writers] = {p.name: p.read_bytes() for p in sorted(out.glob("clean.*.exr"))}
+        assert not list(out.glob("*.tmp"))
+    assert len(made[4]) == 12 and made[4] == made[1]
+
+
+def test_a_failed_frame_write_fails_the_finish_and_close_waits_quietly(tmp_path, monkeypatch):
+    from void_server.media import sink as sink_module
+
+    real = sink_module.write_exr
+
+    def full_disk_at_1004(path, channels):
+        if path.name == "clean.1004.exr":
+            raise OSError(28, "No space left on device", str(path))
+        return real(path, channels)
+
+    monkeypatch.setattr(sink_module, "write_exr", full_disk_at_1004)
+    frames = _frames(6)
+    sink = ExrResultSink(tmp_path / "a", list(range(1001, 1007)), half_float=True, manifest={}, writers=2)
+    with pytest.raises(OSError, match="No space left"):
+        for i, (clean, q) in enumerate(frames):
+            sink.write_frame(i, clean, q)
+        sink.finish()
+    sink.close()
+    assert not (tmp_path / "a" / "manifest.json").exists()
+    # a job that failed on its own account: close() waits for the writes under way and raises nothing
+    monkeypatch.setattr(sink_module, "write_exr", real)
+    other = ExrResultSink(tmp_path / "b", list(range(1001, 1007)), half_float=True, manifest={}, writers=2)
+    for i, (clean, q) in enumerate(frames):
+        other.write_frame(i, clean, q)
+    other.close()
+    assert not any(t.is_alive() for t in other._pool._threads)

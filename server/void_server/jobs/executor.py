@@ -53,9 +53,12 @@ def run_pipeline(pipeline: Pipeline, job_id: str, spec: JobSpec, files: JobFiles
                          {"job": job_id, "pipeline": pipeline.name, "label": pipeline.label,
                           "encoding": inputs.settings.input_encoding})
     discard_partial_results(files.results)  # a write cut by a crash left a .tmp
-    if run is None:
-        summary = pipeline.run(inputs, sink, progress, should_cancel)
-    else:
-        summary = run(pipeline, inputs, sink)
-    notes.extend(summary.notes)
-    sink.finish(notes)
+    try:
+        if run is None:
+            summary = pipeline.run(inputs, sink, progress, should_cancel)
+        else:
+            summary = run(pipeline, inputs, sink)
+        notes.extend(summary.notes)
+        sink.finish(notes)
+    finally:
+        sink.close()  # frames still being written finish before the job's outcome is recorded

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 CHUNK = 1 << 20
@@ -35,7 +36,7 @@ def _key(path: Path) -> str:
 def remember(path: Path, digest: str) -> None:
     p = _sum_path(path)
     p.parent.mkdir(exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
+    tmp = p.with_name("%s.%x.tmp" % (p.name, threading.get_ident()))  # writers never share a .tmp
     tmp.write_text("%s %s" % (_key(path), digest))
     os.replace(tmp, p)
 

@@ -429,7 +429,8 @@ class VoidPipeline:
             layers = {"pass1": merged_layers[1]} if pass1_np is not None else None
             return np.ascontiguousarray(merged_layers[0], dtype=np.float32), q.astype(np.uint8), layers
 
-        # Frames are merged in parallel and written in order (the sink writes files one at a time).
+        # Frames are merged in parallel and handed to the sink in order (the EXR sink writes them on threads of its
+        # own, media/sink.py).
         for i, (clean, q, layers) in enumerate(ordered_map(merged, job.frames)):
             check_cancel(should_cancel)
             sink.write_frame(i, clean, q, layers)
