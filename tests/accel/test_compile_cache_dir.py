@@ -42,3 +42,13 @@ def test_a_folder_named_in_the_environment_at_start_wins(tmp_path):
     mine = tmp_path / "mine"
     used, inductor = _probe(tmp_path / "data" / "compile-cache", env_dir=str(mine))
     assert used == inductor == str(mine)
+
+
+def test_torchs_own_default_passed_on_by_a_parent_process_does_not_count(tmp_path):
+    # A launcher (or this test run) that imported torch._dynamo has the variable set to torch's default and hands
+    # it to the server it starts: that is not a choice, and the server's folder is used.
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    root = tmp_path / "data" / "compile-cache"
+    used, inductor = _probe(root, env_dir=default_cache_dir())
+    assert used == inductor == str(root)

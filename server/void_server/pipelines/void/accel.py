@@ -206,10 +206,16 @@ class FastCogVideoXAttnProcessor:
 
 
 def compile_cache_folder(root: Path) -> Path:
-    """The folder `compile_cache_dir(root)` points inductor at (what `void-server doctor` inspects)."""
-    from ... import INDUCTOR_CACHE_DIR_AT_START
+    """The folder `compile_cache_dir(root)` points inductor at (what `void-server doctor` inspects): `root`, unless
+    the process's environment named another at its start. torch's own default does not count: a parent Python
+    process that imported torch._dynamo (a test harness, a launcher) passes the variable on without choosing it."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
-    return Path(INDUCTOR_CACHE_DIR_AT_START or root)
+    from ... import INDUCTOR_CACHE_DIR_AT_START as named
+
+    if named and os.path.abspath(named) != os.path.abspath(default_cache_dir()):
+        return Path(named)
+    return Path(root)
 
 
 def compile_cache_dir(root: Path) -> Path:
