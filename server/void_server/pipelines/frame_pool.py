@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Deque, Iterator, Optional, TypeVar
+from typing import Callable, Deque, Iterator, List, Optional, Sequence, TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 def default_workers() -> int:
@@ -40,3 +41,9 @@ def ordered_map(fn: Callable[[int], T], count: int, workers: Optional[int] = Non
             # A consumer that stops early (cancel, error) must not leave queued frames running.
             for f in pending:
                 f.cancel()
+
+
+def map_frames(frames: Sequence[T], fn: Callable[[T], R]) -> List[R]:
+    """[fn(frames[i]) for each i], in order, on the pool: each item is fetched on the worker too (a lazy plate
+    frame is a read from disk)."""
+    return list(ordered_map(lambda i: fn(frames[i]), len(frames)))

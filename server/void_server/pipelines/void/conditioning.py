@@ -6,13 +6,14 @@ Everything here works on torch tensors laid out like the reference's pipeline in
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ...reasoning.combine import KEEP, QUANTISE_BOUNDS
+from ..frame_pool import map_frames
 from .colour import to_model
 from .loading import execution_device
 
@@ -58,15 +59,6 @@ def area_resize(frames: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     return F.interpolate(frames, size=tuple(size), mode="area")
 
 
-def _map_frames(frames: Union[np.ndarray, Sequence[np.ndarray]], fn: Callable[[np.ndarray], torch.Tensor]) -> List[torch.Tensor]:
-    """[fn(frame) for each frame], in order, on the frame pool: fetching a lazy frame (plate read, crop) and its
-    upload overlap across frames. Each frame's result is what the serial loop gives: the same operations on the
-    same data."""
-    from ..frame_pool import ordered_map
-
-    return list(ordered_map(lambda i: fn(np.asarray(frames[i])), len(frames)))
-
-
 def _tensor(f: np.ndarray, device: Optional[torch.device]) -> torch.Tensor:
     """A frame as a tensor on `device`, in its own dtype (a half-float plate uploads half the bytes); copied on
     the host only where torch cannot share it (a strided crop, a read-only memory map)."""
@@ -98,10 +90,10 @@ def prepare_video(frames: Union[np.ndarray, Sequence[np.ndarray]], size: Tuple[i
                   encoding: Optional[str] = None, device: Optional[torch.device] = None) -> torch.Tensor:
     """T frames (H, W, >=3) uint8, or float -> (1, 3, length, *size) float32 in [0, 1] on `device` (default CPU),
     stretched and ping-pong padded. `encoding` ("linear", "srgb": colour.to_model) converts a plate to what the
-    model sees, at plate resolution, before the resize; None takes frames already in [0, 1]. Frames are converted
-    and resized one at a time (a 4K clip never sits in memory whole); torch's area resize works per plane, so this
-    equals the reference's whole-clip call."""
-    out = _map_frames(frames, lambda f: _video_frame(f, size, encoding, device))
+    model sees, at plate resolution, before the resize; None takes frames already in [0, 1]. Frames are fetched,
+    converted and resized one at a time on the frame pool (a 4K clip never sits in memory whole); torch's area
+    resize works per plane, so this equals the reference's whole-clip call."""
+    out = map_frames(frames, lambda f: _video_frame(np.asarray(f), size, encoding, device))
     return pingpong_pad(torch.stack(out, dim=1).unsqueeze(0), length, dim=2)
 
 
@@ -110,7 +102,7 @@ def prepare_mask(quadmask: Union[np.ndarray, Sequence[np.ndarray]], size: Tuple[
     """T quadmask frames (H, W), values 0..255 -> (1, 1, length, *size) inverted mask (255 - q) / 255 on `device`,
     values in {0, .502, .753, 1}. Area-resized first, then quantised to the four levels (so object edges gain thin
     63/127 rings, as in the reference)."""
-    out = _map_frames(quadmask, lambda f: _mask_frame(f, size, device))
+    out = map_frames(quadmask, lambda f: _mask_frame(np.asarray(f), size, device))
     return pingpong_pad(torch.stack(out)[None, None], length, dim=2) / 255.0
 
 

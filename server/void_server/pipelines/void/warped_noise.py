@@ -10,12 +10,13 @@ latent grid (variance-preserving), one noise frame per latent frame however long
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
 import torch
 
+from ..frame_pool import map_frames
 from .flow import _device, iter_flow_ahead
 from .noise_warp import NoiseWarper, area_downscale
 
@@ -55,14 +56,6 @@ def _to_hwc(video01: torch.Tensor) -> List[np.ndarray]:
     if video01.ndim != 4 or video01.shape[1] != 3:
         raise ValueError("video must be (T, 3, H, W) in [0, 1], got %s" % (tuple(video01.shape),))
     return [f.permute(1, 2, 0).float().cpu().numpy() for f in video01]
-
-
-def _each(frames: List[np.ndarray], fn: Callable[[np.ndarray], np.ndarray]) -> List[np.ndarray]:
-    """[fn(f) for f in frames] on the frame pool: the reference framing's OpenCV resizes of 72 frames take ~0.4 s
-    serially (measured on the development machine)."""
-    from ..frame_pool import ordered_map
-
-    return list(ordered_map(lambda i: fn(frames[i]), len(frames)))
 
 
 def _to_tchw(frames: List[np.ndarray]) -> torch.Tensor:
@@ -119,7 +112,7 @@ def reference_warped_noise(
     clip = _to_hwc(video01)
     picked = [clip[i] for i in retime_indices(len(clip), frames)]
     fh, fw = _flow_hw(cover_hw, frame_scale)
-    small = _to_tchw(_each(picked, lambda f: _resize(cover_and_crop(f, cover_hw), fh, fw)))
+    small = _to_tchw(map_frames(picked, lambda f: _resize(cover_and_crop(f, cover_hw), fh, fw)))
     downscale = int(round(frame_scale * warp_factor)) * latent_factor
     warper = NoiseWarper(channels, fh * warp_factor, fw * warp_factor, generator, device=device or _device(raft))
     noise = _warp_through(small, raft, warper, list(range(frames)), downscale)
@@ -155,7 +148,7 @@ def aligned_warped_noise(
     if pool % warp_factor:
         raise ValueError("pool (%d) must be a multiple of warp_factor (%d)" % (pool, warp_factor))
     fh, fw = lh * pool // warp_factor, lw * pool // warp_factor
-    frames = _to_tchw(_each(_to_hwc(video01), lambda f: _resize(f, fh, fw)))
+    frames = _to_tchw(map_frames(_to_hwc(video01), lambda f: _resize(f, fh, fw)))
     warper = NoiseWarper(channels, lh * pool, lw * pool, generator, device=device or _device(raft))
     keep = [int(i) for i in latent_frame_indices(len(frames), latent_t)]
     return torch.stack(_warp_through(frames, raft, warper, keep, pool))
