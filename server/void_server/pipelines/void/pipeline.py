@@ -190,11 +190,7 @@ class VoidPipeline:
             return None
         # Loaded here, not on the thread: model construction (accelerate's empty-weights patch) is process-wide.
         encoder = m.text[1]
-        pool = ThreadPoolExecutor(1, thread_name_prefix="void-pin-t5")
-        try:
-            return pool.submit(m.placement.host_copy, encoder)
-        finally:
-            pool.shutdown(wait=False)
+        return _on_thread("void-pin-t5", m.placement.host_copy, encoder)
 
     # -- the job -----------------------------------------------------------------------------------------------
 
@@ -295,11 +291,8 @@ class VoidPipeline:
         from .conditioning import augmentation_noise
 
         length = self._padded_length(len(inputs.plate))
-        pool = ThreadPoolExecutor(1, thread_name_prefix="void-augment-noise")
-        try:
-            return pool.submit(augmentation_noise, (1, 3, length) + self.model_size, inputs.settings.seed)
-        finally:
-            pool.shutdown(wait=False)
+        return _on_thread("void-augment-noise", augmentation_noise, (1, 3, length) + self.model_size,
+                          inputs.settings.seed)
 
     def _checkpoint_tag(self, inputs: PipelineInputs, job: ModelInputs, cfg: PassConfig, steps: int, guidance: float) -> str:
         s = inputs.settings
@@ -436,6 +429,15 @@ class VoidPipeline:
             sink.write_frame(i, clean, q, layers)
             self._report(progress, "merge", i + 1, job.frames, passes)
         return job.frames
+
+
+def _on_thread(name: str, fn, *args) -> "Future":
+    """fn(*args) started now on a thread of its own (named `name`), its result a future; the thread ends with it."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix=name)
+    try:
+        return pool.submit(fn, *args)
+    finally:
+        pool.shutdown(wait=False)
 
 
 class _Lazy:
