@@ -10,6 +10,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..pipelines.frame_pool import default_workers
 from ..reasoning.combine import to_regions
 from .checksums import remember, sha256_file
 
@@ -53,8 +54,7 @@ class ExrResultSink:
 
     Frames are written on `writers` threads while the pipeline goes on (each write converts, compresses on every
     core and checksums one frame: 0.35-0.5 s of one core at 1080p on the development machine, which a job's merge
-    waited for frame after frame);
-    at most `2 x writers` frames wait in memory. A failed write raises from the next `write_frame` or from
+    waited for frame after frame); at most `2 x writers` frames wait in memory. A failed write raises from the next `write_frame` or from
     `finish`, which waits for every write; `close` waits without raising (a job that failed on its own account).
     Each file is still written atomically, so a cut write leaves only a `.tmp`.
     """
@@ -68,7 +68,7 @@ class ExrResultSink:
         self.manifest = dict(manifest)
         self.size: Optional[tuple] = None
         self.layers: Dict[str, List[str]] = {}
-        writers = writers or max(1, min(8, os.cpu_count() or 1))
+        writers = writers or default_workers()
         self._pool = ThreadPoolExecutor(writers, thread_name_prefix="exr-write")
         self._room = threading.BoundedSemaphore(2 * writers)
         self._pending: List[Future] = []

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..pipelines.base import FrameSource, PipelineInputs
 from ..pipelines.frame_pool import ordered_map
-from .combine import combine, quantise
+from .combine import MATTE_THRESHOLD, combine, quantise
 
 CHECKPOINT = "quadmask.u8"
 DONE_MARKER = "quadmask.done"
@@ -98,7 +98,7 @@ def build_quadmask(
             if reasoner is None:
                 notes.append("auto mask mode has no reasoning models on this server: target only")
             else:
-                target = np.stack(list(ordered_map(lambda i: _matte(inputs.target[i]) > 0.5, n)))
+                target = np.stack(list(ordered_map(lambda i: _matte(inputs.target[i]) > MATTE_THRESHOLD, n)))
                 auto_affected = reasoner.affected(plate, target, notes)
         elif mode != "none":
             raise ValueError("unknown mask mode %r" % mode)

@@ -219,10 +219,9 @@ def compile_cache_folder(root: Path) -> Path:
 
 
 def compile_cache_dir(root: Path) -> Path:
-    """Point inductor's on-disk caches at `root` (persistent across server restarts) and return the folder used:
-    `root`, unless TORCHINDUCTOR_CACHE_DIR was set in the process's environment at its start. Not "unless it is set
-    now": torch sets it to its /tmp default itself on importing torch._dynamo (diffusers does that), so a plain
-    setdefault here left every cache in /tmp, lost at a reboot."""
+    """Point inductor's on-disk caches at `compile_cache_folder(root)` (persistent across server restarts) and return
+    it. Set, not set-if-unset: torch sets TORCHINDUCTOR_CACHE_DIR to its /tmp default itself on importing
+    torch._dynamo (diffusers does that), so a setdefault here left every cache in /tmp, lost at a reboot."""
     folder = compile_cache_folder(root)
     folder.mkdir(parents=True, exist_ok=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
