@@ -18,24 +18,22 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import OpenEXR  # noqa: E402
+from bench_pipeline import synthetic_clip  # noqa: E402
 
 from void_server.media.sink import ExrResultSink  # noqa: E402
 
 
-def frames(n: int, h: int, w: int):
-    """A graded plate with grain (compresses like footage, not like noise or flat colour), a moving edit region."""
+def graded_clip(n: int, h: int, w: int) -> list:
+    """bench_pipeline's synthetic plate (a moving object and its shadow in the quadmask) with grain added, so it
+    compresses like footage rather than like flat colour."""
+    plate, quad = synthetic_clip(n, h, w)
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    base = np.stack([0.2 + 0.1 * np.sin(xx / 37.0), 0.3 + 0.1 * np.cos(yy / 23.0), 0.25 + 0.05 * np.sin((xx + yy) / 51.0)], -1)
-    for i in range(n):
-        clean = base + rng.normal(0, 0.01, base.shape).astype(np.float32)
-        q = np.full((h, w), 255, np.uint8)
-        x0 = int(w * (0.3 + 0.4 * i / max(n - 1, 1)))
-        q[h // 3:2 * h // 3, x0:x0 + w // 10] = 0
-        q[2 * h // 3:3 * h // 4, x0:x0 + w // 8] = 127
-        yield clean, q
+    for frame in plate:
+        frame += rng.normal(0, 0.01, frame.shape).astype(np.float32)
+    return list(zip(plate, quad))
 
 
 def run(label: str, clip: list, writers: int, exr_threads: int, serial: bool) -> dict:
@@ -68,7 +66,7 @@ def main() -> None:
     args = ap.parse_args()
     h, w = (int(v) for v in args.plate.split("x"))
     cores = os.cpu_count() or 1
-    clip = list(frames(args.frames, h, w))  # made first: only the writing is timed
+    clip = graded_clip(args.frames, h, w)  # made first: only the writing is timed
     rows = [run("one frame at a time, one core (before)", clip, 1, 0, serial=True),
             run("writer threads, OpenEXR on every core (now)", clip, max(1, min(8, cores)), max(1, min(16, cores)),
                 serial=False)]
