@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from full_size import FULL_TRANSFORMER, forward_flops, random_transformer, rotary  # noqa: E402
-from void_server.pipelines.void.accel import accelerate_transformer, compile_cache_dir  # noqa: E402
+from void_server.pipelines.void.accel import accelerate_transformer, fuse_feed_forward_gelu, compile_cache_dir  # noqa: E402
 
 
 def matmul_peak(device: torch.device, n: int = 8192, reps: int = 20) -> float:
@@ -140,7 +140,12 @@ def main() -> None:
         mode = "max-autotune-no-cudagraphs" if "autotune" in variant else None
         # "..._lean" = our processor with the auto backend order; "..._cudnn" / "..._flash" pin one SDPA backend;
         # "..._fa4" runs FlashAttention-4 (the flash-attn-4 package, if installed).
-        backend = next((b for b in ("cudnn", "flash", "efficient", "fa4") if variant.endswith("_" + b)), "auto" if "lean" in variant else None)
+        # "..._gelu" (last) also fuses the feed-forward's GELU into its GEMM (accel.FusedGELUProjection).
+        fuse = variant.endswith("_gelu")
+        base = variant[:-len("_gelu")] if fuse else variant
+        backend = next((b for b in ("cudnn", "flash", "efficient", "fa4") if base.endswith("_" + b)), "auto" if "lean" in base else None)
+        if fuse:
+            fuse_feed_forward_gelu(model)
         if backend is not None:
             accelerate_transformer(model, attention=backend, compile_blocks=variant.startswith("compiled"), compile_mode=mode)
         elif variant.startswith("compiled"):

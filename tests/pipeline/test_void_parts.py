@@ -289,12 +289,23 @@ def test_vae_compile_parts_wrap_the_modules_and_keep_the_output(tiny_model_dir):
     layout = resolve_layout(tiny_model_dir)
     z = torch.randn(1, 6, 16, 2, 3, generator=torch.Generator().manual_seed(2))
     plain = decode_latents(load_vae(layout, torch.float32), z)
-    vae = compile_vae(load_vae(layout, torch.float32), "decoder", backend="eager")
+    vae = compile_vae(load_vae(layout, torch.float32), "decoder", backend="eager", unit="whole")
     assert isinstance(vae.decoder, torch._dynamo.eval_frame.OptimizedModule)
     assert not isinstance(vae.encoder, torch._dynamo.eval_frame.OptimizedModule)
     assert torch.equal(decode_latents(vae, z), plain)  # the trailing latent's patched upsampling still applies
     with pytest.raises(ValueError, match="compile"):
         compile_vae(vae, "all")
+    with pytest.raises(ValueError, match="unit"):
+        compile_vae(vae, "both", unit="layers")
+    # The default: the encoder whole, the decoder's resnet blocks one by one (a shorter warm start).
+    from diffusers.models.autoencoders.autoencoder_kl_cogvideox import CogVideoXResnetBlock3D
+
+    vae = compile_vae(load_vae(layout, torch.float32), "both", backend="eager")
+    assert isinstance(vae.encoder, torch._dynamo.eval_frame.OptimizedModule)
+    assert not isinstance(vae.decoder, torch._dynamo.eval_frame.OptimizedModule)
+    blocks = [m for m in vae.decoder.modules() if isinstance(m, CogVideoXResnetBlock3D)]
+    assert blocks and all(m._compiled_call_impl is not None for m in blocks)
+    assert torch.equal(decode_latents(vae, z), plain)
     # The models' default follows block compilation in the `gpu` mode: off on the CPU (whose mode is `gpu` too).
     assert VoidModels(layout, torch.device("cpu")).compile_vae == "none"
     assert VoidModels(layout, torch.device("cpu"), compile_blocks=True).compile_vae == "both"

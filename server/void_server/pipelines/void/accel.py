@@ -205,6 +205,62 @@ class FastCogVideoXAttnProcessor:
         return out[:, text_len:], out[:, :text_len]
 
 
+_linear_gelu_op = None
+
+
+def linear_gelu_tanh_op():
+    """gelu_tanh(x W^T + b) as one torch custom op: cuBLASLt's GELU_BIAS epilogue (`torch._addmm_activation`) applies
+    the bias and the tanh GELU to the float32 accumulator, so the feed-forward's 4d-wide hidden state is written
+    once, in bf16, instead of written, read back and written again by a separate elementwise kernel. Opaque to
+    inductor (which would split it back into a GEMM and a Triton kernel). One rounding fewer than the unfused
+    math: at least as close to float32."""
+    global _linear_gelu_op
+    if _linear_gelu_op is None:
+        @torch.library.custom_op("void::linear_gelu_tanh", mutates_args=())
+        def linear_gelu_tanh(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+            if x.device.type != "cuda":  # the CPU kernel's GELU is the erf form, not the tanh one: plain math
+                return F.gelu(F.linear(x, weight, bias), approximate="tanh")
+            flat = torch._addmm_activation(bias, x.reshape(-1, x.shape[-1]), weight.t(), use_gelu=True)
+            return flat.view(*x.shape[:-1], weight.shape[0])
+
+        @linear_gelu_tanh.register_fake
+        def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+            return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+        _linear_gelu_op = linear_gelu_tanh
+    return _linear_gelu_op
+
+
+class FusedGELUProjection(torch.nn.Module):
+    """Drop-in for diffusers' `GELU(approximate="tanh")` (the feed-forward's first layer): the same `proj` linear
+    (same parameter names), computed by `linear_gelu_tanh_op`. While something else stands in for `proj` (float8
+    matmul's twins during a job), it runs that module and the GELU apart, as diffusers does."""
+
+    def __init__(self, gelu: torch.nn.Module) -> None:
+        super().__init__()
+        self.proj = gelu.proj
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # inference only: the op has no backward formula
+        if type(self.proj) is torch.nn.Linear and not torch.is_grad_enabled():
+            return linear_gelu_tanh_op()(x, self.proj.weight, self.proj.bias)
+        return F.gelu(self.proj(x), approximate="tanh")
+
+
+def fuse_feed_forward_gelu(transformer: torch.nn.Module) -> int:
+    """Swap every block's tanh-GELU projection for `FusedGELUProjection`; returns how many were swapped."""
+    from diffusers.models.activations import GELU
+
+    swapped = 0
+    for block in transformer.transformer_blocks:
+        first = block.ff.net[0]
+        if (isinstance(first, GELU) and first.approximate == "tanh" and type(first.proj) is torch.nn.Linear
+                and first.proj.bias is not None):
+            block.ff.net[0] = FusedGELUProjection(first)
+            swapped += 1
+    return swapped
+
+
 def compile_cache_folder(root: Path) -> Path:
     """The folder `compile_cache_dir(root)` points inductor at (what `void-server doctor` inspects): `root`, unless
     the process's environment named another at its start. torch's own default does not count: a parent Python
@@ -231,8 +287,10 @@ def compile_cache_dir(root: Path) -> Path:
 
 
 def _allow_recompiles() -> None:
-    """Our static graphs (one per shape) outnumber dynamo's default limit of 8 recompiles per code object."""
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    """Our static graphs (one per shape) outnumber dynamo's default limit of 8 recompiles per code object (the VAE's
+    resnet blocks compiled one by one: one graph per channel count x resolution x chunk length)."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
+    torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit, 1024)
 
 
 def accelerate_transformer(
@@ -240,11 +298,15 @@ def accelerate_transformer(
     attention: Optional[str] = None,
     compile_blocks: bool = True,
     compile_mode: Optional[str] = None,
+    fuse_gelu: bool = False,
 ) -> torch.nn.Module:
-    """Compile each block in place (and, with `attention`, swap in the lean processor); returns the same module.
+    """Compile each block in place (and, with `attention`, swap in the lean processor; with `fuse_gelu`, the
+    feed-forward's GELU into its GEMM); returns the same module.
 
     Measured on the H100 (docs/performance.md): block compilation is worth 1.38x; the lean processor adds nothing
     once compiled, so the server's default keeps diffusers' processor (`attention=None`)."""
+    if fuse_gelu:
+        fuse_feed_forward_gelu(transformer)
     if attention is not None:
         processor = FastCogVideoXAttnProcessor(attention)
         for block in transformer.transformer_blocks:
@@ -256,24 +318,45 @@ def accelerate_transformer(
             # dynamic=False: window lengths are few (a full window, perhaps one shorter last window), so a
             # specialised graph per length beats a symbolic one.
             block.compile(fullgraph=True, dynamic=False, mode=compile_mode)
-    log.info("transformer accelerated: attention=%s compile=%s mode=%s", attention, compile_blocks, compile_mode)
+    log.info("transformer accelerated: attention=%s compile=%s mode=%s fused GELU=%s", attention, compile_blocks,
+             compile_mode, fuse_gelu)
     return transformer
 
 
 VAE_COMPILE_PARTS = {"none": (), "decoder": ("decoder",), "both": ("encoder", "decoder")}
+# "whole": the encoder / decoder as one graph per chunk shape; "blocks": each resnet block (where nearly all of the
+# norm, SiLU and padding work is) as its own graph, shared by every block of the same shape.
+VAE_COMPILE_UNITS = ("whole", "blocks")
+# Measured on an H100 (bench_vae_start.py, docs/performance.md): a warm start's first decode 14.6 s whole, 7.9 s as
+# blocks, for 1.337 vs 1.376 s a decode; the encoder's first call costs the same either way (5.2 / 5.4 s), and
+# whole it is 0.06 s faster a call.
+VAE_COMPILE_UNIT = {"encoder": "whole", "decoder": "blocks"}
 
 
-def compile_vae(vae: torch.nn.Module, parts: str = "decoder", backend: str = "inductor") -> torch.nn.Module:
+def compile_vae(vae: torch.nn.Module, parts: str = "decoder", backend: str = "inductor",
+                unit: Optional[str] = None) -> torch.nn.Module:
     """Compile the VAE's `parts` ("none", "decoder" or "both") in place; returns the same module.
 
-    One graph per chunk shape (the decode's first latent, its pairs, a trailing single latent; the encode's frame
-    batches), static: the shapes are few and fixed by the model resolution. Against a float32 run of the same
-    weights (random, full size, docs/performance.md) the compiled encoder and decoder are closer than eager bf16
-    is (2.0e-2 vs 2.8e-2, 5.7e-4 vs 7.2e-4 relative L2): lossless in the issue's sense."""
+    Static graphs, one per chunk shape (the decode's first latent, its pairs, a trailing single latent; the
+    encode's frame batches): the shapes are few and fixed by the model resolution. Against a float32 run of the
+    same weights (random, full size, docs/performance.md) the compiled encoder and decoder are closer than eager
+    bf16 is (2.0e-2 vs 2.8e-2, 5.7e-4 vs 7.2e-4 relative L2): lossless in the issue's sense.
+
+    `unit` ("whole" or "blocks") applies to every part; None takes `VAE_COMPILE_UNIT`'s choice per part. Blocks
+    of one shape share a graph, so a start traces far less Python (a warm start's cost), at a little speed."""
     if parts not in VAE_COMPILE_PARTS:
         raise ValueError("unknown VAE compile parts %r (one of %s)" % (parts, ", ".join(VAE_COMPILE_PARTS)))
+    if unit is not None and unit not in VAE_COMPILE_UNITS:
+        raise ValueError("unknown VAE compile unit %r (one of %s)" % (unit, ", ".join(VAE_COMPILE_UNITS)))
     _allow_recompiles()
     for name in VAE_COMPILE_PARTS[parts]:
-        setattr(vae, name, torch.compile(getattr(vae, name), dynamic=False, backend=backend))
-    log.info("VAE compiled: %s", parts)
+        if (unit or VAE_COMPILE_UNIT[name]) == "whole":
+            setattr(vae, name, torch.compile(getattr(vae, name), dynamic=False, backend=backend))
+            continue
+        from diffusers.models.autoencoders.autoencoder_kl_cogvideox import CogVideoXResnetBlock3D
+
+        for block in getattr(vae, name).modules():
+            if isinstance(block, CogVideoXResnetBlock3D):
+                block.compile(fullgraph=True, dynamic=False, backend=backend)
+    log.info("VAE compiled: %s (%s)", parts, unit or VAE_COMPILE_UNIT)
     return vae

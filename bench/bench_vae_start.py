@@ -1,0 +1,152 @@
+"""How the VAE's compilation is cut up decides what a warm server start costs: the VAE alone, each strategy in fresh
+processes sharing that strategy's compile cache (cold, then warm), on the full-size VAE (random weights) and one
+85-frame 384x672 clip (every chunk shape a job uses).
+
+    python3 bench/bench_vae_start.py [--strategies whole,precompile,blocks] [--frames 85]
+
+Strategies:
+- `whole`: `accel.compile_vae(unit="whole")`, the encoder and decoder each one graph per chunk shape (the `gpu`
+  mode's default through the fifth session);
+- `blocks`: `compile_vae(unit="blocks")`, each resnet block compiled, blocks of one shape sharing a graph;
+- `whole+precompile`, `blocks+precompile`: the same, with dynamo's experimental `caching_precompile` (its bytecode
+  and guards saved beside the inductor cache, so a warm start need not trace). Each reuses its base strategy's cache
+  folder (run it after that one): its first process is warm for inductor, its second is the measurement.
+
+Each process reports: its first encode + decode (the start's cost: compile or cache load), then the median of three
+encode and decode calls (the speed a job gets), dynamo's compile-time totals, and its outputs' distance from the
+eager VAE with the same weights. Prints a table and writes JSON under $OUT.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List
+
+HERE = Path(__file__).resolve().parent
+
+
+def child(args: argparse.Namespace) -> Dict[str, object]:
+    sys.path.insert(0, str(HERE.parents[0] / "server"))
+    import copy
+
+    import torch
+    from diffusers import AutoencoderKLCogVideoX
+
+    from full_size import random_init_
+    from void_server.pipelines.void.accel import compile_vae
+    from void_server.pipelines.void.conditioning import vae_encode
+    from void_server.pipelines.void.decode import decode_latents
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # the CPU only for --smoke
+    with torch.device("meta"):
+        vae = AutoencoderKLCogVideoX(scaling_factor=0.7)
+    vae = random_init_(vae, dev, torch.bfloat16 if dev.type == "cuda" else torch.float32, seed=0)
+    eager = copy.deepcopy(vae)
+    compile_vae(vae, "both", backend=args.backend, unit=args.strategy.split("+")[0])  # one unit for both parts
+    video = torch.rand(1, 3, args.frames, *args.size, device=dev, generator=torch.Generator(dev).manual_seed(1)) * 2 - 1
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    def job() -> Dict[str, float]:
+        out = {}
+        sync()
+        t = time.perf_counter()
+        z = vae_encode(vae, video)
+        sync()
+        out["encode_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        v = decode_latents(vae, z)
+        sync()
+        out["decode_s"] = time.perf_counter() - t
+        out["z"], out["v"] = z, v
+        return out
+
+    first = job()
+    if args.strategy.endswith("+precompile"):
+        torch.compiler.save_cache_artifacts()  # writes dynamo's packages beside the inductor cache
+    runs = [job() for _ in range(3)]
+    with torch.no_grad():  # both decodes from the eager latents, so the decode's distance is the decoder's own
+        ref_z = vae_encode(eager, video)
+        ref_v = decode_latents(eager, ref_z).float()
+        got = {"z": runs[-1]["z"], "v": decode_latents(vae, ref_z)}
+    ref_z = ref_z.float()
+
+    def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a.float() - b).norm() / b.norm())
+
+    from torch._dynamo.utils import compile_times, counters
+
+    print(compile_times(repr="str", aggregate=True), file=sys.stderr, flush=True)
+    return {
+        "first_encode_s": first["encode_s"], "first_decode_s": first["decode_s"],
+        "encode_s": statistics.median(r["encode_s"] for r in runs),
+        "decode_s": statistics.median(r["decode_s"] for r in runs),
+        "rel_l2_encode_vs_eager": rel(got["z"], ref_z), "rel_l2_decode_vs_eager": rel(got["v"], ref_v),
+        "inductor_cache": {k: v for k, v in counters["inductor"].items() if "cache" in k},
+        "dynamo_unique_graphs": counters["stats"].get("unique_graphs", 0),
+        "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if dev.type == "cuda" else 0.0,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--strategies", default="whole,whole+precompile,blocks,blocks+precompile")
+    ap.add_argument("--frames", type=int, default=85)
+    ap.add_argument("--size", type=int, nargs=2, default=(384, 672), metavar=("H", "W"))
+    ap.add_argument("--backend", default="inductor", help="torch.compile backend (eager: a quick CPU smoke test)")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--strategy", default="whole", help=argparse.SUPPRESS)
+    ap.add_argument("--result", default="", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        Path(args.result).write_text(json.dumps(child(args)))
+        return
+    out_dir = Path(os.environ.get("OUT", "."))
+    root = Path(tempfile.mkdtemp(prefix="vae-start-"))
+    rows: List[Dict[str, object]] = []
+    for strategy in [s for s in args.strategies.split(",") if s]:
+        folder = root / strategy.split("+")[0]
+        env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(folder), TRITON_CACHE_DIR=str(folder / "triton"),
+                   TORCHINDUCTOR_FX_GRAPH_CACHE="1", TORCHINDUCTOR_AUTOGRAD_CACHE="1")
+        if strategy.endswith("+precompile"):
+            env["TORCH_CACHING_PRECOMPILE"] = "1"
+        for start in ("first", "second"):
+            result = root / ("%s-%s.json" % (strategy, start))
+            t = time.perf_counter()
+            proc = subprocess.run([sys.executable, __file__, "--child", "--strategy", strategy, "--frames",
+                                   str(args.frames), "--size", *map(str, args.size), "--backend", args.backend, "--result", str(result)],
+                                  env=env, cwd=str(HERE),
+                                  stderr=subprocess.PIPE, text=True)
+            row: Dict[str, object] = {"strategy": strategy, "start": start, "process_s": time.perf_counter() - t}
+            if proc.returncode != 0:
+                row["error"] = proc.stderr[-3000:]
+            else:
+                row.update(json.loads(result.read_text()))
+                row["dynamo_times"] = proc.stderr[-4000:]
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k not in ("dynamo_times", "error")}), flush=True)
+            if "error" in row:
+                print(row["error"], flush=True)
+    (out_dir / "bench_vae_start.json").write_text(json.dumps(rows, indent=1))
+    print("\n| strategy | start | first encode + decode s | encode s | decode s | rel. L2 enc / dec vs eager | process s |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print("| %s | %s | failed | | | | %.1f |" % (r["strategy"], r["start"], r["process_s"]))
+            continue
+        print("| %s | %s | %.1f + %.1f | %.3f | %.3f | %.2g / %.2g | %.1f |" % (
+            r["strategy"], r["start"], r["first_encode_s"], r["first_decode_s"], r["encode_s"], r["decode_s"],
+            r["rel_l2_encode_vs_eager"], r["rel_l2_decode_vs_eager"], r["process_s"]))
+
+
+if __name__ == "__main__":
+    main()
