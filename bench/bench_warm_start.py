@@ -12,6 +12,7 @@ Prints a table and writes JSON under $OUT.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -66,6 +67,9 @@ def main() -> None:
     ap.add_argument("--gpus", type=int, default=1)
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny random models: checks this script, measures nothing")
+    ap.add_argument("--keep-cache", default=None, metavar="DIR",
+                    help="compile into DIR (new or empty) and keep it, e.g. for bench_pipeline.py to start warm from "
+                         "(TORCHINDUCTOR_CACHE_DIR=DIR TRITON_CACHE_DIR=DIR/triton)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--cache", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -78,7 +82,8 @@ def main() -> None:
 
         build_random_model_dir(args.model_dir, size="tiny", raft=True)
     rows: List[Dict[str, object]] = []
-    with tempfile.TemporaryDirectory(prefix="void-compile-cache-") as cache:
+    keep = contextlib.nullcontext(args.keep_cache) if args.keep_cache else None
+    with keep or tempfile.TemporaryDirectory(prefix="void-compile-cache-") as cache:
         for name in ("cold cache", "warm cache"):
             cmd = [sys.executable, __file__, "--child", "--cache", cache, "--model-dir", args.model_dir,
                    "--gpus", str(args.gpus)] + (["--smoke"] if args.smoke else [])
