@@ -8,6 +8,7 @@ against the plain eager output (relative L2 error: lossless variants must stay a
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -187,7 +188,11 @@ def main() -> None:
                 row["profile"] = profile_split(fwd, med)
             results.append(row)
             print(json.dumps(row), flush=True)
+        # dynamo's caches keep the compiled blocks (and so the weights) alive: without this a later variant's peak
+        # memory counted the previous variant's 10 GB model too
         del model
+        torch._dynamo.reset()
+        gc.collect()
     summary = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "matmul_peak_tflops": peak,
                "flops_per_forward": flops, "results": results}
     Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -239,11 +239,12 @@ class FusedGELUProjection(torch.nn.Module):
     def __init__(self, gelu: torch.nn.Module) -> None:
         super().__init__()
         self.proj = gelu.proj
+        self._op = linear_gelu_tanh_op()  # registered now: dynamo cannot trace an op's registration
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # inference only: the op has no backward formula
         if type(self.proj) is torch.nn.Linear and not torch.is_grad_enabled():
-            return linear_gelu_tanh_op()(x, self.proj.weight, self.proj.bias)
+            return self._op(x, self.proj.weight, self.proj.bias)
         return F.gelu(self.proj(x), approximate="tanh")
 
 
