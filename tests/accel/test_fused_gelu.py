@@ -57,3 +57,24 @@ def test_float8_twins_still_run_through_a_fused_projection():
         want = _run(plain, x, text, rot)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert type(model.transformer_blocks[0].ff.net[0].proj) is torch.nn.Linear  # put back after the job
+
+
+def test_a_fresh_process_compiles_the_fused_projection_first_thing():
+    # The op must exist before dynamo traces a forward: registering it inside the trace fails (it did on the GPU,
+    # where a block's first call is a compiled one). A fresh interpreter, so no earlier test registered it.
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from diffusers.models.activations import GELU\n"
+        "from void_server.pipelines.void.accel import FusedGELUProjection\n"
+        "torch.manual_seed(0)\n"
+        "plain = GELU(8, 32, approximate='tanh')\n"
+        "fused = torch.compile(FusedGELUProjection(plain), fullgraph=True, backend='eager')\n"
+        "x = torch.randn(2, 5, 8)\n"
+        "with torch.no_grad():\n"
+        "    assert torch.allclose(fused(x), plain(x), atol=1e-6)\n"
+        "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
