@@ -20,6 +20,8 @@ from typing import Callable, Dict, List
 import torch
 import torch.nn.functional as F
 
+from report import print_markdown_table
+
 
 def timed(fn: Callable[[], object], reps: int = 20) -> float:
     for _ in range(3):
@@ -118,16 +120,12 @@ def main() -> None:
     if not args.skip_fa4:
         fa4_rows(args.tokens, [t for t in args.tiles.split(",") if t], rows)
     Path(os.environ.get("OUT", "."), "bench_fusions.json").write_text(json.dumps(rows, indent=1))
-    print("\n| what | variant | batch | ms | TFLOP/s | rel. L2 vs float32 |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        if "max_abs_vs_tanh" in r:
-            print("| %s | max abs vs tanh %.2e, vs erf %.2e | | | | |" % (r["what"], r["max_abs_vs_tanh"], r["max_abs_vs_erf"]))
-            continue
-        print("| %s | %s | %d | %s | %s | %s |" % (
-            r["what"], r.get("variant", r.get("tile")), r["batch"], "%.3f" % r["ms"] if "ms" in r else r.get("error"),
-            "%.0f" % r["tflops"] if "tflops" in r else "", "%.2e" % r["rel_l2_vs_fp32"] if "rel_l2_vs_fp32" in r else ""))
-
+    print_markdown_table(("what", "variant", "batch", "ms", "TFLOP/s", "rel. L2 vs float32"), [
+        (r["what"], "max abs vs tanh %.2e, vs erf %.2e" % (r["max_abs_vs_tanh"], r["max_abs_vs_erf"]), "", "", "", "")
+        if "max_abs_vs_tanh" in r else
+        (r["what"], r.get("variant", r.get("tile")), r["batch"], "%.3f" % r["ms"] if "ms" in r else r.get("error"),
+         "%.0f" % r["tflops"] if "tflops" in r else "", "%.2e" % r["rel_l2_vs_fp32"] if "rel_l2_vs_fp32" in r else "")
+        for r in rows])
 
 if __name__ == "__main__":
     main()

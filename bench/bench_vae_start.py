@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
+from report import print_markdown_table
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -137,16 +139,13 @@ def main() -> None:
             if "error" in row:
                 print(row["error"], flush=True)
     (out_dir / "bench_vae_start.json").write_text(json.dumps(rows, indent=1))
-    print("\n| strategy | start | first encode + decode s | encode s | decode s | rel. L2 enc / dec vs eager | process s |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        if "error" in r:
-            print("| %s | %s | failed | | | | %.1f |" % (r["strategy"], r["start"], r["process_s"]))
-            continue
-        print("| %s | %s | %.1f + %.1f | %.3f | %.3f | %.2g / %.2g | %.1f |" % (
-            r["strategy"], r["start"], r["first_encode_s"], r["first_decode_s"], r["encode_s"], r["decode_s"],
-            r["rel_l2_encode_vs_eager"], r["rel_l2_decode_vs_eager"], r["process_s"]))
-
+    print_markdown_table(
+        ("strategy", "start", "first encode + decode s", "encode s", "decode s", "rel. L2 enc / dec vs eager",
+         "process s"),
+        [(r["strategy"], r["start"], "failed", "", "", "", "%.1f" % r["process_s"]) if "error" in r else
+         (r["strategy"], r["start"], "%.1f + %.1f" % (r["first_encode_s"], r["first_decode_s"]), "%.3f" % r["encode_s"],
+          "%.3f" % r["decode_s"], "%.2g / %.2g" % (r["rel_l2_encode_vs_eager"], r["rel_l2_decode_vs_eager"]),
+          "%.1f" % r["process_s"]) for r in rows])
 
 if __name__ == "__main__":
     main()

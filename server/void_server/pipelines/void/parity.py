@@ -46,7 +46,7 @@ def run_parity(case_dir: Path, out: Optional[Path] = None, device: str = "cpu") 
     seed = int(meta["seed"])
     # The plain math on any device: parity compares with the reference's eager modules, not our compiled ones.
     models = VoidModels(resolve_layout(case_dir / "model"), torch.device(device), "gpu", compile_blocks=False,
-                        compile_vae="none", attention="sdpa")
+                        compile_vae="none", attention="sdpa", fuse_gelu=False)
     result: Dict[str, torch.Tensor] = {}
     ids, _, _ = embed_prompts(models, meta["prompt"], None)
     result["prompt_input_ids"] = ids[0]

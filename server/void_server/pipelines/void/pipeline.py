@@ -110,7 +110,7 @@ class VoidPipeline:
         try:
             group = RankGroup(self.layout.root, gpus, self.models.device, self.models.placement.mode,
                               self.models.compile_blocks, timeout_s=timeout_s,
-                              attention=self.models.attention or "sdpa")
+                              attention=self.models.attention or "sdpa", fuse_gelu=self.models.fuse_gelu)
             group.start()
         except (ValueError, RankGroupError) as e:
             raise PipelineUnavailable("multi-GPU pipeline (gpus_per_worker=%d) cannot start: %s" % (gpus, e))
