@@ -9,8 +9,10 @@ Same math as diffusers' `CogVideoXAttnProcessor2_0`; what changes is how it is e
 - each transformer block is compiled with `torch.compile` (diffusers' CogVideoX has no `_repeated_blocks`, so we
   compile the blocks ourselves); 42 identical blocks share one compiled graph, and inductor's on-disk cache
   (`compile_cache_dir`) makes a warm server start skip the compile.
-- the VAE's encoder and decoder are compiled whole: inductor fuses the spatial norms, SiLUs and causal padding
-  around the 3-D convolutions, 1.9x / 2.0x faster on an H200 (docs/performance.md).
+- the VAE's encoder (whole) and decoder (resnet block by block, a shorter warm start) are compiled: inductor fuses
+  the spatial norms, SiLUs and causal padding around the 3-D convolutions, 1.9x / 2.0x faster on an H200
+  (docs/performance.md);
+- the feed-forward's first linear and its tanh GELU run as one cuBLASLt GEMM with a GELU epilogue.
 Everything here is optional and switchable, so the plain diffusers path stays available for comparison.
 """
 from __future__ import annotations

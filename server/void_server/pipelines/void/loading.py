@@ -220,9 +220,8 @@ class VoidModels:
         if fuse_gelu is None:
             fuse_gelu = device.type == "cuda"
         self.fuse_gelu = bool(fuse_gelu) and self.placement.mode in ("gpu", "model_offload")
-        # The whole VAE compiles with the blocks in the `gpu` mode (2x faster, and closer to float32 than eager
-        # bf16); its compiled decode takes 5 GiB more at its peak, so the memory-saving modes keep it eager unless
-        # asked.
+        # The VAE compiles with the blocks in the `gpu` mode (2x faster, and closer to float32 than eager bf16); the
+        # memory-saving modes keep it eager unless asked (its compiled decode's peak is higher).
         from .accel import VAE_COMPILE_PARTS, resolve_attention
 
         if compile_vae is None:
