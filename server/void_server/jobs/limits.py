@@ -11,9 +11,8 @@ import numpy as np
 from ..api.models import InputRole, JobSpec
 from ..config import ServerConfig
 from ..pipelines.base import FrameSource
+from ..reasoning.combine import MATTE_THRESHOLD
 from .errors import Invalid
-
-MATTE_ON = 0.5  # the quadmask's threshold (reasoning.combine): above it a pixel is part of the matte
 
 
 def check_frame_count(spec: JobSpec, config: ServerConfig) -> None:
@@ -49,7 +48,7 @@ def check_target_coverage(sources: Mapping[InputRole, FrameSource]) -> None:
         return
     any_on = any_off = False
     for i in range(len(target)):
-        on = np.asarray(target[i])[..., 0] > MATTE_ON
+        on = np.asarray(target[i])[..., 0] > MATTE_THRESHOLD
         any_on, any_off = any_on or bool(on.any()), any_off or bool((~on).any())
         if any_on and any_off:
             return
