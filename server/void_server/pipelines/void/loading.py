@@ -210,16 +210,17 @@ class VoidModels:
                  attention: str = "auto", fuse_gelu: Optional[bool] = None) -> None:
         self.layout = layout
         self.placement = Placement(device, memory_mode)
-        # Block compilation (accel.py) is lossless and 1.38x faster on the GPU; it is skipped where weights are
-        # cast or streamed per layer by hooks (fp8, sequential offload), which would break the compiled graphs.
+        # Block compilation (accel.py) is lossless and 1.38x faster on the GPU, and the feed-forward's GELU in its
+        # GEMM's epilogue (accel.FusedGELUProjection) reads its linear's weight directly: both only in the modes
+        # whose weights sit on the GPU as they are, not cast or streamed per layer by hooks (fp8, sequential
+        # offload), which would break the compiled graphs and hide the weights.
+        plain_weights = self.placement.mode in ("gpu", "model_offload")
         if compile_blocks is None:
             compile_blocks = device.type == "cuda"
-        self.compile_blocks = bool(compile_blocks) and self.placement.mode in ("gpu", "model_offload")
-        # The feed-forward's GELU in its GEMM's epilogue (accel.FusedGELUProjection) reads its linear's weight
-        # directly, so only where the weights sit on the GPU as they are (not cast or streamed by per-layer hooks).
+        self.compile_blocks = bool(compile_blocks) and plain_weights
         if fuse_gelu is None:
             fuse_gelu = device.type == "cuda"
-        self.fuse_gelu = bool(fuse_gelu) and self.placement.mode in ("gpu", "model_offload")
+        self.fuse_gelu = bool(fuse_gelu) and plain_weights
         # The VAE compiles with the blocks in the `gpu` mode (2x faster, and closer to float32 than eager bf16); the
         # memory-saving modes keep it eager unless asked (its compiled decode's peak is higher).
         from .accel import VAE_COMPILE_PARTS, resolve_attention
