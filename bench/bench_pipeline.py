@@ -177,7 +177,7 @@ def multi_gpu_runs(args, model_dir: Path, device: str, plate, quad, common: dict
     torch.cuda.empty_cache()
     t0 = time.perf_counter()
     pipe = VoidPipeline(model_dir, device=device, memory_mode=args.memory_mode, gpus=args.gpus, compile_vae=args.compile_vae,
-                        attention=args.attention,
+                        attention=args.attention, vae_unit=args.vae_unit,
                         **(dict(model_size=(64, 112), window_frames=21) if args.smoke else {}))
     rows.append({"run": "construct pipeline, %d GPUs" % args.gpus, "total_s": time.perf_counter() - t0})
     ref = results.get("warm") or results.get("cold")
@@ -205,6 +205,8 @@ def main() -> None:
     ap.add_argument("--step-cache", type=float, default=0.1, help="threshold of the stepcache and fastest runs")
     ap.add_argument("--compile-vae", default=None, choices=tuple(VAE_COMPILE_PARTS),
                     help="the VAE parts to compile (default: the pipeline's, both in the gpu memory mode)")
+    ap.add_argument("--vae-unit", default=None, choices=("whole", "blocks", "aot"),
+                    help="how the VAE is compiled (default: accel.VAE_COMPILE_UNIT's choice per part)")
     ap.add_argument("--attention", default="auto",
                     help="the pipeline's attention option (auto: FlashAttention-4 where installed, else SDPA)")
     ap.add_argument("--gpus", type=int, default=1, help="also run the job over this many GPUs (after the 1-GPU runs)")
@@ -233,7 +235,7 @@ def main() -> None:
     plate, quad = synthetic_clip(args.frames, h, w)
     t0 = time.perf_counter()
     pipe = VoidPipeline(model_dir, device=device, memory_mode=args.memory_mode, compile_vae=args.compile_vae,
-                        attention=args.attention,
+                        attention=args.attention, vae_unit=args.vae_unit,
                         **(dict(model_size=(64, 112), window_frames=21) if args.smoke else {}))
     rows.append({"run": "construct pipeline", "total_s": time.perf_counter() - t0})
     results: Dict[str, Dict[str, object]] = {}

@@ -8,6 +8,8 @@ Strategies:
 - `whole`: `accel.compile_vae(unit="whole")`, the encoder and decoder each one graph per chunk shape (the `gpu`
   mode's default through the fifth session);
 - `blocks`: `compile_vae(unit="blocks")`, each resnet block compiled, blocks of one shape sharing a graph;
+- `aot`: `compile_vae(unit="aot")`, each part exported and compiled ahead of time, one AOTInductor package per
+  chunk shape (vae_aot.py): the first process builds the packages, the second only loads them;
 - `whole+precompile`, `blocks+precompile`: the same, with dynamo's experimental `caching_precompile` (its bytecode
   and guards saved beside the inductor cache, so a warm start need not trace). Each reuses its base strategy's cache
   folder (run it after that one): its first process is warm for inductor, its second is the measurement.
@@ -72,6 +74,7 @@ def child(args: argparse.Namespace) -> Dict[str, object]:
         out["z"], out["v"] = z, v
         return out
 
+    before = torch.cuda.memory_allocated() if dev.type == "cuda" else 0
     first = job()
     if args.strategy.endswith("+precompile"):
         torch.compiler.save_cache_artifacts()  # writes dynamo's packages beside the inductor cache
@@ -96,6 +99,11 @@ def child(args: argparse.Namespace) -> Dict[str, object]:
         "inductor_cache": {k: v for k, v in counters["inductor"].items() if "cache" in k},
         "dynamo_unique_graphs": counters["stats"].get("unique_graphs", 0),
         "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if dev.type == "cuda" else 0.0,
+        # what stays allocated after the jobs beyond the VAE itself (packages holding copies of weights would show)
+        "resident_gain_gib": (torch.cuda.memory_allocated() - before) / 2 ** 30 if dev.type == "cuda" else 0.0,
+        "aot_events": {name: [e for _, e in getattr(vae, name).events] for name in ("encoder", "decoder")
+                       if hasattr(getattr(vae, name), "events")},
+        "aot_fell_back": [name for name in ("encoder", "decoder") if getattr(getattr(vae, name), "fell_back", False)],
     }
 
 

@@ -36,7 +36,7 @@ def one_start(args: argparse.Namespace) -> Dict[str, object]:
     compile_cache_dir(Path(args.cache))
     t0 = time.perf_counter()
     small = dict(model_size=(64, 112), window_frames=21, device="cpu") if args.smoke else {}
-    pipe = VoidPipeline(Path(args.model_dir), memory_mode="gpu", gpus=args.gpus, **small)
+    pipe = VoidPipeline(Path(args.model_dir), memory_mode="gpu", gpus=args.gpus, vae_unit=args.vae_unit, **small)
     m = pipe.models
     m.vae, m.text, m.transformer(1), m.transformer(2)  # the weights, loaded
     if torch.cuda.is_available():
@@ -52,7 +52,15 @@ def one_start(args: argparse.Namespace) -> Dict[str, object]:
     return {"inductor_counters": {k: v for k, v in counters["inductor"].items() if "cache" in k},
             "attention": m.attention or "sdpa",
             "load_s": loaded, "warm_up_s": first, "warm_up_total_s": _total(first), "second_warm_up_s": again,
-            "second_warm_up_total_s": _total(again), "compiled_vae": m.compile_vae, "compiled_blocks": m.compile_blocks}
+            "second_warm_up_total_s": _total(again), "compiled_vae": m.compile_vae,
+            "vae_unit": m.vae_unit, "vae_aot_events": _aot_events(m), "compiled_blocks": m.compile_blocks}
+
+
+def _aot_events(models) -> Dict[str, List[str]]:
+    """Per VAE part compiled ahead of time: each package "built" or "loaded" by this process."""
+    vae = models.vae
+    return {name: [event for _, event in getattr(vae, name).events] for name in ("encoder", "decoder")
+            if hasattr(getattr(vae, name), "events")}
 
 
 def _total(timings: Dict[str, float]) -> float:
@@ -70,6 +78,8 @@ def main() -> None:
     ap.add_argument("--keep-cache", default=None, metavar="DIR",
                     help="compile into DIR (new or empty) and keep it, e.g. for bench_pipeline.py to start warm from "
                          "(TORCHINDUCTOR_CACHE_DIR=DIR TRITON_CACHE_DIR=DIR/triton)")
+    ap.add_argument("--vae-unit", default=None, choices=("whole", "blocks", "aot"),
+                    help="how the VAE is compiled (default: accel.VAE_COMPILE_UNIT's choice per part)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--cache", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -86,7 +96,8 @@ def main() -> None:
     with keep or tempfile.TemporaryDirectory(prefix="void-compile-cache-") as cache:
         for name in ("cold cache", "warm cache"):
             cmd = [sys.executable, __file__, "--child", "--cache", cache, "--model-dir", args.model_dir,
-                   "--gpus", str(args.gpus)] + (["--smoke"] if args.smoke else [])
+                   "--gpus", str(args.gpus)] + (["--smoke"] if args.smoke else []) + (
+                       ["--vae-unit", args.vae_unit] if args.vae_unit else [])
             t0 = time.perf_counter()
             # Triton's kernel cache too (default ~/.triton/cache): a machine that compiled these graphs before
             # would otherwise hand the first process its kernels

@@ -328,12 +328,25 @@ def accelerate_transformer(
 
 VAE_COMPILE_PARTS = {"none": (), "decoder": ("decoder",), "both": ("encoder", "decoder")}
 # "whole": the encoder / decoder as one graph per chunk shape; "blocks": each resnet block (where nearly all of the
-# norm, SiLU and padding work is) as its own graph, shared by every block of the same shape.
-VAE_COMPILE_UNITS = ("whole", "blocks")
+# norm, SiLU and padding work is) as its own graph, shared by every block of the same shape; "aot": the whole part
+# exported and compiled ahead of time, one package per chunk shape on disk (vae_aot.py): no tracing at a start.
+VAE_COMPILE_UNITS = ("whole", "blocks", "aot")
 # Measured on an H100 (bench_vae_start.py, docs/performance.md): a warm start's first decode 14.6 s whole, 7.9 s as
 # blocks, for 1.337 vs 1.376 s a decode; the encoder's first call costs the same either way (5.2 / 5.4 s), and
 # whole it is 0.06 s faster a call.
 VAE_COMPILE_UNIT = {"encoder": "whole", "decoder": "blocks"}
+
+
+def _compile_vae_part(module: torch.nn.Module, unit: str, backend: str) -> torch.nn.Module:
+    """`module` compiled as `unit` says ("whole" or "blocks"): what stands in for it."""
+    if unit == "whole":
+        return torch.compile(module, dynamic=False, backend=backend)
+    from diffusers.models.autoencoders.autoencoder_kl_cogvideox import CogVideoXResnetBlock3D
+
+    for block in module.modules():
+        if isinstance(block, CogVideoXResnetBlock3D):
+            block.compile(fullgraph=True, dynamic=False, backend=backend)
+    return module
 
 
 def compile_vae(vae: torch.nn.Module, parts: str = "decoder", backend: str = "inductor",
@@ -345,21 +358,26 @@ def compile_vae(vae: torch.nn.Module, parts: str = "decoder", backend: str = "in
     same weights (random, full size, docs/performance.md) the compiled encoder and decoder are closer than eager
     bf16 is (2.0e-2 vs 2.8e-2, 5.7e-4 vs 7.2e-4 relative L2): lossless in the issue's sense.
 
-    `unit` ("whole" or "blocks") applies to every part; None takes `VAE_COMPILE_UNIT`'s choice per part. Blocks
-    of one shape share a graph, so a start traces far less Python (a warm start's cost), at a little speed."""
+    `unit` ("whole", "blocks" or "aot") applies to every part; None takes `VAE_COMPILE_UNIT`'s choice per part.
+    Blocks of one shape share a graph, so a start traces far less Python (a warm start's cost), at a little speed;
+    "aot" traces nothing at a warm start, and falls back to `VAE_COMPILE_UNIT`'s choice if a part does not export.
+    (`backend` applies to torch.compile only: "aot" is always inductor.)"""
     if parts not in VAE_COMPILE_PARTS:
         raise ValueError("unknown VAE compile parts %r (one of %s)" % (parts, ", ".join(VAE_COMPILE_PARTS)))
     if unit is not None and unit not in VAE_COMPILE_UNITS:
         raise ValueError("unknown VAE compile unit %r (one of %s)" % (unit, ", ".join(VAE_COMPILE_UNITS)))
     _allow_recompiles()
     for name in VAE_COMPILE_PARTS[parts]:
-        if (unit or VAE_COMPILE_UNIT[name]) == "whole":
-            setattr(vae, name, torch.compile(getattr(vae, name), dynamic=False, backend=backend))
-            continue
-        from diffusers.models.autoencoders.autoencoder_kl_cogvideox import CogVideoXResnetBlock3D
+        chosen = unit or VAE_COMPILE_UNIT[name]
+        module = getattr(vae, name)
+        if chosen == "aot":
+            from .vae_aot import AheadOfTimePart
 
-        for block in getattr(vae, name).modules():
-            if isinstance(block, CogVideoXResnetBlock3D):
-                block.compile(fullgraph=True, dynamic=False, backend=backend)
+            fallback_unit = VAE_COMPILE_UNIT[name] if VAE_COMPILE_UNIT[name] != "aot" else "blocks"
+            setattr(vae, name, AheadOfTimePart(
+                module, name, dict(vae.config),
+                fallback=lambda m, u=fallback_unit: _compile_vae_part(m, u, backend)))
+        else:
+            setattr(vae, name, _compile_vae_part(module, chosen, backend))
     log.info("VAE compiled: %s (%s)", parts, unit or VAE_COMPILE_UNIT)
     return vae

@@ -207,7 +207,7 @@ class VoidModels:
 
     def __init__(self, layout: ModelLayout, device: torch.device, memory_mode: str = "auto",
                  compile_blocks: Optional[bool] = None, compile_vae: Optional[str] = None,
-                 attention: str = "auto", fuse_gelu: Optional[bool] = None) -> None:
+                 attention: str = "auto", fuse_gelu: Optional[bool] = None, vae_unit: Optional[str] = None) -> None:
         self.layout = layout
         self.placement = Placement(device, memory_mode)
         # Block compilation (accel.py) is lossless and 1.38x faster on the GPU, and the feed-forward's GELU in its
@@ -223,13 +223,16 @@ class VoidModels:
         self.fuse_gelu = bool(fuse_gelu) and plain_weights
         # The VAE compiles with the blocks in the `gpu` mode (2x faster, and closer to float32 than eager bf16); the
         # memory-saving modes keep it eager unless asked (its compiled decode's peak is higher).
-        from .accel import VAE_COMPILE_PARTS, resolve_attention
+        from .accel import VAE_COMPILE_PARTS, VAE_COMPILE_UNITS, resolve_attention
 
         if compile_vae is None:
             compile_vae = "both" if compile_blocks and self.placement.mode == "gpu" else "none"
         if compile_vae not in VAE_COMPILE_PARTS:
             raise ValueError("compile_vae must be one of %s, not %r" % (", ".join(VAE_COMPILE_PARTS), compile_vae))
         self.compile_vae = compile_vae if self.placement.mode in ("gpu", "model_offload", "fp8") else "none"
+        if vae_unit is not None and vae_unit not in VAE_COMPILE_UNITS:
+            raise ValueError("vae_unit must be one of %s, not %r" % (", ".join(VAE_COMPILE_UNITS), vae_unit))
+        self.vae_unit = vae_unit  # None: accel.VAE_COMPILE_UNIT's choice per part
         # None = diffusers' own attention processor; "fa4" where FlashAttention-4 is installed and runs here.
         self.attention = resolve_attention(attention, device)
         self.dtype = self.placement.dtype
@@ -253,7 +256,7 @@ class VoidModels:
             if self.compile_vae != "none":
                 from .accel import compile_vae
 
-                compile_vae(vae, self.compile_vae)
+                compile_vae(vae, self.compile_vae, unit=self.vae_unit)
             self._vae = vae
         return self._vae
 
@@ -308,6 +311,7 @@ class VoidModels:
             "memory_mode": self.placement.mode,
             "compiled_blocks": self.compile_blocks,
             "compiled_vae": self.compile_vae,
+            "vae_unit": self.vae_unit,
             "fused_gelu": self.fuse_gelu,
             "attention": self.attention or "sdpa",
             "loaded": sorted(["vae"] * (self._vae is not None) + ["text_encoder"] * (self._text is not None)
