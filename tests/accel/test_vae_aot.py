@@ -89,6 +89,7 @@ def test_aot_decoder_matches_eager_follows_moved_weights_and_reloads_in_a_new_pr
     assert not part.fell_back
     assert [e for _, e in part.events] == ["built", "built"]  # the first latent alone, then a pair with the cache
     assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache" / "void-aot").glob("*.pt2")) == ["decoder"] * 2
+    assert list((tmp_path / "cache" / "void-aot").glob("loader-*.ok"))  # a child process loaded the first package
     assert torch.allclose(frames, eager, atol=1e-5), (frames - eager).abs().max()
 
     # Weights that moved (new storage, as an offloading memory mode makes) are lent to the packages again.
@@ -143,3 +144,34 @@ def test_a_package_that_does_not_load_is_removed_for_a_rebuild(tmp_path):
     assert not torn.exists()
     with pytest.raises(Exception):
         AheadOfTimePart._load(part, tmp_path / "absent.pt2", torch.device("cpu"), must=True)
+
+
+def test_a_loader_that_crashes_in_a_child_process_makes_the_part_fall_back_and_is_remembered(tmp_path, monkeypatch):
+    from void_server.pipelines.void import vae_aot
+    from void_server.pipelines.void.accel import compile_vae
+    from void_server.pipelines.void.decode import decode_latents
+
+    folder = tmp_path / "void-aot"
+    folder.mkdir()
+    package = folder / "decoder-0123.pt2"
+    package.write_bytes(b"stand-in")
+    monkeypatch.setattr(vae_aot, "_LOADER_OK", {})
+    # What torch 2.11.0+cu130's loader did on the device machine: the process dies of SIGSEGV, no exception.
+    monkeypatch.setattr(vae_aot, "_LOAD_IN_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    with pytest.raises(RuntimeError, match="SIGSEGV"):
+        vae_aot.check_loader(folder, package)
+    broken = list(folder.glob("loader-*.broken"))
+    assert len(broken) == 1 and "SIGSEGV" in broken[0].read_text()
+
+    # A later process (the verdict read from disk): the part falls back before it exports anything.
+    monkeypatch.setattr(vae_aot, "_LOAD_IN_CHILD", "raise SystemExit('must not run again')")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+
+    exported = []
+    monkeypatch.setattr(torch.export, "export", lambda *a, **k: exported.append(1))
+    vae = _small_vae()
+    z = torch.randn(1, 3, 16, 2, 3, generator=torch.Generator().manual_seed(1))
+    eager = decode_latents(vae, z)
+    compile_vae(vae, "decoder", backend="eager", unit="aot")
+    assert torch.equal(decode_latents(vae, z), eager)
+    assert vae.decoder.fell_back and not vae.decoder.events and not exported

@@ -333,7 +333,8 @@ VAE_COMPILE_PARTS = {"none": (), "decoder": ("decoder",), "both": ("encoder", "d
 VAE_COMPILE_UNITS = ("whole", "blocks", "aot")
 # Measured on an H100 (bench_vae_start.py, docs/performance.md): a warm start's first decode 14.6 s whole, 7.9 s as
 # blocks, for 1.337 vs 1.376 s a decode; the encoder's first call costs the same either way (5.2 / 5.4 s), and
-# whole it is 0.06 s faster a call.
+# whole it is 0.06 s faster a call. "aot" is opt-in (`vae_unit`): not yet timed on a GPU, where the device's torch
+# 2.11.0+cu130 crashed loading any AOTInductor package (vae_aot.check_loader guards against that).
 VAE_COMPILE_UNIT = {"encoder": "whole", "decoder": "blocks"}
 
 

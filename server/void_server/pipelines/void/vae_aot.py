@@ -15,6 +15,11 @@ latent, its pairs, and the trailing single latent with the reference's patched u
 exported and compiled on its first call (minutes on a GPU, once per machine and torch version), saved under the
 inductor cache folder (`DATA_DIR/compile-cache` in a server), and loaded from there by every later process.
 If exporting or compiling fails, the part falls back to torch.compile (`fallback`) for the rest of the process.
+
+AOTInductor's loader can crash the process outright (a segfault, not an exception: seen with torch 2.11.0+cu130 on
+the device machine, for any package, docs/performance.md). So the first package a torch build makes is loaded in a
+child process first (`check_loader`), and the verdict is kept beside the packages: where the loader crashes, the
+part falls back instead of taking the server down.
 """
 from __future__ import annotations
 
@@ -22,6 +27,10 @@ import hashlib
 import json
 import logging
 import os
+import platform
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -42,6 +51,51 @@ def packages_folder() -> Path:
     from torch._inductor.runtime.cache_dir_utils import cache_dir
 
     return Path(cache_dir()) / FOLDER_NAME
+
+
+_LOADER_OK: Dict[str, bool] = {}  # this process's verdicts, by marker path
+_LOAD_IN_CHILD = "import sys, torch; torch._inductor.aoti_load_package(sys.argv[1])"
+
+
+def _loader_marker(folder: Path) -> Path:
+    tag = "%s-py%s" % (torch.__version__, platform.python_version())
+    return folder / ("loader-%s" % "".join(c if c.isalnum() or c in ".-" else "_" for c in tag))
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "signal %d" % number
+
+
+def check_loader(folder: Path, package: Optional[Path] = None) -> None:
+    """Raise RuntimeError if this torch's AOTInductor loader is known to crash; with `package` and no verdict yet,
+    load it in a child process to find out (once per torch build and cache folder)."""
+    marker = _loader_marker(folder)
+    if _LOADER_OK.get(str(marker)):
+        return
+    ok, broken = marker.with_suffix(".ok"), marker.with_suffix(".broken")
+    if broken.is_file():
+        raise RuntimeError("AOTInductor's package loader crashed in this torch before (%s): %s"
+                           % (broken, broken.read_text().strip()))
+    if not ok.is_file():
+        if package is None:
+            return  # nothing to try yet: the caller builds a package, then asks again
+        try:
+            done = subprocess.run([sys.executable, "-c", _LOAD_IN_CHILD, str(package)], capture_output=True, text=True,
+                                  timeout=600)
+            rc, tail = done.returncode, (done.stderr or "").strip().splitlines()[-1:]
+        except subprocess.TimeoutExpired:
+            rc, tail = None, ["timed out after 600 s"]
+        if rc != 0:
+            why = "exit %s%s%s" % (rc, " (%s)" % _signal_name(-rc) if rc is not None and rc < 0 else "",
+                                   ": " + tail[0] if tail else "")
+            broken.write_text(why + "\n")
+            raise RuntimeError("AOTInductor's package loader fails in a child process (%s); verdict kept in %s"
+                               % (why, broken))
+        ok.write_text("loaded %s\n" % package.name)
+    _LOADER_OK[str(marker)] = True
 
 
 def inlined_by_inductor(t: torch.Tensor) -> bool:
@@ -156,10 +210,15 @@ class AheadOfTimePart(torch.nn.Module):
         slot = (key, device.index if device.index is not None else -1)
         runner = self._runners.get(slot)
         if runner is None:
-            path = (self.folder or packages_folder()) / ("%s-%s.pt2" % (self.part, key))
+            folder = self.folder or packages_folder()
+            path = folder / ("%s-%s.pt2" % (self.part, key))
+            check_loader(folder)  # a known crash: fall back before minutes of building
+            if path.is_file():
+                check_loader(folder, path)
             runner = self._load(path, device) if path.is_file() else None
             if runner is None:
                 self._build(path, args, kwargs)
+                check_loader(folder, path)
                 runner = self._load(path, device, must=True)
                 self.events.append((key, "built"))
             else:
