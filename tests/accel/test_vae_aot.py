@@ -175,3 +175,4 @@ def test_a_loader_that_crashes_in_a_child_process_makes_the_part_fall_back_and_i
     compile_vae(vae, "decoder", backend="eager", unit="aot")
     assert torch.equal(decode_latents(vae, z), eager)
     assert vae.decoder.fell_back and not vae.decoder.events and not exported
+

@@ -314,6 +314,19 @@ def test_vae_compile_parts_wrap_the_modules_and_keep_the_output(tiny_model_dir):
         VoidModels(layout, torch.device("cpu"), compile_vae="yes")
 
 
+def test_the_models_take_the_vae_unit_option(tiny_model_dir):
+    from void_server.pipelines.void.loading import VoidModels
+    from void_server.pipelines.void.vae_aot import AheadOfTimePart
+
+    layout = resolve_layout(tiny_model_dir)
+    with pytest.raises(ValueError, match="vae_unit"):
+        VoidModels(layout, torch.device("cpu"), vae_unit="layers")
+    models = VoidModels(layout, torch.device("cpu"), compile_vae="decoder", vae_unit="aot")
+    assert isinstance(models.vae.decoder, AheadOfTimePart) and not isinstance(models.vae.encoder, AheadOfTimePart)
+    assert models.describe()["vae_unit"] == "aot"
+    assert VoidModels(layout, torch.device("cpu")).describe()["vae_unit"] is None  # accel.VAE_COMPILE_UNIT's choice
+
+
 def test_models_take_the_attention_option(tiny_model_dir, monkeypatch):
     from void_server.pipelines.void import accel
     from void_server.pipelines.void.loading import VoidModels
