@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import types
-from typing import Iterator, List
+from typing import Callable, Iterator, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -61,11 +61,16 @@ def _single_frame_time_upsampling(decoder: torch.nn.Module) -> Iterator[None]:
 
 
 @torch.no_grad()
-def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
-    """(B, T_lat, 16, h, w) scaled latents -> (B, 3, 1 + 4 (T_lat - 1), 8h, 8w) float32 in [0, 1]."""
+def decode_latents(vae, latents: torch.Tensor,
+                   on_chunk: Optional[Callable[[int, torch.Tensor], None]] = None) -> torch.Tensor:
+    """(B, T_lat, 16, h, w) scaled latents -> (B, 3, 1 + 4 (T_lat - 1), 8h, 8w) float32 in [0, 1].
+
+    `on_chunk(first_frame, frames)` gets each chunk's frames as soon as they are queued on the device (the same
+    values the result holds), so a consumer can start on them while the next chunk decodes."""
     z = latents.permute(0, 2, 1, 3, 4).to(execution_device(vae), vae.dtype) / vae.config.scaling_factor
     cache = None
     out = []
+    done = 0
     for s, e in decode_chunks(z.shape[2]):
         chunk = z[:, :, s:e]
         if vae.post_quant_conv is not None:
@@ -73,6 +78,9 @@ def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
         ctx = _single_frame_time_upsampling(vae.decoder) if (s > 0 and e - s == 1) else contextlib.nullcontext()
         with ctx:
             frames, cache = vae.decoder(chunk, conv_cache=cache)
-        out.append(frames.float())
-    video = torch.cat(out, dim=2)
-    return (video / 2 + 0.5).clamp(0, 1)
+        frames = (frames.float() / 2 + 0.5).clamp(0, 1)  # per chunk: elementwise, so the same as on the whole
+        if on_chunk is not None:
+            on_chunk(done, frames)
+        done += frames.shape[2]
+        out.append(frames)
+    return torch.cat(out, dim=2)

@@ -94,6 +94,7 @@ def run_pass(
     denoiser: Optional[Callable[..., torch.Tensor]] = None,
     augment_noise: Optional[Callable[[], torch.Tensor]] = None,
     mask_latents: Optional[torch.Tensor] = None,
+    on_decoded: Optional[Callable[[int, torch.Tensor], None]] = None,
 ) -> PassResult:
     """video01 (1, 3, T, H, W) in [0, 1] and inverted mask (1, 1, T, H, W), T = 4k + 1 with an even latent count.
     `parallel` splits the denoising over ranks (every rank runs this with the same inputs; see parallel/).
@@ -103,7 +104,7 @@ def run_pass(
     (same arguments): the pipeline's rank group runs the loop over several devices with it. `augment_noise` gives
     the conditioning video's augmentation noise drawn ahead (`conditioning.augmentation_noise`; a future's
     `result`, asked for after the mask encode); `mask_latents` are this pass's `pass_mask_latents` when they
-    were encoded ahead."""
+    were encoded ahead. `on_decoded` gets the decoded frames chunk by chunk (decode.decode_latents' `on_chunk`)."""
     if cfg.fp8_matmul:  # before any work: a clear error where float8 matmul cannot run
         require_fp8(models.device, models.placement.mode)
     vae = models.vae
@@ -133,6 +134,6 @@ def run_pass(
         latents = (denoiser or denoise)(transformer, scheduler, latents, inpaint, embeds, neg, cfg.guidance, cfg.steps,
                                         window, overlap, on_step, should_cancel, observer, parallel, **lossy)
     with clock("decode"), models.placement.use(vae):
-        video = decode_latents(vae, latents)
+        video = decode_latents(vae, latents, on_chunk=on_decoded)
     return PassResult(latents=latents, video=video, noise_augmented_video=augmented,
                       video_latents=inpaint[:, :, LATENT_CHANNELS:], step_cache=stats)

@@ -25,6 +25,7 @@ from ..base import (CancelCheck, PipelineInputs, PipelineSettings, PipelineUnava
                     ResultSink, RunSummary, check_cancel, stage_fraction)
 from ..stage_clock import StageClock
 from .conditioning import MODEL_SIZE, WINDOW_FRAMES, latent_frames, padded_length, prepare_mask, prepare_video
+from .decoded_frames import DecodedFrames
 from .denoise import WINDOW_LATENTS
 from .latent_noise import reference_noise_to_latents
 from .loading import VoidModels
@@ -210,20 +211,34 @@ class VoidPipeline:
             job.augment_noise = augment_noise
         check_cancel(should_cancel)
 
-        with clock("pass1"):
-            pass1 = self._pass(inputs, job, PASS1, s.steps_pass1, 1.0, None, progress, should_cancel, clock.child("pass1"),
-                               notes)
-        final = pass1
-        if s.passes >= 2:
-            with clock("pass2_noise"):
-                noise = self._pass2_noise(job, pass1, s, notes)
-            with clock("pass2"):
-                final = self._pass(inputs, job, PASS2, s.steps_pass2, s.guidance_pass2, noise, progress, should_cancel,
-                                   clock.child("pass2"), notes)
-
+        # The last pass's frames go to the merge thread as the VAE decodes them (decoded_frames.py): the merge
+        # overlaps the final decode, and its stage time is what is left of it after the pass.
+        final = DecodedFrames()
+        merging: Optional["Future[int]"] = None
+        try:
+            if s.passes < 2:
+                merging = self._start_merge(inputs, quadmask, job, final, None, sink, progress, should_cancel)
+            with clock("pass1"):
+                pass1 = self._pass(inputs, job, PASS1, s.steps_pass1, 1.0, None, progress, should_cancel,
+                                   clock.child("pass1"), notes, on_decoded=final.add if s.passes < 2 else None)
+            last = pass1
+            if s.passes >= 2:
+                with clock("pass2_noise"):
+                    noise = self._pass2_noise(job, pass1, s, notes)
+                merging = self._start_merge(inputs, quadmask, job, final, pass1 if s.keep_pass1 else None, sink,
+                                            progress, should_cancel)
+                with clock("pass2"):
+                    last = self._pass(inputs, job, PASS2, s.steps_pass2, s.guidance_pass2, noise, progress,
+                                      should_cancel, clock.child("pass2"), notes, on_decoded=final.add)
+            final.fill(last)  # a pass resumed from its checkpoint decoded nothing
+        except BaseException:
+            final.close()  # the merge thread stops waiting for frames that will not come...
+            if merging is not None:
+                _wait_quietly(merging)  # ...and stops writing before the job's failure is handled
+            raise
+        final.close()
         with clock("merge"):
-            written = self._merge(inputs, quadmask, job, final, pass1 if (s.passes >= 2 and s.keep_pass1) else None,
-                                  sink, progress, should_cancel)
+            written = merging.result()
         timings = clock.timings
         return RunSummary(frames_written=written, notes=notes, timings=timings)
 
@@ -311,8 +326,10 @@ class VoidPipeline:
 
     def _pass(self, inputs: PipelineInputs, job: ModelInputs, base: PassConfig, steps: int, guidance: float,
               noise: Optional[torch.Tensor], progress: ProgressCallback, should_cancel: CancelCheck,
-              clock: Optional[StageClock] = None, notes: Optional[List[str]] = None) -> torch.Tensor:
-        """One pass (checkpointed): -> decoded frames (1, 3, length, H, W) float32 in [0, 1] on the CPU."""
+              clock: Optional[StageClock] = None, notes: Optional[List[str]] = None,
+              on_decoded=None) -> torch.Tensor:
+        """One pass (checkpointed): -> decoded frames (1, 3, length, H, W) float32 in [0, 1] on the CPU.
+        `on_decoded` gets them chunk by chunk as they decode (not when the pass is resumed from its checkpoint)."""
         from safetensors.torch import load_file, save_file
 
         stage = "pass%d" % base.index
@@ -337,7 +354,7 @@ class VoidPipeline:
                           denoiser=None if self._group is None else functools.partial(self._group.denoise, base.index),
                           augment_noise=(job.augment_noise.result if job.augment_noise is not None
                                          and job.video_latents is None else None),
-                          mask_latents=job.mask_latents.pop(base.index, None))
+                          mask_latents=job.mask_latents.pop(base.index, None), on_decoded=on_decoded)
         job.video_latents = result.video_latents
         if result.step_cache is not None and notes is not None:
             notes.append(result.step_cache.note("pass %d" % base.index))
@@ -402,7 +419,14 @@ class VoidPipeline:
             return aligned_warped_noise(frames, raft, t_lat, (h, w), gen, device=dev).float().cpu().unsqueeze(0)
         raise ValueError("unknown noise mode %r (reference, aligned)" % mode)
 
-    def _merge(self, inputs: PipelineInputs, quadmask: np.ndarray, job: ModelInputs, final: torch.Tensor,
+    def _start_merge(self, inputs: PipelineInputs, quadmask: np.ndarray, job: ModelInputs, final: DecodedFrames,
+                     pass1: Optional[torch.Tensor], sink: ResultSink, progress: ProgressCallback,
+                     should_cancel: CancelCheck) -> "Future[int]":
+        """`_merge` on a thread of its own, taking each frame of the last pass as it arrives in `final`."""
+        return _on_thread("void-merge", self._merge, inputs, quadmask, job, final, pass1, sink, progress,
+                          should_cancel)
+
+    def _merge(self, inputs: PipelineInputs, quadmask: np.ndarray, job: ModelInputs, final: DecodedFrames,
                pass1: Optional[torch.Tensor], sink: ResultSink, progress: ProgressCallback,
                should_cancel: CancelCheck) -> int:
         """Model frames -> plate resolution, written frame by frame; pixels outside the edit region are the plate's."""
@@ -413,13 +437,12 @@ class VoidPipeline:
         passes = inputs.settings.passes
 
         # Plain numpy views, made once: the merge threads then do numpy/OpenCV work only.
-        final_np = final.float().numpy()
         pass1_np = pass1.float().numpy() if pass1 is not None else None
 
         def merged(i: int):
             plate = np.asarray(inputs.plate[i], dtype=np.float32)
             q = np.asarray(quadmask[i])
-            generated = [_hwc(final_np, i)] + ([_hwc(pass1_np, i)] if pass1_np is not None else [])
+            generated = [final.frame(i)] + ([_hwc(pass1_np, i)] if pass1_np is not None else [])
             merged_layers = [m[..., :3] for m in merge_layers(plate, generated, q, job.box, encoding)]
             layers = {"pass1": merged_layers[1]} if pass1_np is not None else None
             return np.ascontiguousarray(merged_layers[0], dtype=np.float32), q.astype(np.uint8), layers
@@ -431,6 +454,14 @@ class VoidPipeline:
             sink.write_frame(i, clean, q, layers)
             self._report(progress, "merge", i + 1, job.frames, passes)
         return job.frames
+
+
+def _wait_quietly(future: "Future") -> None:
+    """Until `future` is done, whatever its outcome (the caller is already handling an error of its own)."""
+    try:
+        future.result()
+    except BaseException:  # noqa: BLE001 - its error is a consequence of the caller's
+        pass
 
 
 def _on_thread(name: str, fn, *args) -> "Future":
