@@ -142,13 +142,14 @@ class VoidPipeline:
         return self.models.device.type == "cuda"
 
     @torch.no_grad()
-    def warm_up(self) -> Dict[str, float]:
+    def warm_up(self, pin_text_ahead: bool = True) -> Dict[str, float]:
         """Load every model a job uses and compile every graph of a one-window job, on inputs of zeros, so the
         first job runs at full speed; a warm compile cache (DATA_DIR/compile-cache) makes this much shorter.
         Runs the VAE's encode and decode, one denoising step of each pass (through the rank group when there
         is one, so every rank compiles its own shapes), T5 on the guidance's empty prompt (kept: pass 2 uses it),
         loads RAFT and warps the default (reference) pass-2 noise one step. Returns seconds per stage. Clips longer
-        than one window compile their other window length, and aligned noise its warp size, on first use."""
+        than one window compile their other window length, and aligned noise its warp size, on first use.
+        `pin_text_ahead` False pins T5's host copy at the text stage instead of beside the VAE's compilation."""
         from .conditioning import vae_encode
         from .decode import decode_latents
         from .denoise import denoise
@@ -156,7 +157,7 @@ class VoidPipeline:
         clock = StageClock()
         m, dev = self.models, self.models.device
         t_lat, (h, w) = latent_frames(self.window_frames), (self.model_size[0] // 8, self.model_size[1] // 8)
-        parked_text = self._pin_text_encoder_ahead()
+        parked_text = self._pin_text_encoder_ahead() if pin_text_ahead else None
         with clock("vae"), m.placement.use(m.vae):
             vae_encode(m.vae, torch.zeros((1, 3, self.window_frames) + self.model_size, device=dev))
             decode_latents(m.vae, torch.zeros((1, t_lat, 16, h, w), device=dev, dtype=m.dtype))
