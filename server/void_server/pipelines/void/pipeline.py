@@ -200,7 +200,6 @@ class VoidPipeline:
 
     def run(self, inputs: PipelineInputs, sink: ResultSink, progress: ProgressCallback,
             should_cancel: CancelCheck) -> RunSummary:
-        s = inputs.settings
         notes: List[str] = []
         clock = StageClock()
 
@@ -212,8 +211,17 @@ class VoidPipeline:
             job.augment_noise = augment_noise
         check_cancel(should_cancel)
 
-        # The last pass's frames go to the merge thread as the VAE decodes them (decoded_frames.py): the merge
-        # overlaps the final decode, and its stage time is what is left of it after the pass.
+        merging = self._passes(inputs, quadmask, job, sink, progress, should_cancel, clock, notes)
+        with clock("merge"):  # what is left of the merge once the last pass has decoded
+            written = merging.result()
+        return RunSummary(frames_written=written, notes=notes, timings=clock.timings)
+
+    def _passes(self, inputs: PipelineInputs, quadmask: np.ndarray, job: ModelInputs, sink: ResultSink,
+                progress: ProgressCallback, should_cancel: CancelCheck, clock: StageClock,
+                notes: List[str]) -> "Future[int]":
+        """Pass 1, the pass-2 noise and pass 2; returns the merge, running on its thread. The last pass's frames go
+        to it as the VAE decodes them (decoded_frames.py), so the merge overlaps that decode."""
+        s = inputs.settings
         final = DecodedFrames()
         merging: Optional["Future[int]"] = None
         try:
@@ -238,10 +246,7 @@ class VoidPipeline:
                 _wait_quietly(merging)  # ...and stops writing before the job's failure is handled
             raise
         final.close()
-        with clock("merge"):
-            written = merging.result()
-        timings = clock.timings
-        return RunSummary(frames_written=written, notes=notes, timings=timings)
+        return merging
 
     # -- stages ------------------------------------------------------------------------------------------------
 
