@@ -12,7 +12,7 @@ import shutil
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import nuke
 
@@ -124,6 +124,15 @@ def gather_facts(node, s: settings.Settings) -> validation.Facts:
     )
 
 
+def _source_size(node) -> Tuple[int, int]:
+    """The Source input's width and height; (0, 0) where Nuke cannot say (the render then reports the error)."""
+    try:
+        source = node.input(0)
+        return int(source.width()), int(source.height())
+    except Exception:  # noqa: BLE001 - an upstream error shows up at render time with Nuke's message
+        return 0, 0
+
+
 def _check_health(server: str) -> Dict[str, Any]:
     from . import client
 
@@ -187,7 +196,10 @@ def _prepare(node) -> Job:
     found = validation.problems(facts)
     if found:
         raise UserError(validation.format_problems(found))
-    _check_health(s.server)
+    health = _check_health(s.server)
+    found = validation.server_limit_problems(facts.first, facts.last, *_source_size(node), health.get("limits") or {})
+    if found:  # before a render that the server would refuse afterwards
+        raise UserError(validation.format_problems(found))
     version_dir = versioning.claim_next_version(facts.output_root or "")
     inputs_dir = os.path.join(version_dir, "inputs")
     sources = [("plate", 0, None), ("target", 1, s.target_channel)]

@@ -5,7 +5,7 @@ the artist fixes the script in one go instead of pressing Remove five times.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 from . import channels, jobspec
 
@@ -104,6 +104,23 @@ def problems(f: Facts) -> List[str]:
 def empty_matte(first: int, last: int, channel: str) -> str:
     return ("The Target matte (%s) is empty on every frame of %d-%d: check that the roto covers the object "
             "and that the Target channel is right." % (channel, first, last))
+
+
+def server_limit_problems(first: int, last: int, width: int, height: int, limits: Mapping[str, float]) -> List[str]:
+    """What the server's /v1/health limits refuse in this job (frames first..last of a width x height Source), found
+    before anything is rendered or sent. Limits a server does not report are not checked."""
+    found = []  # type: List[str]
+    frames = last - first + 1
+    most = limits.get("max_frames")
+    if most is not None and frames > int(most):
+        found.append("Frames %d-%d are %d frames; this server takes at most %d per job. Split the range into shots "
+                     "of %d frames or fewer, or ask for a larger --max-frames." % (first, last, frames, int(most),
+                                                                                 int(most)))
+    side = limits.get("max_resolution")
+    if side is not None and width and height and max(width, height) > int(side):
+        found.append("The Source is %dx%d; this server takes at most %d pixels on the longest side. Reformat it "
+                     "down before the VOID node, or ask for a larger --max-resolution." % (width, height, int(side)))
+    return found
 
 
 def server_unreachable(url: str, detail: str = "") -> str:

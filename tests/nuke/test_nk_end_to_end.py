@@ -150,6 +150,20 @@ def test_empty_matte_is_refused_before_anything_is_sent(fake, tmp_path, server):
     assert os.listdir(out) == [], "the unused version folder is removed"
 
 
+def test_a_range_over_the_servers_limit_is_refused_before_rendering(fake, tmp_path, tmp_path_factory):
+    small = ServerProcess(tmp_path_factory.mktemp("void-small") / "data", args=["--max-frames", "3"]).start()
+    try:
+        _, _, void = _script(fake, tmp_path, small.url)
+        _run(fake, void)
+    finally:
+        small.stop()
+    [(kind, text)] = fake.messages()
+    assert "Frames 1001-1004 are 4 frames; this server takes at most 3 per job" in text
+    assert not nuke.allNodes("Write"), "nothing was rendered"
+    out = os.path.join(os.path.dirname(nuke.root()["name"].value()), "void", "sh010_comp_v003", void.name())
+    assert not os.path.isdir(out) or os.listdir(out) == []
+
+
 @pytest.fixture(scope="module")
 def slow_server(tmp_path_factory):
     proc = ServerProcess(tmp_path_factory.mktemp("void-slow") / "data", step_delay=0.5).start()

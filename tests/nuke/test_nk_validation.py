@@ -34,3 +34,14 @@ def test_missing_target_channel_lists_what_exists():
 
 def test_busy_node():
     assert "already working" in validation.problems(facts(busy=True))[0]
+
+
+def test_server_limits_are_checked_before_anything_is_rendered():
+    limits = {"max_frames": 100, "max_resolution": 4096, "max_upload_mb": 4096.0}
+    assert validation.server_limit_problems(1001, 1100, 4096, 2160, limits) == []
+    [frames] = validation.server_limit_problems(1001, 1101, 1920, 1080, limits)
+    assert "1001-1101 are 101 frames" in frames and "at most 100 per job" in frames and "--max-frames" in frames
+    [size] = validation.server_limit_problems(1001, 1010, 8192, 4320, limits)
+    assert "8192x4320" in size and "4096 pixels on the longest side" in size and "--max-resolution" in size
+    assert len(validation.server_limit_problems(1, 500, 8192, 4320, limits)) == 2  # both at once
+    assert validation.server_limit_problems(1, 5000, 0, 0, {}) == []  # an older server reports none: no check

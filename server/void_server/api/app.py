@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse
 from ..auth import TokenTable
 from ..config import ServerConfig
 from ..jobs.errors import NotFound, Unauthorized
+from ..jobs.limits import server_limits
 from ..jobs.manager import JobManager
 from ..jobs.pipeline_host import PipelineHost
 from . import errors
@@ -66,7 +67,7 @@ def create_app(config: ServerConfig, host: Optional[PipelineHost] = None) -> Fas
             problem=problem, gpus=gpu_info(import_torch=False),
             models=(host.pipeline.describe() if host.pipeline is not None else {}) if detailed else {},
             queue_length=manager.queue_length(), running=manager.running_ids() if detailed else [],
-            detailed=detailed,
+            detailed=detailed, limits=server_limits(config),
         )
 
     @jobs.post("/jobs", response_model=JobStatus, status_code=201)

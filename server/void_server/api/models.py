@@ -205,6 +205,9 @@ class Health(BaseModel):
     models: Dict[str, object] = Field(default_factory=dict)
     queue_length: int = 0
     running: List[str] = Field(default_factory=list)
+    # What one job may be (max_frames, max_resolution: longest side in pixels, max_upload_mb): a client checks a
+    # job against them before it renders and uploads anything.
+    limits: Dict[str, float] = Field(default_factory=dict)
     # False when the server has tokens and the request carried none (or a wrong one): models and running are left
     # empty then, as they name job ids, paths and machines.
     detailed: bool = True

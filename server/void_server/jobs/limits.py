@@ -4,7 +4,7 @@ Each check raises `Invalid` naming the spec field and the setting that would all
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Dict, Mapping
 
 import numpy as np
 
@@ -13,6 +13,12 @@ from ..config import ServerConfig
 from ..pipelines.base import FrameSource
 from ..reasoning.combine import MATTE_THRESHOLD
 from .errors import Invalid
+
+
+def server_limits(config: ServerConfig) -> Dict[str, float]:
+    """What /v1/health tells clients about the checks below."""
+    return {"max_frames": int(config.max_frames), "max_resolution": int(config.max_resolution),
+            "max_upload_mb": float(config.max_upload_mb)}
 
 
 def check_frame_count(spec: JobSpec, config: ServerConfig) -> None:
