@@ -47,6 +47,7 @@ def child(args: argparse.Namespace) -> Dict[str, object]:
     from void_server.pipelines.void.accel import compile_vae
     from void_server.pipelines.void.conditioning import vae_encode
     from void_server.pipelines.void.decode import decode_latents
+    from void_server.pipelines.void.vae_aot import package_events
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # the CPU only for --smoke
     with torch.device("meta"):
@@ -101,8 +102,7 @@ def child(args: argparse.Namespace) -> Dict[str, object]:
         "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if dev.type == "cuda" else 0.0,
         # what stays allocated after the jobs beyond the VAE itself (packages holding copies of weights would show)
         "resident_gain_gib": (torch.cuda.memory_allocated() - before) / 2 ** 30 if dev.type == "cuda" else 0.0,
-        "aot_events": {name: [e for _, e in getattr(vae, name).events] for name in ("encoder", "decoder")
-                       if hasattr(getattr(vae, name), "events")},
+        "aot_events": package_events(vae),
         "aot_fell_back": [name for name in ("encoder", "decoder") if getattr(getattr(vae, name), "fell_back", False)],
     }
 

@@ -32,6 +32,7 @@ def one_start(args: argparse.Namespace) -> Dict[str, object]:
 
     from void_server.pipelines.void.accel import compile_cache_dir
     from void_server.pipelines.void.pipeline import VoidPipeline
+    from void_server.pipelines.void.vae_aot import package_events
 
     compile_cache_dir(Path(args.cache))
     t0 = time.perf_counter()
@@ -53,14 +54,8 @@ def one_start(args: argparse.Namespace) -> Dict[str, object]:
             "attention": m.attention or "sdpa",
             "load_s": loaded, "warm_up_s": first, "warm_up_total_s": _total(first), "second_warm_up_s": again,
             "second_warm_up_total_s": _total(again), "compiled_vae": m.compile_vae,
-            "vae_unit": m.vae_unit, "pin_after_vae": args.pin_after_vae, "vae_aot_events": _aot_events(m), "compiled_blocks": m.compile_blocks}
+            "vae_unit": m.vae_unit, "pin_after_vae": args.pin_after_vae, "vae_aot_events": package_events(m.vae), "compiled_blocks": m.compile_blocks}
 
-
-def _aot_events(models) -> Dict[str, List[str]]:
-    """Per VAE part compiled ahead of time: each package "built" or "loaded" by this process."""
-    vae = models.vae
-    return {name: [event for _, event in getattr(vae, name).events] for name in ("encoder", "decoder")
-            if hasattr(getattr(vae, name), "events")}
 
 
 def _total(timings: Dict[str, float]) -> float:

@@ -15,7 +15,7 @@ import hashlib
 import json
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -333,7 +333,7 @@ class VoidPipeline:
     def _pass(self, inputs: PipelineInputs, job: ModelInputs, base: PassConfig, steps: int, guidance: float,
               noise: Optional[torch.Tensor], progress: ProgressCallback, should_cancel: CancelCheck,
               clock: Optional[StageClock] = None, notes: Optional[List[str]] = None,
-              on_decoded=None) -> torch.Tensor:
+              on_decoded: Optional[Callable[[int, torch.Tensor], None]] = None) -> torch.Tensor:
         """One pass (checkpointed): -> decoded frames (1, 3, length, H, W) float32 in [0, 1] on the CPU.
         `on_decoded` gets them chunk by chunk as they decode (not when the pass is resumed from its checkpoint)."""
         from safetensors.torch import load_file, save_file

@@ -150,6 +150,12 @@ def _contiguous(tree: object) -> object:
     return pytree.tree_map(lambda x: x.contiguous() if isinstance(x, torch.Tensor) else x, tree)
 
 
+def package_events(vae: torch.nn.Module) -> Dict[str, List[str]]:
+    """Per VAE part compiled ahead of time: each package "built" or "loaded" by this process, in order."""
+    return {name: [event for _, event in part.events] for name, part in
+            (("encoder", vae.encoder), ("decoder", vae.decoder)) if isinstance(part, AheadOfTimePart)}
+
+
 class AheadOfTimePart(torch.nn.Module):
     """Stands in for `vae.encoder` or `vae.decoder` (same call: `(sample, conv_cache=...)`), running each chunk shape
     from its package. `module` stays registered: it owns the weights, and decode.py's patch reaches its modules."""
@@ -185,9 +191,10 @@ class AheadOfTimePart(torch.nn.Module):
         if self._fallback is not None or temb is not None:  # CogVideoX passes no temb; anything else runs as it was
             return (self._fallback or self.module)(sample, temb, conv_cache=conv_cache)
         args, kwargs = (_contiguous(sample),), {"conv_cache": _contiguous(conv_cache)}
-        key = package_key(self.part, self.config, args, kwargs, self._variant(), self._baked_digest())
+        tensors = _module_tensors(self.module)  # once a call: the key's inlined values and the lent weights
+        key = package_key(self.part, self.config, args, kwargs, self._variant(), self._baked_digest(tensors))
         try:
-            runner = self._runner(key, args, kwargs)
+            runner = self._runner(key, args, kwargs, tensors)
         except Exception as exc:  # noqa: BLE001 - any export/compile failure: keep working, compiled the other way
             log.warning("VAE %s: ahead-of-time compile failed (%s: %s); torch.compile from here on", self.part,
                         type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
@@ -195,9 +202,9 @@ class AheadOfTimePart(torch.nn.Module):
             return self._fallback(sample, conv_cache=conv_cache)
         return runner(*args, **kwargs)
 
-    def _baked_digest(self) -> str:
+    def _baked_digest(self, tensors: Dict[str, torch.Tensor]) -> str:
         # Recomputed only when those tensors moved (a GPU -> host copy each): weights do not change in place here.
-        small = [t for t in _module_tensors(self.module).values() if inlined_by_inductor(t)]
+        small = [t for t in tensors.values() if inlined_by_inductor(t)]
         where = tuple(t.data_ptr() for t in small)
         if self._baked[0] != where or not self._baked[1]:
             self._baked = (where, baked_digest(self.module))
@@ -205,7 +212,7 @@ class AheadOfTimePart(torch.nn.Module):
 
     # -- packages ------------------------------------------------------------------------------------------------
 
-    def _runner(self, key: str, args: tuple, kwargs: dict):
+    def _runner(self, key: str, args: tuple, kwargs: dict, tensors: Dict[str, torch.Tensor]):
         device = args[0].device
         slot = (key, device.index if device.index is not None else -1)
         runner = self._runners.get(slot)
@@ -224,7 +231,7 @@ class AheadOfTimePart(torch.nn.Module):
             else:
                 self.events.append((key, "loaded"))
             self._runners[slot] = runner
-        self._bind(slot, runner)
+        self._bind(slot, runner, tensors)
         return runner
 
     def _build(self, path: Path, args: tuple, kwargs: dict) -> None:
@@ -248,9 +255,8 @@ class AheadOfTimePart(torch.nn.Module):
             path.unlink()
             return None
 
-    def _bind(self, slot: Tuple[str, int], runner) -> None:
-        """Lend the module's current weights to the package, again whenever they have moved."""
-        tensors = _module_tensors(self.module)
+    def _bind(self, slot: Tuple[str, int], runner, tensors: Dict[str, torch.Tensor]) -> None:
+        """Lend the module's current weights (`tensors`) to the package, again whenever they have moved."""
         names = runner.get_constant_fqns()
         missing = [n for n in names if n not in tensors]
         if missing:
