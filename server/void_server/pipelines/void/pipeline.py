@@ -9,13 +9,16 @@ covers every latent frame with overlapping windows (denoise.py). Only the plate'
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
+import sys
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -147,25 +150,41 @@ class VoidPipeline:
         first job runs at full speed; a warm compile cache (DATA_DIR/compile-cache) makes this much shorter.
         Runs the VAE's encode and decode, one denoising step of each pass (through the rank group when there
         is one, so every rank compiles its own shapes), T5 on the guidance's empty prompt (kept: pass 2 uses it),
-        loads RAFT and warps the default (reference) pass-2 noise one step. Returns seconds per stage. Clips longer
-        than one window compile their other window length, and aligned noise its warp size, on first use.
-        `pin_text_ahead` False pins T5's host copy at the text stage instead of beside the VAE's compilation."""
-        from .conditioning import vae_encode
-        from .decode import decode_latents
+        loads RAFT and warps the default (reference) pass-2 noise one step. Clips longer than one window compile
+        their other window length, and aligned noise its warp size, on first use.
+
+        Returns seconds per stage. `load` is the weights; the VAE's warm-up (dynamo re-traces its graphs at every
+        start, even from a warm cache) runs on a thread beside the transformers' loading, so `vae` is only what it
+        adds once the weights are in, and `vae.thread` its whole time. `pin_text_ahead` False pins T5's host copy
+        at the text stage instead of beside the VAE."""
         from .denoise import denoise
 
         clock = StageClock()
         m, dev = self.models, self.models.device
         t_lat, (h, w) = latent_frames(self.window_frames), (self.model_size[0] // 8, self.model_size[1] // 8)
-        parked_text = self._pin_text_encoder_ahead() if pin_text_ahead else None
-        with clock("vae"), m.placement.use(m.vae):
-            vae_encode(m.vae, torch.zeros((1, 3, self.window_frames) + self.model_size, device=dev))
-            decode_latents(m.vae, torch.zeros((1, t_lat, 16, h, w), device=dev, dtype=m.dtype))
+        passes = (PASS1, PASS2)
+        # Both transformers' weights now, unless the memory mode holds one at a time (then each pass loads its own)
+        ahead = [cfg.index for cfg in passes] if m.holds_every_transformer else []
+        with clock("load"):
+            parked_text = self._pin_text_encoder_ahead() if pin_text_ahead else None
+            # Every model built before the VAE's thread starts compiling (loading.transformer_skeleton says why).
+            m.vae
+            m.build_skeletons(ahead)
+            with _short_gil_slices():
+                vae_warm = _on_thread("void-warm-vae", self._warm_up_vae, clock.child("vae"), t_lat, h, w)
+                try:
+                    for index in ahead:
+                        m.transformer(index)
+                finally:  # nothing of the warm-up goes on behind a failure: a first job may follow at once
+                    with clock("vae"):
+                        futures_wait([vae_warm])
+            vae_warm.result()
+        clock.timings["load"] -= clock.timings["vae"]  # top-level stages add up to the warm-up's time
         with clock("text"):
             if parked_text is not None:
                 parked_text.result()
             _, empty = m.prompt_embeddings(PASS2.negative_prompt)
-        for cfg in (PASS1, PASS2):
+        for cfg in passes:
             with clock("pass%d" % cfg.index):
                 transformer = m.transformer(cfg.index)
                 latents = torch.zeros((1, t_lat, 16, h, w), device=dev, dtype=m.dtype)
@@ -185,6 +204,17 @@ class VoidPipeline:
                     warm_up_reference_warp(dev)
         self.warmed_up = clock.timings
         return self.warmed_up
+
+    @torch.no_grad()
+    def _warm_up_vae(self, clock: StageClock, t_lat: int, h: int, w: int) -> None:
+        """One window's encode and decode: every graph of the VAE a one-window job runs, traced and compiled."""
+        from .conditioning import vae_encode
+        from .decode import decode_latents
+
+        m, dev = self.models, self.models.device
+        with clock("thread"), m.placement.use(m.vae):
+            vae_encode(m.vae, torch.zeros((1, 3, self.window_frames) + self.model_size, device=dev))
+            decode_latents(m.vae, torch.zeros((1, t_lat, 16, h, w), device=dev, dtype=m.dtype))
 
     def _pin_text_encoder_ahead(self) -> Optional["Future[object]"]:
         """Where T5 waits in host memory between prompts (models.park_text_encoder), its 9.5 GB are pinned once,
@@ -468,6 +498,19 @@ def _wait_quietly(future: "Future") -> None:
         future.result()
     except BaseException:  # noqa: BLE001 - its error is a consequence of the caller's
         pass
+
+
+@contextlib.contextmanager
+def _short_gil_slices(seconds: float = 0.0005) -> Iterator[None]:
+    """Python's thread switch interval shortened meanwhile (default 5 ms). A thread that mostly waits on copies
+    with the GIL released (weights loading) beside one that holds it (dynamo tracing) waits up to one interval
+    each time it wants the GIL back: thousands of times over two transformers' tensors."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(seconds)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 def _on_thread(name: str, fn, *args) -> "Future":
