@@ -99,6 +99,56 @@ def test_deterministic_under_a_seed_and_resumes_from_checkpoints(tiny_model_dir,
     assert np.array_equal(np.stack([sink.clean[i] for i in range(len(plate))]), runs[0])
 
 
+def test_checkpoints_are_written_on_threads_and_whole_before_the_job_ends(tiny_model_dir, bigben, tmp_path, monkeypatch):
+    # The job goes on while a pass's checkpoint is written; a finished job, and a job that fails after pass 1,
+    # leave every finished pass's checkpoint whole on disk.
+    import threading
+    import time
+
+    from void_server.pipelines.void import checkpoints
+
+    plate, mask = bigben[0][:3], bigben[1][:3]
+    writers, real_write = [], checkpoints._write
+
+    def slow_write(path, tensors, tag):
+        writers.append(threading.current_thread().name)
+        time.sleep(0.3)
+        real_write(path, tensors, tag)
+
+    monkeypatch.setattr(checkpoints, "_write", slow_write)
+    _stub_noise(monkeypatch, [])
+    pipe = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))
+    timings = pipe.run(_inputs(plate, mask, tmp_path / "done", noise_mode="aligned"), MemorySink(), lambda p: None,
+                       lambda: False).timings
+    assert len(writers) == 2 and all(name.startswith("void-checkpoint") for name in writers)
+    assert timings["pass1.checkpoint"] < 0.3 and "checkpoints" in timings
+    for index in (1, 2):
+        assert checkpoints.tag_of(tmp_path / "done" / ("void_pass%d.safetensors" % index)) is not None
+    assert not list((tmp_path / "done").glob("*.tmp"))
+
+    def no_noise(*a, **k):
+        raise RuntimeError("RAFT failed")
+
+    monkeypatch.setattr(pipe, "_pass2_noise", no_noise)
+    with pytest.raises(RuntimeError, match="RAFT failed"):
+        pipe.run(_inputs(plate, mask, tmp_path / "failed", noise_mode="aligned"), MemorySink(), lambda p: None,
+                 lambda: False)
+    assert checkpoints.tag_of(tmp_path / "failed" / "void_pass1.safetensors") is not None
+
+
+def test_a_checkpoint_that_cannot_be_written_fails_the_job(tiny_model_dir, bigben, tmp_path, monkeypatch):
+    from void_server.pipelines.void import checkpoints
+
+    def full_disk(path, tensors, tag):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoints, "_write", full_disk)
+    plate, mask = bigben[0][:3], bigben[1][:3]
+    with pytest.raises(OSError, match="No space left"):
+        VoidPipeline.from_config(Config(model_dir=tiny_model_dir)).run(
+            _inputs(plate, mask, tmp_path / "job", passes=1), MemorySink(), lambda p: None, lambda: False)
+
+
 def test_cancel_during_denoising(tiny_model_dir, bigben, tmp_path):
     plate, mask = bigben[0][:3], bigben[1][:3]
     pipe = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))

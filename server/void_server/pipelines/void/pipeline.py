@@ -27,6 +27,8 @@ from ...reasoning.quadmask import build_quadmask
 from ..base import (CancelCheck, PipelineInputs, PipelineSettings, PipelineUnavailable, Progress, ProgressCallback,
                     ResultSink, RunSummary, check_cancel, stage_fraction)
 from ..stage_clock import StageClock
+from . import checkpoints
+from .checkpoints import CheckpointWriter
 from .conditioning import MODEL_SIZE, WINDOW_FRAMES, latent_frames, padded_length, prepare_mask, prepare_video
 from .decoded_frames import DecodedFrames
 from .denoise import WINDOW_LATENTS
@@ -53,6 +55,8 @@ class ModelInputs:
     augment_noise: Optional["Future[torch.Tensor]"] = None
     # Pass index -> that pass's mask latents, encoded together before the first pass that runs.
     mask_latents: Dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)
+    # The passes' checkpoints being written, waited for before the job ends.
+    checkpoints: CheckpointWriter = dataclasses.field(default_factory=CheckpointWriter)
 
     @property
     def latent_frames(self) -> int:
@@ -241,9 +245,16 @@ class VoidPipeline:
             job.augment_noise = augment_noise
         check_cancel(should_cancel)
 
-        merging = self._passes(inputs, quadmask, job, sink, progress, should_cancel, clock, notes)
-        with clock("merge"):  # what is left of the merge once the last pass has decoded
-            written = merging.result()
+        try:
+            merging = self._passes(inputs, quadmask, job, sink, progress, should_cancel, clock, notes)
+            with clock("merge"):  # what is left of the merge once the last pass has decoded
+                written = merging.result()
+        except BaseException:
+            with contextlib.suppress(Exception):  # its own error, if any, is a consequence of this one
+                job.checkpoints.wait()  # a failed job's finished passes are on disk for its restart
+            raise
+        with clock("checkpoints"):  # what is left of their writing
+            job.checkpoints.wait()
         return RunSummary(frames_written=written, notes=notes, timings=clock.timings)
 
     def _passes(self, inputs: PipelineInputs, quadmask: np.ndarray, job: ModelInputs, sink: ResultSink,
@@ -366,16 +377,14 @@ class VoidPipeline:
               on_decoded: Optional[Callable[[int, torch.Tensor], None]] = None) -> torch.Tensor:
         """One pass (checkpointed): -> decoded frames (1, 3, length, H, W) float32 in [0, 1] on the CPU.
         `on_decoded` gets them chunk by chunk as they decode (not when the pass is resumed from its checkpoint)."""
-        from safetensors.torch import load_file, save_file
-
         stage = "pass%d" % base.index
         cfg = dataclasses.replace(base, steps=steps, guidance=guidance, step_cache=inputs.settings.step_cache,
                                   fp8_matmul=inputs.settings.fp8_matmul)
         tag = self._checkpoint_tag(inputs, job, cfg, steps, guidance)
         path = inputs.workdir / ("void_%s.safetensors" % stage)
-        if path.is_file() and _checkpoint_tag_of(path) == tag:
+        if checkpoints.tag_of(path) == tag:
             self._report(progress, stage, steps, steps, inputs.settings.passes, "resumed from checkpoint")
-            saved = load_file(str(path))
+            saved = checkpoints.read(path)
             if job.video_latents is None:
                 job.video_latents = saved.get("video_latents")
             return saved["video"]
@@ -395,12 +404,9 @@ class VoidPipeline:
         if result.step_cache is not None and notes is not None:
             notes.append(result.step_cache.note("pass %d" % base.index))
         video = result.video.float().cpu().contiguous()
-        with (clock or StageClock())("checkpoint"):
-            inputs.workdir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            save_file({"video": video, "latents": result.latents.float().cpu().contiguous(),
-                       "video_latents": result.video_latents.cpu().contiguous()}, str(tmp), metadata={"tag": tag})
-            tmp.replace(path)
+        with (clock or StageClock())("checkpoint"):  # handed to its writer thread: the job goes on
+            job.checkpoints.write(path, {"video": video, "latents": result.latents.float().cpu().contiguous(),
+                                         "video_latents": result.video_latents.cpu().contiguous()}, tag)
         return video
 
     def _encode_masks(self, job: ModelInputs, first: int, passes: int, clock: StageClock) -> None:
@@ -538,13 +544,3 @@ class _Lazy:
 def _hwc(video: np.ndarray, i: int) -> np.ndarray:
     """Frame i of a (1, 3, T, H, W) clip as (H, W, 3)."""
     return video[0, :, i].transpose(1, 2, 0)
-
-
-def _checkpoint_tag_of(path: Path) -> Optional[str]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "pt") as f:
-            return (f.metadata() or {}).get("tag")
-    except Exception:  # a torn or foreign file: recompute the pass
-        return None
