@@ -17,6 +17,7 @@ bf16 on CUDA, float32 elsewhere.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import weakref
@@ -26,6 +27,7 @@ from typing import Dict, Iterable, Iterator, Optional, Tuple
 import torch
 
 from .host_copy import HostCopy
+from .packed_state import load_packed
 from .weights import ModelLayout
 
 log = logging.getLogger(__name__)
@@ -122,6 +124,9 @@ def load_transformer(layout: ModelLayout, pass_index: int, device: torch.device,
     path = layout.pass_files[pass_index]
     if not path.is_file():
         raise FileNotFoundError("missing %s: run `void-server download --model-dir %s`" % (path, layout.root))
+    if load_packed(model, path, device, dtype):  # one copy (packed_state.py says why)
+        _move_buffers(model, device)
+        return model.eval()
     state = load_file(str(path), device=str(device) if device.type == "cuda" else "cpu")
     patch_volume = cfg["patch_size"] ** 2 * (cfg.get("patch_size_t") or 1)
     state = adapt_patch_embed(state, patch_volume)
@@ -142,6 +147,14 @@ def load_transformer(layout: ModelLayout, pass_index: int, device: torch.device,
     if on_meta:
         raise WeightsError("%s left %s uninitialised" % (path, on_meta[:5]))
     return model.eval().requires_grad_(False)
+
+
+def _move_buffers(model: torch.nn.Module, device: torch.device) -> None:
+    """Buffers are not in a checkpoint (init_empty_weights leaves them real, on the CPU)."""
+    for module in model.modules():
+        for name, buf in module._buffers.items():
+            if buf is not None and buf.device != device:
+                module._buffers[name] = buf.to(device)
 
 
 def load_vae(layout: ModelLayout, dtype: torch.dtype):
@@ -167,6 +180,15 @@ def load_scheduler(layout: ModelLayout, kind: str):
     return cls.from_pretrained(layout.base, subfolder="scheduler")
 
 
+def _all_on(model: torch.nn.Module, device: torch.device) -> bool:
+    """Every parameter and buffer of `model` already on `device` (an index-less "cuda": the current GPU)."""
+    index = device.index
+    if index is None and device.type == "cuda":
+        index = torch.cuda.current_device()
+    return all(t.device.type == device.type and t.device.index == index
+               for t in itertools.chain(model.parameters(), model.buffers()))
+
+
 class Placement:
     """Where models live for a memory mode, and `use(model)` to have one on the execution device meanwhile."""
 
@@ -188,7 +210,7 @@ class Placement:
             from accelerate import cpu_offload
 
             cpu_offload(model, execution_device=self.device)
-        else:
+        elif not _all_on(model, self.load_device):  # a call per tensor: none where they are there already
             model.to(self.load_device)
         return model
 

@@ -14,11 +14,10 @@ import dataclasses
 import functools
 import hashlib
 import json
-import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -158,7 +157,7 @@ class VoidPipeline:
         their other window length, and aligned noise its warp size, on first use.
 
         Returns seconds per stage. `load` is the weights; the VAE's warm-up (dynamo re-traces its graphs at every
-        start, even from a warm cache) runs on a thread beside the transformers' loading, so `vae` is only what it
+        start, even from a warm cache) runs on a thread beside the loading of T5 and the transformers, so `vae` is what it
         adds once the weights are in, and `vae.thread` its whole time. `pin_text_ahead` False pins T5's host copy
         at the text stage instead of beside the VAE."""
         from .denoise import denoise
@@ -170,18 +169,18 @@ class VoidPipeline:
         # Both transformers' weights now, unless the memory mode holds one at a time (then each pass loads its own)
         ahead = [cfg.index for cfg in passes] if m.holds_every_transformer else []
         with clock("load"):
-            parked_text = self._pin_text_encoder_ahead() if pin_text_ahead else None
-            # Every model built before the VAE's thread starts compiling (loading.transformer_skeleton says why).
+            # The diffusers models are built before the VAE's thread starts compiling (loading.transformer_skeleton
+            # says why); T5 may be built beside it (transformers >= 5 builds on a thread-local meta device).
             m.vae
             m.build_skeletons(ahead)
-            with _short_gil_slices():
-                vae_warm = _on_thread("void-warm-vae", self._warm_up_vae, clock.child("vae"), t_lat, h, w)
-                try:
-                    for index in ahead:
-                        m.transformer(index)
-                finally:  # nothing of the warm-up goes on behind a failure: a first job may follow at once
-                    with clock("vae"):
-                        futures_wait([vae_warm])
+            vae_warm = _on_thread("void-warm-vae", self._warm_up_vae, clock.child("vae"), t_lat, h, w)
+            try:
+                parked_text = self._pin_text_encoder_ahead() if pin_text_ahead else None
+                for index in ahead:  # one copy each (packed_state.py): unslowed by the tracing's hold on the GIL
+                    m.transformer(index)
+            finally:  # nothing of the warm-up goes on behind a failure: a first job may follow at once
+                with clock("vae"):
+                    futures_wait([vae_warm])
             vae_warm.result()
         clock.timings["load"] -= clock.timings["vae"]  # top-level stages add up to the warm-up's time
         with clock("text"):
@@ -226,8 +225,7 @@ class VoidPipeline:
         m = self.models
         if not m.park_text_encoder:
             return None
-        # Loaded here, not on the thread: model construction (accelerate's empty-weights patch) is process-wide.
-        encoder = m.text[1]
+        encoder = m.text[1]  # loaded on the caller's thread: only the pinning goes to the new one
         return _on_thread("void-pin-t5", m.placement.host_copy, encoder)
 
     # -- the job -----------------------------------------------------------------------------------------------
@@ -504,19 +502,6 @@ def _wait_quietly(future: "Future") -> None:
         future.result()
     except BaseException:  # noqa: BLE001 - its error is a consequence of the caller's
         pass
-
-
-@contextlib.contextmanager
-def _short_gil_slices(seconds: float = 0.0005) -> Iterator[None]:
-    """Python's thread switch interval shortened meanwhile (default 5 ms). A thread that mostly waits on copies
-    with the GIL released (weights loading) beside one that holds it (dynamo tracing) waits up to one interval
-    each time it wants the GIL back: thousands of times over two transformers' tensors."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(seconds)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(before)
 
 
 def _on_thread(name: str, fn, *args) -> "Future":
