@@ -3,8 +3,7 @@ the VAE does while the transformers load): safetensors' tensor-by-tensor reading
 
     python3 bench/bench_load.py [--model-dir /tmp/void-full] [--reps 2]
 
-The transformer is built empty first (as the warm-up does before its VAE thread starts); each row is
-`loading.load_transformer` into it. "Python thread's share" is how much of its solo rate the GIL-bound thread kept
+Each row is one `loading.load_transformer` (building the empty model, ~0.2 s, included). "Python thread's share" is how much of its solo rate the GIL-bound thread kept
 meanwhile. Prints a table and writes load.json under $OUT.
 """
 from __future__ import annotations
@@ -45,7 +44,6 @@ def one_load(layout, device, dtype, packed: bool, beside: bool) -> Dict[str, flo
 
     from void_server.pipelines.void import loading
 
-    skeleton = loading.transformer_skeleton(layout)
     real = loading.load_packed
     if not packed:
         loading.load_packed = lambda *a: False
@@ -55,7 +53,7 @@ def one_load(layout, device, dtype, packed: bool, beside: bool) -> Dict[str, flo
         if spinner:
             spinner.start()
         t0 = time.perf_counter()
-        model = loading.load_transformer(layout, 1, device, dtype, skeleton=skeleton)
+        model = loading.load_transformer(layout, 1, device, dtype)
         if device.type == "cuda":
             torch.cuda.synchronize()
         took = time.perf_counter() - t0

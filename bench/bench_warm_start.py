@@ -5,10 +5,9 @@
 
 Each start is a fresh process sharing one inductor cache folder (what `DATA_DIR/compile-cache` is to a server): the
 first start finds it empty, the second finds what the first compiled. Each process runs `VoidPipeline.warm_up()` as
-a server does: it loads every model (the weights' time, `load`) and compiles every graph a one-window job runs (one
-window's VAE encode and decode, one step of each pass), the VAE's beside the transformers' loading; then the same
-warm-up again, which is the speed the first job would then get. `--load-first` loads every model before the
-warm-up instead (the sixth and seventh sessions' measurement: nothing overlaps the loading).
+a server does: it loads every model (the weights' time, its `load` stage) and compiles every graph a one-window job
+runs (one window's VAE encode and decode, one step of each pass); then the same warm-up again, which is the speed
+the first job would then get.
 Prints a table and writes JSON under $OUT.
 """
 from __future__ import annotations
@@ -30,7 +29,6 @@ HERE = Path(__file__).resolve().parent
 def one_start(args: argparse.Namespace) -> Dict[str, object]:
     """In the child: load, warm up twice, report."""
     sys.path.insert(0, str(HERE.parents[0] / "server"))
-    import torch
 
     from void_server.pipelines.void.accel import compile_cache_dir
     from void_server.pipelines.void.pipeline import VoidPipeline
@@ -41,15 +39,10 @@ def one_start(args: argparse.Namespace) -> Dict[str, object]:
     small = dict(model_size=(64, 112), window_frames=21, device="cpu") if args.smoke else {}
     pipe = VoidPipeline(Path(args.model_dir), memory_mode="gpu", gpus=args.gpus, vae_unit=args.vae_unit, **small)
     m = pipe.models
-    if args.load_first:
-        m.vae, m.text, m.transformer(1), m.transformer(2)  # the weights, loaded
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
     built = time.perf_counter() - t0
     first = pipe.warm_up(pin_text_ahead=not args.pin_after_vae)
     again = pipe.warm_up()
-    # the weights are in at the end of the warm-up's `load` stage (or before it, with --load-first)
-    loaded = built + first.get("load", 0.0)
+    loaded = built + first["load"]  # the weights are in at the end of the warm-up's `load` stage
     ready = built + _total(first)
     pipe.close()
     from torch._dynamo.utils import compile_times, counters
@@ -58,7 +51,7 @@ def one_start(args: argparse.Namespace) -> Dict[str, object]:
     print(compile_times(repr="str", aggregate=True), file=sys.stderr, flush=True)
     return {"inductor_counters": {k: v for k, v in counters["inductor"].items() if "cache" in k},
             "attention": m.attention or "sdpa",
-            "load_s": loaded, "ready_s": ready, "after_load_s": ready - loaded, "load_first": args.load_first,
+            "load_s": loaded, "ready_s": ready, "after_load_s": ready - loaded,
             "warm_up_s": first, "warm_up_total_s": _total(first), "second_warm_up_s": again,
             "second_warm_up_total_s": _total(again), "compiled_vae": m.compile_vae,
             "vae_unit": m.vae_unit, "pin_after_vae": args.pin_after_vae, "vae_aot_events": package_events(m.vae), "compiled_blocks": m.compile_blocks}
@@ -84,8 +77,6 @@ def main() -> None:
                     help="how the VAE is compiled (default: accel.VAE_COMPILE_UNIT's choice per part)")
     ap.add_argument("--pin-after-vae", action="store_true",
                     help="pin T5's host copy after the VAE's warm-up instead of beside it (does the pinning slow it?)")
-    ap.add_argument("--load-first", action="store_true",
-                    help="load every model before the warm-up (nothing beside the loading), as before the eighth session")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--cache", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -104,8 +95,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--child", "--cache", cache, "--model-dir", args.model_dir,
                    "--gpus", str(args.gpus)] + (["--smoke"] if args.smoke else []) + (
                        ["--vae-unit", args.vae_unit] if args.vae_unit else []) + (
-                       ["--pin-after-vae"] if args.pin_after_vae else []) + (
-                       ["--load-first"] if args.load_first else [])
+                       ["--pin-after-vae"] if args.pin_after_vae else [])
             t0 = time.perf_counter()
             # Triton's kernel cache too (default ~/.triton/cache): a machine that compiled these graphs before
             # would otherwise hand the first process its kernels

@@ -261,7 +261,7 @@ def test_warm_up_loads_every_model_and_changes_no_result(tiny_model_dir, bigben,
     assert not warm.warm_up_by_default  # on the CPU the server says ready at once
     assert warm.describe()["loaded"] == []
     timings = warm.warm_up()
-    assert {"load", "vae", "vae.thread", "text", "pass1", "pass2", "raft"} <= set(timings)
+    assert {"load", "load.vae", "load.transformers", "vae", "text", "pass1", "pass2", "raft"} <= set(timings)
     assert warm.describe()["loaded"] == ["text_encoder", "transformer_pass1", "transformer_pass2", "vae"]
     assert warm.describe()["warm_up_s"] == timings and warm._raft is not None
     assert not warm.models.placement._host_copies  # T5 is parked (and pinned) on a GPU only
@@ -271,68 +271,6 @@ def test_warm_up_loads_every_model_and_changes_no_result(tiny_model_dir, bigben,
         pipe.run(_inputs(plate, mask, tmp_path / workdir, noise_mode="aligned"), sink, lambda p: None, lambda: False)
         results.append(np.stack([sink.clean[i] for i in range(len(plate))]))
     assert np.array_equal(results[0], results[1])
-
-
-def test_warm_up_compiles_the_vae_on_a_thread_while_the_transformers_load(tiny_model_dir, monkeypatch):
-    # Dynamo re-traces the VAE at every start (~19 s on an H100 even from a warm cache): that runs beside the
-    # transformers' loading. Their skeletons are built before it starts (accelerate's patch is process-wide).
-    import threading
-
-    from void_server.pipelines.void import conditioning, loading
-
-    events, loaded = [], threading.Event()
-    real_skeleton, real_load, real_encode = loading.transformer_skeleton, loading.load_transformer, conditioning.vae_encode
-
-    def skeleton(layout):
-        events.append("skeleton")
-        return real_skeleton(layout)
-
-    def load(layout, index, *args, **kw):
-        assert kw.get("skeleton") is not None  # built ahead, not under the patch beside the VAE's thread
-        model = real_load(layout, index, *args, **kw)
-        events.append("loaded %d" % index)
-        loaded.set()
-        return model
-
-    def encode(vae, video):
-        events.append("encode on " + threading.current_thread().name)
-        events.append("a transformer loaded meanwhile: %s" % loaded.wait(120))
-        return real_encode(vae, video)
-
-    monkeypatch.setattr(loading, "transformer_skeleton", skeleton)
-    monkeypatch.setattr(loading, "load_transformer", load)
-    monkeypatch.setattr(conditioning, "vae_encode", encode)
-    pipe = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))
-    timings = pipe.warm_up()
-    assert events[:2] == ["skeleton", "skeleton"]
-    assert events[2].startswith("encode on void-warm-vae")
-    assert "a transformer loaded meanwhile: True" in events and events.count("loaded 1") == events.count("loaded 2") == 1
-    assert timings["vae.thread"] >= timings["vae"]  # the thread began beside the loading
-
-
-def test_a_failed_load_waits_for_the_vae_warm_up_before_it_raises(tiny_model_dir, monkeypatch):
-    # A failed warm-up leaves the pipeline to its first job (pipeline_host): nothing may still be compiling then.
-    import time
-
-    from void_server.pipelines.void import conditioning, loading
-
-    done, real_encode = [], conditioning.vae_encode
-
-    def encode(vae, video):
-        time.sleep(0.5)
-        out = real_encode(vae, video)
-        done.append("vae")
-        return out
-
-    def load(*args, **kw):
-        raise loading.WeightsError("void_pass1.safetensors is torn")
-
-    monkeypatch.setattr(conditioning, "vae_encode", encode)
-    monkeypatch.setattr(loading, "load_transformer", load)
-    pipe = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))
-    with pytest.raises(loading.WeightsError, match="torn"):
-        pipe.warm_up()
-    assert done == ["vae"]
 
 
 def test_a_warm_up_that_holds_one_transformer_at_a_time_loads_each_once(tiny_model_dir, monkeypatch):

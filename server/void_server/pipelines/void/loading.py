@@ -22,7 +22,7 @@ import json
 import logging
 import weakref
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 
@@ -101,10 +101,7 @@ def adapt_patch_embed(state: Dict[str, torch.Tensor], patch_volume: int) -> Dict
 
 
 def transformer_skeleton(layout: ModelLayout) -> torch.nn.Module:
-    """The transformer built from its config with its parameters on the meta device, for load_transformer to fill.
-
-    Apart because accelerate's `init_empty_weights` patches `nn.Module.register_parameter` for the whole process
-    while it is open: a model is built this way only while no other thread builds or compiles one."""
+    """The transformer built from its config with its parameters on the meta device, for load_transformer to fill."""
     from accelerate import init_empty_weights
     from diffusers import CogVideoXTransformer3DModel
 
@@ -113,14 +110,12 @@ def transformer_skeleton(layout: ModelLayout) -> torch.nn.Module:
         return CogVideoXTransformer3DModel(**cfg)
 
 
-def load_transformer(layout: ModelLayout, pass_index: int, device: torch.device, dtype: torch.dtype,
-                     skeleton: Optional[torch.nn.Module] = None):
-    """The 48-channel CogVideoXTransformer3DModel with void_pass{pass_index} weights, on `device` in `dtype`
-    (into `skeleton`, a transformer_skeleton() built ahead, where given)."""
+def load_transformer(layout: ModelLayout, pass_index: int, device: torch.device, dtype: torch.dtype):
+    """The 48-channel CogVideoXTransformer3DModel with void_pass{pass_index} weights, on `device` in `dtype`."""
     from safetensors.torch import load_file
 
     cfg, _ = read_transformer_config(layout.base)
-    model = skeleton if skeleton is not None else transformer_skeleton(layout)
+    model = transformer_skeleton(layout)
     path = layout.pass_files[pass_index]
     if not path.is_file():
         raise FileNotFoundError("missing %s: run `void-server download --model-dir %s`" % (path, layout.root))
@@ -278,19 +273,11 @@ class VoidModels:
         # keeps the resident set to the two transformers and the VAE (docs/performance.md).
         self.park_text_encoder = device.type == "cuda" and self.placement.mode in ("gpu", "fp8")
         self._transformers: Dict[int, torch.nn.Module] = {}
-        self._skeletons: Dict[int, torch.nn.Module] = {}
 
     @property
     def holds_every_transformer(self) -> bool:
         """False where loading one pass's transformer drops the other's (sequential offload)."""
         return self.placement.mode != "sequential_offload"
-
-    def build_skeletons(self, passes: Iterable[int]) -> None:
-        """Build the not yet loaded transformers of `passes` empty now, so that loading their weights later is
-        safe beside another thread's compilation (transformer_skeleton says why)."""
-        for index in passes:
-            if index not in self._transformers and index not in self._skeletons:
-                self._skeletons[index] = transformer_skeleton(self.layout)
 
     @property
     def device(self) -> torch.device:
@@ -337,8 +324,7 @@ class VoidModels:
         if pass_index not in self._transformers:
             if not self.holds_every_transformer and self._transformers:
                 self._transformers.clear()  # one transformer's hooks at a time keeps host memory at one copy
-            model = load_transformer(self.layout, pass_index, self.placement.load_device, self.dtype,
-                                     skeleton=self._skeletons.pop(pass_index, None))
+            model = load_transformer(self.layout, pass_index, self.placement.load_device, self.dtype)
             model = self.placement.prepare(model, is_transformer=True)
             if self.compile_blocks or self.attention is not None or self.fuse_gelu:
                 from .accel import accelerate_transformer

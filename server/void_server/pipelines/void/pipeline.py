@@ -15,7 +15,6 @@ import functools
 import hashlib
 import json
 from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as futures_wait
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -156,10 +155,10 @@ class VoidPipeline:
         loads RAFT and warps the default (reference) pass-2 noise one step. Clips longer than one window compile
         their other window length, and aligned noise its warp size, on first use.
 
-        Returns seconds per stage. `load` is the weights; the VAE's warm-up (dynamo re-traces its graphs at every
-        start, even from a warm cache) runs on a thread beside the loading of T5 and the transformers, so `vae` is what it
-        adds once the weights are in, and `vae.thread` its whole time. `pin_text_ahead` False pins T5's host copy
-        at the text stage instead of beside the VAE."""
+        Returns seconds per stage, `load` the weights' (its sub-stages per model). Dynamo re-traces the VAE's
+        graphs at every start, even from a warm cache (~20 s on an H100): tracing it on a thread beside the loading
+        did not shorten the start (docs/performance.md, eighth session), both wanting the GIL. `pin_text_ahead`
+        False pins T5's host copy at the text stage instead of beside the VAE."""
         from .denoise import denoise
 
         clock = StageClock()
@@ -168,21 +167,17 @@ class VoidPipeline:
         passes = (PASS1, PASS2)
         # Both transformers' weights now, unless the memory mode holds one at a time (then each pass loads its own)
         ahead = [cfg.index for cfg in passes] if m.holds_every_transformer else []
-        with clock("load"):
-            # The diffusers models are built before the VAE's thread starts compiling (loading.transformer_skeleton
-            # says why); T5 may be built beside it (transformers >= 5 builds on a thread-local meta device).
-            m.vae
-            m.build_skeletons(ahead)
-            vae_warm = _on_thread("void-warm-vae", self._warm_up_vae, clock.child("vae"), t_lat, h, w)
-            try:
+        loading = clock.child("load")
+        with clock("load"):  # every model's weights; T5's pinning goes on beside the VAE's warm-up
+            with loading("vae"):
+                m.vae
+            with loading("text"):
                 parked_text = self._pin_text_encoder_ahead() if pin_text_ahead else None
-                for index in ahead:  # one copy each (packed_state.py): unslowed by the tracing's hold on the GIL
+            with loading("transformers"):
+                for index in ahead:
                     m.transformer(index)
-            finally:  # nothing of the warm-up goes on behind a failure: a first job may follow at once
-                with clock("vae"):
-                    futures_wait([vae_warm])
-            vae_warm.result()
-        clock.timings["load"] -= clock.timings["vae"]  # top-level stages add up to the warm-up's time
+        with clock("vae"):
+            self._warm_up_vae(t_lat, h, w)
         with clock("text"):
             if parked_text is not None:
                 parked_text.result()
@@ -209,13 +204,13 @@ class VoidPipeline:
         return self.warmed_up
 
     @torch.no_grad()
-    def _warm_up_vae(self, clock: StageClock, t_lat: int, h: int, w: int) -> None:
+    def _warm_up_vae(self, t_lat: int, h: int, w: int) -> None:
         """One window's encode and decode: every graph of the VAE a one-window job runs, traced and compiled."""
         from .conditioning import vae_encode
         from .decode import decode_latents
 
         m, dev = self.models, self.models.device
-        with clock("thread"), m.placement.use(m.vae):
+        with m.placement.use(m.vae):
             vae_encode(m.vae, torch.zeros((1, 3, self.window_frames) + self.model_size, device=dev))
             decode_latents(m.vae, torch.zeros((1, t_lat, 16, h, w), device=dev, dtype=m.dtype))
 
