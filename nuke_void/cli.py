@@ -17,6 +17,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from . import validation
 from .client import DEFAULT_SERVER, JobCancelledError, JobFailed, VoidClient, VoidError
 from .jobspec import MASK_MODES, PRESETS, SPEEDS, SpecError, build_spec, is_video
 
@@ -146,6 +147,7 @@ def cmd_remove(args, client):
         input_encoding=args.input_encoding or ("linear" if plate[0].lower().endswith(".exr") else "srgb"),
         fps=args.fps, client="void cli on %s" % platform.node(),
     )
+    preflight(client, local, first, last)
     bar = Bar()
     job_id = client.submit(spec, local, progress=bar.transfer("uploading"))
     bar.done()
@@ -166,6 +168,42 @@ def cmd_remove(args, client):
     frames = [p for p in paths if p.endswith(".exr")]
     print("%d frames in %s (%s)" % (len(frames), args.out, final.get("pipeline_label")))
     return 0
+
+
+def video_facts(path):
+    # type: (str) -> Tuple[int, int, int]
+    """(frame count, width, height) of a video from its header, or zeros where OpenCV is not installed (a
+    client-only install) or cannot open it: the server then checks at the job's start, after the upload."""
+    try:
+        import cv2
+    except ImportError:
+        return 0, 0, 0
+    cap = cv2.VideoCapture(path)
+    try:
+        if not cap.isOpened():
+            return 0, 0, 0
+        return (int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    finally:
+        cap.release()
+
+
+def preflight(client, local, first, last):
+    # type: (VoidClient, Dict[str, List[str]], Optional[int], Optional[int]) -> None
+    """The server's limits (/v1/health) checked before anything is uploaded: a plate the server would refuse is
+    refused here, not after minutes of upload. A server that reports no limits is not checked."""
+    limits = client.health().get("limits") or {}
+    plate = local["plate"][0]
+    count, width, height = video_facts(plate) if is_video(plate) else (0, 0, 0)
+    if first is None and count:  # a whole video: its own frames
+        first, last = 1, count
+    found = []  # type: List[str]
+    if first is not None and last is not None:
+        found += validation.server_limit_problems(first, last, width, height, limits, source=os.path.basename(plate),
+                                                  reformat="Scale it down")
+    found += validation.upload_size_problems(sorted({p for paths in local.values() for p in paths}), limits)
+    if found:
+        raise UsageError(validation.format_problems(found))
 
 
 def cmd_status(args, client):

@@ -5,6 +5,7 @@ the artist fixes the script in one go instead of pressing Remove five times.
 """
 from __future__ import annotations
 
+import os
 from typing import List, Mapping, Optional, Sequence
 
 from . import channels, jobspec
@@ -106,9 +107,11 @@ def empty_matte(first: int, last: int, channel: str) -> str:
             "and that the Target channel is right." % (channel, first, last))
 
 
-def server_limit_problems(first: int, last: int, width: int, height: int, limits: Mapping[str, float]) -> List[str]:
+def server_limit_problems(first: int, last: int, width: int, height: int, limits: Mapping[str, float],
+                          source: str = "The Source", reformat: str = "Reformat it down before the VOID node") -> List[str]:
     """What the server's /v1/health limits refuse in this job (frames first..last of a width x height Source), found
-    before anything is rendered or sent. Limits a server does not report are not checked."""
+    before anything is rendered or sent. Limits a server does not report are not checked; a size of 0 is unknown.
+    `source` and `reformat` word the size problem for where it is read (the node, the `void` command)."""
     found = []  # type: List[str]
     frames = last - first + 1
     most = limits.get("max_frames")
@@ -118,8 +121,22 @@ def server_limit_problems(first: int, last: int, width: int, height: int, limits
                                                                                  int(most)))
     side = limits.get("max_resolution")
     if side is not None and width and height and max(width, height) > int(side):
-        found.append("The Source is %dx%d; this server takes at most %d pixels on the longest side. Reformat it "
-                     "down before the VOID node, or ask for a larger --max-resolution." % (width, height, int(side)))
+        found.append("%s is %dx%d; this server takes at most %d pixels on the longest side. %s, or ask for a "
+                     "larger --max-resolution." % (source, width, height, int(side), reformat))
+    return found
+
+
+def upload_size_problems(paths: Sequence[str], limits: Mapping[str, float]) -> List[str]:
+    """Files over the server's per-file upload limit (max_upload_mb), found before any upload starts."""
+    most = limits.get("max_upload_mb")
+    if most is None:
+        return []
+    found = []  # type: List[str]
+    for path in paths:
+        size = os.path.getsize(path) / 2.0 ** 20
+        if size > float(most):
+            found.append("%s is %.4g MB; this server takes files of at most %.4g MB. Send a shorter clip or an image "
+                         "sequence, or ask for a larger --max-upload-mb." % (os.path.basename(path), size, float(most)))
     return found
 
 

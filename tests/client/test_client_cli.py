@@ -116,6 +116,40 @@ def test_void_remove_video_frame_count_mismatch_names_the_field(bigben_cut, test
     assert "field inputs.plate" in r.stderr
 
 
+@pytest.fixture(scope="module")
+def strict_server(tmp_path_factory):
+    """A server that takes at most 3 frames a job and files of at most 0.001 MB (1 KB: PNG mattes of this cut pass,
+    its videos do not)."""
+    from void_test_harness import ServerProcess
+
+    server = ServerProcess(tmp_path_factory.mktemp("void-strict") / "data",
+                           args=["--max-frames", "3", "--max-upload-mb", "0.001"]).start()
+    yield server
+    server.stop()
+
+
+def _jobs(server):
+    from nuke_void.client import VoidClient
+
+    return VoidClient(server.url).list_jobs()
+
+
+def test_void_remove_refuses_what_the_servers_limits_refuse_before_uploading(bigben_cut, strict_server, tmp_path):
+    # A whole video (no --frames): its frame count comes from its header; every file's size is checked too.
+    r = void("remove", "--plate", str(bigben_cut / "plate.mp4"), "--target", str(bigben_cut / "roto.%04d.png"),
+             "--frames", "1-4", "--prompt", "x", "--out", str(tmp_path), server=strict_server.url)
+    assert r.returncode == 2, r.stderr
+    assert "Frames 1-4 are 4 frames; this server takes at most 3 per job" in r.stderr
+    assert (bigben_cut / "plate.mp4").stat().st_size > 1048 > (bigben_cut / "roto.0001.png").stat().st_size
+    assert "plate.mp4 is 0.00" in r.stderr and "at most 0.001 MB" in r.stderr and "--max-upload-mb" in r.stderr
+    assert "roto.0001.png" not in r.stderr
+    r = void("remove", "--plate", str(bigben_cut / "plate.mp4"), "--quadmask", str(bigben_cut / "quadmask.mp4"),
+             "--prompt", "x", "--out", str(tmp_path), server=strict_server.url)
+    assert r.returncode == 2, r.stderr
+    assert "Frames 1-%d are %d frames" % (FRAMES, FRAMES) in r.stderr and "quadmask.mp4 is" in r.stderr
+    assert _jobs(strict_server) == []  # refused before any job or upload
+
+
 def test_void_health_and_unknown_job(testing_server):
     r = void("health", server=testing_server.url)
     assert r.returncode == 0 and json.loads(r.stdout)["pipeline"] == "testing"

@@ -45,3 +45,15 @@ def test_server_limits_are_checked_before_anything_is_rendered():
     assert "8192x4320" in size and "4096 pixels on the longest side" in size and "--max-resolution" in size
     assert len(validation.server_limit_problems(1, 500, 8192, 4320, limits)) == 2  # both at once
     assert validation.server_limit_problems(1, 5000, 0, 0, {}) == []  # an older server reports none: no check
+    assert "Reformat it down before the VOID node" in size  # the node's wording; the `void` command words its own
+    [cli] = validation.server_limit_problems(1, 10, 8192, 4320, limits, source="plate.mov", reformat="Scale it down")
+    assert cli.startswith("plate.mov is 8192x4320") and "Scale it down, or ask" in cli
+
+
+def test_files_over_the_servers_upload_limit_are_named_before_any_upload(tmp_path):
+    small, big = tmp_path / "roto.0001.png", tmp_path / "plate.mov"
+    small.write_bytes(b"x" * 1000)
+    big.write_bytes(b"x" * 3 * 2**20)
+    [problem] = validation.upload_size_problems([str(small), str(big)], {"max_upload_mb": 2.0})
+    assert problem.startswith("plate.mov is 3 MB; this server takes files of at most 2 MB")
+    assert validation.upload_size_problems([str(big)], {}) == []  # an older server reports none: no check
