@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from . import validation
+from . import validation, video_probe
 from .client import DEFAULT_SERVER, JobCancelledError, JobFailed, VoidClient, VoidError
 from .jobspec import MASK_MODES, PRESETS, SPEEDS, SpecError, build_spec, is_video
 
@@ -170,31 +170,14 @@ def cmd_remove(args, client):
     return 0
 
 
-def video_facts(path):
-    # type: (str) -> Tuple[int, int, int]
-    """(frame count, width, height) of a video from its header, or zeros where OpenCV is not installed (a
-    client-only install) or cannot open it: the server then checks at the job's start, after the upload."""
-    try:
-        import cv2
-    except ImportError:
-        return 0, 0, 0
-    cap = cv2.VideoCapture(path)
-    try:
-        if not cap.isOpened():
-            return 0, 0, 0
-        return (int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
-                int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-    finally:
-        cap.release()
-
-
 def preflight(client, local, first, last):
     # type: (VoidClient, Dict[str, List[str]], Optional[int], Optional[int]) -> None
     """The server's limits (/v1/health) checked before anything is uploaded: a plate the server would refuse is
     refused here, not after minutes of upload. A server that reports no limits is not checked."""
     limits = client.health().get("limits") or {}
     plate = local["plate"][0]
-    count, width, height = video_facts(plate) if is_video(plate) else (0, 0, 0)
+    # a video's header (MP4 / QuickTime); another container is checked by the server when the job starts
+    count, width, height = (video_probe.video_facts(plate) if is_video(plate) else None) or (0, 0, 0)
     if first is None and count:  # a whole video: its own frames
         first, last = 1, count
     found = []  # type: List[str]
