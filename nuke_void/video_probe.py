@@ -10,9 +10,6 @@ from __future__ import annotations
 import struct
 from typing import BinaryIO, Iterator, Optional, Tuple
 
-_CONTAINERS = (b"moov", b"trak", b"mdia", b"minf", b"stbl")
-
-
 def _boxes(f: BinaryIO, start: int, end: int) -> Iterator[Tuple[bytes, int, int]]:
     """(type, payload start, box end) of each box in [start, end)."""
     pos = start

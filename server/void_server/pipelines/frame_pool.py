@@ -1,4 +1,5 @@
-"""Per-frame work on a thread pool, results in frame order, a bounded number in flight.
+"""Per-frame work on a thread pool, results in frame order, a bounded number in flight; and one call on a thread
+of its own (`on_thread`).
 
 The plate-resolution merge is numpy/OpenCV work that releases the GIL, so threads scale it over the cores; the
 bound keeps memory flat on 4K plates (each result is a whole frame, ~100 MB at 4K float).
@@ -47,3 +48,12 @@ def map_frames(frames: Sequence[T], fn: Callable[[T], R]) -> List[R]:
     """[fn(frames[i]) for each i], in order, on the pool: each item is fetched on the worker too (a lazy plate
     frame is a read from disk)."""
     return list(ordered_map(lambda i: fn(frames[i]), len(frames)))
+
+
+def on_thread(name: str, fn: Callable[..., T], *args) -> "Future[T]":
+    """fn(*args) started now on a thread of its own (named `name`), its result a future; the thread ends with it."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix=name)
+    try:
+        return pool.submit(fn, *args)
+    finally:
+        pool.shutdown(wait=False)

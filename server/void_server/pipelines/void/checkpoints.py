@@ -8,12 +8,14 @@ torn one under the real name.
 """
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
+
+from ..frame_pool import on_thread
 
 
 def tag_of(path: Path) -> Optional[str]:
@@ -52,11 +54,7 @@ class CheckpointWriter:
         self._writes: List["Future[None]"] = []
 
     def write(self, path: Path, tensors: Dict[str, torch.Tensor], tag: str) -> None:
-        pool = ThreadPoolExecutor(1, thread_name_prefix="void-checkpoint")
-        try:
-            self._writes.append(pool.submit(_write, path, tensors, tag))
-        finally:
-            pool.shutdown(wait=False)
+        self._writes.append(on_thread("void-checkpoint", _write, path, tensors, tag))
 
     def wait(self) -> None:
         """Every write finished; raises the first one's failure (a full disk fails the job, as it did inline)."""

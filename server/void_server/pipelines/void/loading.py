@@ -17,7 +17,6 @@ bf16 on CUDA, float32 elsewhere.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import logging
 import weakref
@@ -136,8 +135,7 @@ def load_transformer(layout: ModelLayout, pass_index: int, device: torch.device,
         if tuple(v.shape) != tuple(state[k].shape):
             raise WeightsError("%s: %s has shape %s, the config gives %s" % (path, k, tuple(state[k].shape), tuple(v.shape)))
     model.load_state_dict(state, assign=True, strict=True)
-    # Buffers are not in the checkpoint (init_empty_weights leaves them real, on the CPU).
-    model.to(device)
+    _move_buffers(model, device)
     on_meta = [n for n, p in list(model.named_parameters()) + list(model.named_buffers()) if p.is_meta]
     if on_meta:
         raise WeightsError("%s left %s uninitialised" % (path, on_meta[:5]))
@@ -175,15 +173,6 @@ def load_scheduler(layout: ModelLayout, kind: str):
     return cls.from_pretrained(layout.base, subfolder="scheduler")
 
 
-def _all_on(model: torch.nn.Module, device: torch.device) -> bool:
-    """Every parameter and buffer of `model` already on `device` (an index-less "cuda": the current GPU)."""
-    index = device.index
-    if index is None and device.type == "cuda":
-        index = torch.cuda.current_device()
-    return all(t.device.type == device.type and t.device.index == index
-               for t in itertools.chain(model.parameters(), model.buffers()))
-
-
 class Placement:
     """Where models live for a memory mode, and `use(model)` to have one on the execution device meanwhile."""
 
@@ -205,7 +194,7 @@ class Placement:
             from accelerate import cpu_offload
 
             cpu_offload(model, execution_device=self.device)
-        elif not _all_on(model, self.load_device):  # a call per tensor: none where they are there already
+        else:
             model.to(self.load_device)
         return model
 

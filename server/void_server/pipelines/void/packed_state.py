@@ -1,14 +1,15 @@
 """A safetensors checkpoint read into a model's empty parameters in one copy.
 
 Why: safetensors' `load_file` makes a few torch calls per tensor, and each one releases and retakes the GIL.
-Beside a thread that holds the GIL (the warm-up traces the VAE with dynamo meanwhile), every retake waits up to
-Python's switch interval (5 ms), thousands of times: a pass transformer that loads in 1.7 s alone took 26 s
-beside such a thread on an H100 (docs/performance.md, eighth session). Here the file's data section goes to the
-device in one copy and every parameter becomes a view of it, all made by one call: 1.5 s beside the same thread.
+Beside a thread that holds the GIL (dynamo's tracing, a reasoning model, the server's own threads), every retake
+waits up to Python's switch interval (5 ms), thousands of times: a pass transformer that loads in 1.7-1.9 s alone
+took 33-35 s beside such a thread on an H100 (bench/bench_load.py, docs/performance.md). Here the file's data
+section goes to the device in one copy and every parameter becomes a view of it, all made by one call: 1.3-1.7 s
+alone, 3.9-5.6 s beside the same thread.
 
 Only for files whose tensors all have the target dtype, lie back to back (what safetensors writes) at 16-byte
-boundaries and match the model's parameters by name and shape; anything else is left to the tensor-by-tensor path, which also says
-what does not match.
+boundaries and match the model's parameters by name and shape; anything else is left to the tensor-by-tensor path,
+which also says what does not match.
 """
 from __future__ import annotations
 

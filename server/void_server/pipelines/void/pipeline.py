@@ -14,7 +14,7 @@ import dataclasses
 import functools
 import hashlib
 import json
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -24,9 +24,9 @@ import torch
 from ...reasoning.quadmask import build_quadmask
 from ..base import (CancelCheck, PipelineInputs, PipelineSettings, PipelineUnavailable, Progress, ProgressCallback,
                     ResultSink, RunSummary, check_cancel, stage_fraction)
+from ..frame_pool import on_thread
 from ..stage_clock import StageClock
 from . import checkpoints
-from .checkpoints import CheckpointWriter
 from .conditioning import MODEL_SIZE, WINDOW_FRAMES, latent_frames, padded_length, prepare_mask, prepare_video
 from .decoded_frames import DecodedFrames
 from .denoise import WINDOW_LATENTS
@@ -54,7 +54,7 @@ class ModelInputs:
     # Pass index -> that pass's mask latents, encoded together before the first pass that runs.
     mask_latents: Dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)
     # The passes' checkpoints being written, waited for before the job ends.
-    checkpoints: CheckpointWriter = dataclasses.field(default_factory=CheckpointWriter)
+    checkpoints: checkpoints.CheckpointWriter = dataclasses.field(default_factory=checkpoints.CheckpointWriter)
 
     @property
     def latent_frames(self) -> int:
@@ -224,7 +224,7 @@ class VoidPipeline:
         if not m.park_text_encoder:
             return None
         encoder = m.text[1]  # loaded on the caller's thread: only the pinning goes to the new one
-        return _on_thread("void-pin-t5", m.placement.host_copy, encoder)
+        return on_thread("void-pin-t5", m.placement.host_copy, encoder)
 
     # -- the job -----------------------------------------------------------------------------------------------
 
@@ -351,7 +351,7 @@ class VoidPipeline:
         from .conditioning import augmentation_noise
 
         length = self._padded_length(len(inputs.plate))
-        return _on_thread("void-augment-noise", augmentation_noise, (1, 3, length) + self.model_size,
+        return on_thread("void-augment-noise", augmentation_noise, (1, 3, length) + self.model_size,
                           inputs.settings.seed)
 
     def _checkpoint_tag(self, inputs: PipelineInputs, job: ModelInputs, cfg: PassConfig, steps: int, guidance: float) -> str:
@@ -461,7 +461,7 @@ class VoidPipeline:
                      pass1: Optional[torch.Tensor], sink: ResultSink, progress: ProgressCallback,
                      should_cancel: CancelCheck) -> "Future[int]":
         """`_merge` on a thread of its own, taking each frame of the last pass as it arrives in `final`."""
-        return _on_thread("void-merge", self._merge, inputs, quadmask, job, final, pass1, sink, progress,
+        return on_thread("void-merge", self._merge, inputs, quadmask, job, final, pass1, sink, progress,
                           should_cancel)
 
     def _merge(self, inputs: PipelineInputs, quadmask: np.ndarray, job: ModelInputs, final: DecodedFrames,
@@ -500,15 +500,6 @@ def _wait_quietly(future: "Future") -> None:
         future.result()
     except BaseException:  # noqa: BLE001 - its error is a consequence of the caller's
         pass
-
-
-def _on_thread(name: str, fn, *args) -> "Future":
-    """fn(*args) started now on a thread of its own (named `name`), its result a future; the thread ends with it."""
-    pool = ThreadPoolExecutor(1, thread_name_prefix=name)
-    try:
-        return pool.submit(fn, *args)
-    finally:
-        pool.shutdown(wait=False)
 
 
 class _Lazy:
