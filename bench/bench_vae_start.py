@@ -10,6 +10,8 @@ Strategies:
 - `blocks`: `compile_vae(unit="blocks")`, each resnet block compiled, blocks of one shape sharing a graph;
 - `aot`: `compile_vae(unit="aot")`, each part exported and compiled ahead of time, one AOTInductor package per
   chunk shape (vae_aot.py): the first process builds the packages, the second only loads them;
+- `precompiled`: `compile_vae(unit="precompiled")`, the encoder whole and the decoder's blocks traced by dynamo
+  once and kept on disk (precompiled.py): the first process builds the functions, the second only loads them;
 - `whole+precompile`, `blocks+precompile`: the same, with dynamo's experimental `caching_precompile` (its bytecode
   and guards saved beside the inductor cache, so a warm start need not trace). Each reuses its base strategy's cache
   folder (run it after that one): its first process is warm for inductor, its second is the measurement.
@@ -47,6 +49,7 @@ def child(args: argparse.Namespace) -> Dict[str, object]:
     from void_server.pipelines.void.accel import compile_vae
     from void_server.pipelines.void.conditioning import vae_encode
     from void_server.pipelines.void.decode import decode_latents
+    from void_server.pipelines.void import precompiled
     from void_server.pipelines.void.vae_aot import package_events
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # the CPU only for --smoke
@@ -103,6 +106,9 @@ def child(args: argparse.Namespace) -> Dict[str, object]:
         # what stays allocated after the jobs beyond the VAE itself (packages holding copies of weights would show)
         "resident_gain_gib": (torch.cuda.memory_allocated() - before) / 2 ** 30 if dev.type == "cuda" else 0.0,
         "aot_events": package_events(vae),
+        "precompiled_events": [event for _, event in precompiled.events(vae)],
+        "precompiled_fell_back": sorted({m.forward.name for m in vae.modules() if isinstance(
+            m.__dict__.get("forward"), precompiled.PrecompiledForward) and m.forward.fell_back}),
         "aot_fell_back": [name for name in ("encoder", "decoder") if getattr(getattr(vae, name), "fell_back", False)],
     }
 

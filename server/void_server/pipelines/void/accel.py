@@ -329,8 +329,10 @@ def accelerate_transformer(
 VAE_COMPILE_PARTS = {"none": (), "decoder": ("decoder",), "both": ("encoder", "decoder")}
 # "whole": the encoder / decoder as one graph per chunk shape; "blocks": each resnet block (where nearly all of the
 # norm, SiLU and padding work is) as its own graph, shared by every block of the same shape; "aot": the whole part
-# exported and compiled ahead of time, one package per chunk shape on disk (vae_aot.py): no tracing at a start.
-VAE_COMPILE_UNITS = ("whole", "blocks", "aot")
+# exported and compiled ahead of time, one package per chunk shape on disk (vae_aot.py): no tracing at a start;
+# "precompiled": each part cut up as VAE_COMPILE_UNIT says, traced by dynamo once and kept on disk (precompiled.py):
+# a warm start loads the traced graphs instead of tracing again.
+VAE_COMPILE_UNITS = ("whole", "blocks", "aot", "precompiled")
 # Measured on an H100 (bench_vae_start.py, docs/performance.md): a warm start's first decode 14.6 s whole, 7.9 s as
 # blocks, for 1.337 vs 1.376 s a decode; the encoder's first call costs the same either way (5.2 / 5.4 s), and
 # whole it is 0.06 s faster a call. "aot" is opt-in (`vae_unit`): not yet timed on a GPU, where the device's torch
@@ -338,15 +340,26 @@ VAE_COMPILE_UNITS = ("whole", "blocks", "aot")
 VAE_COMPILE_UNIT = {"encoder": "whole", "decoder": "blocks"}
 
 
-def _compile_vae_part(module: torch.nn.Module, unit: str, backend: str) -> torch.nn.Module:
-    """`module` compiled as `unit` says ("whole" or "blocks"): what stands in for it."""
-    if unit == "whole":
-        return torch.compile(module, dynamic=False, backend=backend)
+def _resnet_blocks(module: torch.nn.Module) -> List[torch.nn.Module]:
     from diffusers.models.autoencoders.autoencoder_kl_cogvideox import CogVideoXResnetBlock3D
 
-    for block in module.modules():
-        if isinstance(block, CogVideoXResnetBlock3D):
-            block.compile(fullgraph=True, dynamic=False, backend=backend)
+    return [block for block in module.modules() if isinstance(block, CogVideoXResnetBlock3D)]
+
+
+def _compile_vae_part(module: torch.nn.Module, unit: str, backend: str, name: str) -> torch.nn.Module:
+    """`module` (the VAE's part `name`) compiled as `unit` says ("whole", "blocks" or "precompiled"): what stands in
+    for it."""
+    if unit == "precompiled":
+        from .precompiled import precompile
+
+        whole = VAE_COMPILE_UNIT[name] == "whole"
+        for target in [module] if whole else _resnet_blocks(module):
+            precompile(target, "vae-%s%s" % (name, "" if whole else "-block"), backend)
+        return module
+    if unit == "whole":
+        return torch.compile(module, dynamic=False, backend=backend)
+    for block in _resnet_blocks(module):
+        block.compile(fullgraph=True, dynamic=False, backend=backend)
     return module
 
 
@@ -377,8 +390,8 @@ def compile_vae(vae: torch.nn.Module, parts: str = "decoder", backend: str = "in
             fallback_unit = VAE_COMPILE_UNIT[name] if VAE_COMPILE_UNIT[name] != "aot" else "blocks"
             setattr(vae, name, AheadOfTimePart(
                 module, name, dict(vae.config),
-                fallback=lambda m, u=fallback_unit: _compile_vae_part(m, u, backend)))
+                fallback=lambda m, u=fallback_unit, n=name: _compile_vae_part(m, u, backend, n)))
         else:
-            setattr(vae, name, _compile_vae_part(module, chosen, backend))
+            setattr(vae, name, _compile_vae_part(module, chosen, backend, name))
     log.info("VAE compiled: %s (%s)", parts, unit or VAE_COMPILE_UNIT)
     return vae

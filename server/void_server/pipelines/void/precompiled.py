@@ -1,0 +1,244 @@
+"""Modules compiled by dynamo ahead of time and kept on disk: a warm start loads their graphs instead of tracing.
+
+Why: torch.compile with a warm inductor cache still runs dynamo over a module's Python at every start; for the VAE
+that is 18-23 s of a warm server start on an H100 (docs/performance.md). Dynamo's precompile
+(`torch.compile(fn, fullgraph=True).aot_compile(...)`, `save_compiled_function`, `torch.compiler.
+load_compiled_function`) keeps the traced bytecode, its guards and inductor's code together in one file. Unlike an
+AOTInductor package (vae_aot.py) it runs through inductor's usual Python runtime, and the module's parameters stay
+inputs of the graph, read at each call: no weight is baked in, and every module of one class and shape shares one
+function (the VAE's resnet blocks).
+
+One file per key: the module's class and the source of its file, its parameters' names, shapes and dtypes, the
+call's input structure, shapes, strides, dtypes and devices, grad mode, and the torch / diffusers / GPU it was built
+on. A missing file is built on first use (the usual compile time, once per machine and version) and written whole
+(temporary file, then rename); later processes load it. The source of every function dynamo inlined is checked when
+a file loads, so an edited model file rebuilds instead of running stale code. Anything that fails (a torch without
+the API, a graph that does not serialise, a file that does not load) sends that module back to plain torch.compile
+for the rest of the process, with a warning: a server never stops over this.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch.utils import _pytree as pytree
+
+log = logging.getLogger(__name__)
+
+# Bump when what a file holds changes for the same key (this module's build call).
+FORMAT = 1
+FOLDER_NAME = "void-precompiled"
+
+
+def functions_folder() -> Path:
+    """`void-precompiled` inside inductor's cache folder (the server points that at DATA_DIR/compile-cache)."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    return Path(cache_dir()) / FOLDER_NAME
+
+
+def supported() -> Optional[str]:
+    """None if this torch can precompile; else why not."""
+    if not hasattr(torch.compiler, "load_compiled_function"):
+        return "torch %s has no torch.compiler.load_compiled_function" % torch.__version__
+    return None
+
+
+def _digest(text: str, n: int = 24) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def module_signature(module: torch.nn.Module) -> str:
+    """What a function traced on `module` depends on besides its inputs: its class, the source file that defines it,
+    and its parameters' and buffers' names, shapes and dtypes (their values are read at each call)."""
+    cls = type(module)
+    try:
+        source = inspect.getsource(inspect.getmodule(cls))
+    except (OSError, TypeError):
+        source = ""
+    tensors = [(n, list(t.shape), str(t.dtype)) for n, t in module.named_parameters()]
+    tensors += [(n, list(t.shape), str(t.dtype)) for n, t in module.named_buffers()]
+    return json.dumps({"class": "%s.%s" % (cls.__module__, cls.__qualname__), "source": _digest(source),
+                       "tensors": tensors, "training": module.training})
+
+
+def _leaf_signature(leaf: object) -> object:
+    if isinstance(leaf, torch.Tensor):
+        return [list(leaf.shape), list(leaf.stride()), str(leaf.dtype), str(leaf.device)]
+    return repr(leaf)
+
+
+def call_key(signature: str, args: tuple, kwargs: dict) -> str:
+    """A digest of everything a traced function depends on (module docstring)."""
+    import diffusers
+
+    leaves, spec = pytree.tree_flatten((args, kwargs))
+    cuda = [x for x in leaves if isinstance(x, torch.Tensor) and x.is_cuda]
+    arch = "sm_%d%d" % torch.cuda.get_device_capability(cuda[0].device) if cuda else ""
+    return _digest(json.dumps({
+        "format": FORMAT, "module": signature, "spec": str(spec), "leaves": [_leaf_signature(x) for x in leaves],
+        "grad": torch.is_grad_enabled(), "inference": torch.is_inference_mode_enabled(), "torch": torch.__version__,
+        "cuda": torch.version.cuda, "diffusers": diffusers.__version__, "arch": arch,
+    }, sort_keys=True))
+
+
+def stale_source(function: Any) -> Optional[str]:
+    """The first source dynamo inlined into `function` that has changed on disk since it was traced, else None."""
+    from torch._dynamo.package import _hash_sourcelines
+
+    for code in function.source_info().inlined_sources:
+        try:
+            current = _hash_sourcelines(importlib.import_module(code.module), code.firstlineno, code.lastlineno)
+        except (ImportError, OSError):
+            return code.module
+        if current != code.checksum:
+            return "%s (lines %d-%d)" % (code.module, code.firstlineno, code.lastlineno)
+    return None
+
+
+class FunctionStore:
+    """The precompiled functions of one folder, loaded once per process and shared by every module using them."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._functions: Dict[str, Any] = {}
+        # What this process did, per key: "built" or "loaded" (tests and benches read it).
+        self.events: List[Tuple[str, str]] = []
+
+    def function(self, name: str, key: str, build: Callable[[], Any], f_globals: Dict[str, object]) -> Any:
+        found = self._functions.get(key)
+        if found is None:
+            path = self.folder / ("%s-%s.bin" % (name, key))
+            found = self._load(path, f_globals) if path.is_file() else None
+            if found is None:
+                found = self.rebuild(name, key, build)
+            else:
+                self._keep(key, found, "loaded")
+        return found
+
+    def _keep(self, key: str, function: Any, event: str) -> None:
+        # PrecompiledForward checks the guards itself before each call, so the function need not check them again.
+        function.disable_guard_check()
+        self._functions[key] = function
+        self.events.append((key, event))
+
+    def rebuild(self, name: str, key: str, build: Callable[[], Any]) -> Any:
+        path = self.folder / ("%s-%s.bin" % (name, key))
+        log.info("precompiling %s (once per shape, machine and version)", path.name)
+        function = build()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        function.save_compiled_function(str(path))  # torch writes a temporary file and renames it
+        self._keep(key, function, "built")
+        return function
+
+    def _load(self, path: Path, f_globals: Dict[str, object]) -> Optional[Any]:
+        try:
+            with open(path, "rb") as f:
+                function = torch.compiler.load_compiled_function(f, f_globals=f_globals)
+            stale = stale_source(function)
+        except Exception as exc:  # noqa: BLE001 - torn, stale or from another build: make it again
+            log.warning("precompiled %s does not load (%s: %s); rebuilding it", path.name, type(exc).__name__, exc)
+            return None
+        if stale is not None:
+            log.info("precompiled %s traced %s, which has changed; rebuilding it", path.name, stale)
+            return None
+        return function
+
+
+_STORES: Dict[str, FunctionStore] = {}
+
+
+def store_for(folder: Optional[Path] = None) -> FunctionStore:
+    """The process's store for `folder` (default `functions_folder()`)."""
+    folder = Path(folder or functions_folder())
+    return _STORES.setdefault(str(folder.resolve()), FunctionStore(folder))
+
+
+class PrecompiledForward:
+    """Installed as `module.forward`: each call runs the stored function for its inputs (built on first use)."""
+
+    def __init__(self, module: torch.nn.Module, name: str, backend: str = "inductor",
+                 folder: Optional[Path] = None) -> None:
+        self.module = module
+        self.name = name
+        self.backend = backend
+        self.store = store_for(folder)
+        self._forward = type(module).forward.__get__(module)  # the class's own, not this wrapper
+        self._globals = type(module).forward.__globals__
+        self._signature = module_signature(module)
+        self._fallback: Optional[Callable] = None
+        self._keys: Dict[tuple, str] = {}
+        why = supported()
+        if why is not None:
+            self._fall_back(why)
+
+    @property
+    def fell_back(self) -> bool:
+        return self._fallback is not None
+
+    def __reduce__(self) -> Tuple[type, Tuple[str]]:
+        # Dynamo pickles the traced module's attributes into a function's saved guards, this wrapper among them. What
+        # it holds (the store, its loaded functions, the module) does not pickle, and no guard reads it.
+        return (str, ("precompiled forward",))
+
+    def _fall_back(self, why: str) -> None:
+        log.warning("%s: not precompiled (%s); torch.compile from here on", self.name, why)
+        self._fallback = torch.compile(self._forward, fullgraph=True, dynamic=False, backend=self.backend)
+
+    def _build(self, args: tuple, kwargs: dict) -> Any:
+        if hasattr(torch._dynamo.config, "enable_aot_compile"):
+            torch._dynamo.config.enable_aot_compile = True
+        compiled = torch.compile(self._forward, fullgraph=True, dynamic=False, backend=self.backend)
+        return compiled.aot_compile((args, kwargs))
+
+    def _key(self, args: tuple, kwargs: dict) -> str:
+        leaves, spec = pytree.tree_flatten((args, kwargs))
+        # A submodule whose forward was swapped for this call (decode.py's patched upsampling) traces differently.
+        patched = tuple(n for n, m in self.module.named_modules() if n and "forward" in m.__dict__)
+        # The digest is worked out once per distinct call: the VAE's blocks are called hundreds of times a decode.
+        quick = (str(spec), patched, torch.is_grad_enabled(), torch.is_inference_mode_enabled(),
+                 tuple((x.shape, x.stride(), x.dtype, x.device) if isinstance(x, torch.Tensor) else repr(x)
+                       for x in leaves))
+        key = self._keys.get(quick)
+        if key is None:
+            key = self._keys[quick] = call_key(self._signature + repr(list(patched)), args, kwargs)
+        return key
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._fallback is not None:
+            return self._fallback(*args, **kwargs)
+        key = self._key(args, kwargs)
+        build = lambda: self._build(args, kwargs)  # noqa: E731
+        try:
+            function = self.store.function(self.name, key, build, self._globals)
+            if not function.guard_check(self.module, *args, **kwargs):
+                # The key missed something the guards check: trace this call's case afresh.
+                log.warning("%s: precompiled function's guards refuse this call; rebuilding it", self.name)
+                function = self.store.rebuild(self.name, key, build)
+        except Exception as exc:  # noqa: BLE001 - any precompile failure: keep working, compiled the usual way
+            self._fall_back("%s: %s" % (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else ""))
+            return self._fallback(*args, **kwargs)
+        return function(self.module, *args, **kwargs)
+
+
+def precompile(module: torch.nn.Module, name: str, backend: str = "inductor",
+               folder: Optional[Path] = None) -> torch.nn.Module:
+    """Install a `PrecompiledForward` on `module` (in place); returns it."""
+    module.forward = PrecompiledForward(module, name, backend, folder)
+    return module
+
+
+def events(module: torch.nn.Module) -> List[Tuple[str, str]]:
+    """The build / load events of the store behind every precompiled module inside `module` (shared stores once)."""
+    seen: Dict[int, FunctionStore] = {}
+    for m in module.modules():
+        forward = m.__dict__.get("forward")
+        if isinstance(forward, PrecompiledForward):
+            seen.setdefault(id(forward.store), forward.store)
+    return [event for store in seen.values() for event in store.events]

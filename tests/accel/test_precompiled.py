@@ -1,0 +1,175 @@
+"""Modules precompiled by dynamo and kept on disk (precompiled.py): the same output as eager with each module's own
+weights, one function shared by modules of one shape, loaded by a new process without tracing, rebuilt when a
+traced source changed or a file is torn, and torch.compile where precompiling is not possible.
+
+The modules are a small stand-in written to a temporary package (so a test can edit its source between processes);
+the VAE uses the same code (accel.compile_vae(unit="precompiled")), measured on the GPU by bench/bench_vae_start.py.
+Compiling on the CPU costs ~10 s per graph here, so the tests keep to a few graphs."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TOY = textwrap.dedent("""
+    import torch
+    from toyhelper import scale
+
+
+    class Block(torch.nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+            self.norm = torch.nn.GroupNorm(2, channels)
+            self.conv = torch.nn.Conv2d(channels, channels, 3, padding=1)
+            self.bias = torch.nn.Parameter(torch.randn(channels))  # small 1-D: inductor would inline a constant
+
+        def forward(self, x, cache=None):
+            h = torch.nn.functional.silu(self.norm(x))
+            if cache is not None:
+                h = h + cache["h"]
+            return scale(self.conv(h)) + x + self.bias[None, :, None, None], {"h": h}
+""")
+HELPER = "def scale(x):\n    return x * 1.0\n"
+
+# One process: two blocks of one shape (their own weights), called with and without a cache; prints JSON.
+RUN = textwrap.dedent("""
+    import json, sys, torch
+    from toy import Block
+    from void_server.pipelines.void import precompiled
+
+    torch.manual_seed(int(sys.argv[1]))
+    blocks = [Block(4).eval(), Block(4).eval()]
+    x = torch.randn(1, 4, 6, 8)
+    with torch.no_grad():
+        eager = [b(x) for b in blocks]
+        for b in blocks:
+            precompiled.precompile(b, "toy-block")
+        got = [b(x) for b in blocks]
+        cached = blocks[0](x, cache={"h": eager[1][1]["h"]})
+        want = type(blocks[0]).forward(blocks[0], x, cache={"h": eager[1][1]["h"]})
+    from torch._dynamo.utils import counters
+    print(json.dumps({
+        "max_diff": max(float((g[0] - e[0]).abs().max()) for g, e in zip(got, eager)),
+        "cached_diff": float((cached[0] - want[0]).abs().max()),
+        "same_weights_would_differ": float((eager[0][0] - eager[1][0]).abs().max()),
+        "events": [e for _, e in precompiled.events(blocks[0])],
+        "fell_back": [b.forward.fell_back for b in blocks],
+        "traced_frames": counters["stats"].get("unique_graphs", 0),
+    }))
+""")
+
+
+def _run(tmp_path: Path, seed: int) -> dict:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "src"), str(ROOT / "server")]),
+               TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, "-c", RUN, str(seed)], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _write_toy(tmp_path: Path, helper: str = HELPER) -> None:
+    src = tmp_path / "src"
+    src.mkdir(exist_ok=True)
+    (src / "toy.py").write_text(TOY)
+    (src / "toyhelper.py").write_text(helper)
+
+
+def test_precompiled_blocks_match_eager_share_a_function_and_load_in_a_new_process_without_tracing(tmp_path):
+    _write_toy(tmp_path)
+    first = _run(tmp_path, seed=0)
+    assert first["same_weights_would_differ"] > 1e-2  # so a function with baked-in weights could not pass below
+    assert first["max_diff"] < 1e-5 and first["cached_diff"] < 1e-5
+    # one function for both blocks without a cache, one with it
+    assert first["events"] == ["built", "built"] and first["fell_back"] == [False, False]
+    assert len(list((tmp_path / "cache" / "void-precompiled").glob("toy-block-*.bin"))) == 2
+
+    second = _run(tmp_path, seed=1)  # other weights, same shapes
+    assert second["events"] == ["loaded", "loaded"]
+    assert second["traced_frames"] == 0  # dynamo traced nothing: what a warm start saves
+    assert second["max_diff"] < 1e-5 and second["cached_diff"] < 1e-5
+
+    # A function dynamo inlined from another file changed: the stored functions are stale, so they are rebuilt,
+    # and the output follows the new source.
+    _write_toy(tmp_path, helper="def scale(x):\n    return x * 2.0\n")
+    third = _run(tmp_path, seed=2)
+    assert third["events"] == ["built", "built"]
+    assert third["max_diff"] < 1e-5 and third["cached_diff"] < 1e-5
+
+
+def test_call_key_follows_shapes_strides_structure_grad_mode_and_the_module():
+    from void_server.pipelines.void.precompiled import call_key, module_signature
+
+    conv = torch.nn.Conv2d(4, 4, 3)
+    sig = module_signature(conv)
+    x = torch.zeros(1, 4, 6, 8)
+    key = call_key(sig, (x,), {})
+    assert key == call_key(module_signature(torch.nn.Conv2d(4, 4, 3)), (torch.ones(1, 4, 6, 8),), {})
+    with torch.no_grad():
+        no_grad = call_key(sig, (x,), {})
+    others = [
+        call_key(sig, (torch.zeros(1, 4, 6, 9),), {}),
+        call_key(sig, (torch.zeros(1, 4, 8, 6).transpose(2, 3),), {}),  # same shape, other strides
+        call_key(sig, (x.double(),), {}),
+        call_key(sig, (x,), {"cache": None}),
+        call_key(module_signature(torch.nn.Conv2d(4, 4, 5)), (x,), {}),
+        call_key(module_signature(torch.nn.Conv2d(4, 4, 3).train(False)), (x,), {}),
+        no_grad,
+    ]
+    assert len({key, *others}) == 1 + len(others)
+
+
+def test_a_torn_file_is_rebuilt(tmp_path, monkeypatch):
+    from void_server.pipelines.void import precompiled
+
+    store = precompiled.FunctionStore(tmp_path)
+    torn = tmp_path / "toy-0123.bin"
+    torn.write_bytes(b"not a pickle")
+    built = []
+
+    class Built:
+        def save_compiled_function(self, path):
+            Path(path).write_bytes(b"new")
+
+        def disable_guard_check(self):
+            pass
+
+    fn = store.function("toy", "0123", lambda: built.append(1) or Built(), {})
+    assert isinstance(fn, Built) and built == [1] and torn.read_bytes() == b"new"
+    assert store.events == [("0123", "built")]
+    assert store.function("toy", "0123", lambda: pytest.fail("built twice"), {}) is fn
+
+
+def test_where_precompiling_is_not_possible_the_module_is_compiled_the_usual_way(tmp_path, monkeypatch, caplog):
+    from void_server.pipelines.void import precompiled
+
+    conv = torch.nn.Conv2d(2, 2, 3).eval()
+    x = torch.randn(1, 2, 5, 5)
+    with torch.no_grad():
+        want = conv(x)
+    # a torch without the API (before 2.10)
+    monkeypatch.delattr(torch.compiler, "load_compiled_function")
+    with torch.no_grad():
+        precompiled.precompile(conv, "conv", backend="eager", folder=tmp_path)
+        got = conv(x)
+    assert conv.forward.fell_back and torch.equal(got, want)
+    assert "not precompiled" in caplog.text and "load_compiled_function" in caplog.text
+    assert not list(tmp_path.iterdir())
+    monkeypatch.undo()
+
+    # a build that fails (here: a backend whose output does not serialise)
+    other = torch.nn.Conv2d(2, 2, 3).eval()
+    with torch.no_grad():
+        want = other(x)
+        precompiled.precompile(other, "conv", backend="eager", folder=tmp_path)
+        got = other(x)
+    assert other.forward.fell_back and torch.equal(got, want)
+    assert not list(tmp_path.glob("*.bin"))
