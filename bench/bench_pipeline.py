@@ -205,7 +205,7 @@ def main() -> None:
     ap.add_argument("--step-cache", type=float, default=0.1, help="threshold of the stepcache and fastest runs")
     ap.add_argument("--compile-vae", default=None, choices=tuple(VAE_COMPILE_PARTS),
                     help="the VAE parts to compile (default: the pipeline's, both in the gpu memory mode)")
-    ap.add_argument("--vae-unit", default=None, choices=("whole", "blocks", "aot", "precompiled"),
+    ap.add_argument("--vae-unit", default=None, choices=("precompiled", "whole", "blocks"),
                     help="how the VAE is compiled (default: accel.VAE_COMPILE_UNIT's choice per part)")
     ap.add_argument("--attention", default="auto",
                     help="the pipeline's attention option (auto: FlashAttention-4 where installed, else SDPA)")

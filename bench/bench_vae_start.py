@@ -2,19 +2,15 @@
 processes sharing that strategy's compile cache (cold, then warm), on the full-size VAE (random weights) and one
 85-frame 384x672 clip (every chunk shape a job uses).
 
-    python3 bench/bench_vae_start.py [--strategies whole,precompile,blocks] [--frames 85]
+    python3 bench/bench_vae_start.py [--strategies precompiled,blocks,whole] [--frames 85]
 
 Strategies:
 - `whole`: `accel.compile_vae(unit="whole")`, the encoder and decoder each one graph per chunk shape (the `gpu`
   mode's default through the fifth session);
 - `blocks`: `compile_vae(unit="blocks")`, each resnet block compiled, blocks of one shape sharing a graph;
-- `aot`: `compile_vae(unit="aot")`, each part exported and compiled ahead of time, one AOTInductor package per
-  chunk shape (vae_aot.py): the first process builds the packages, the second only loads them;
 - `precompiled`: `compile_vae(unit="precompiled")`, the encoder whole and the decoder's blocks traced by dynamo
-  once and kept on disk (precompiled.py): the first process builds the functions, the second only loads them;
-- `whole+precompile`, `blocks+precompile`: the same, with dynamo's experimental `caching_precompile` (its bytecode
-  and guards saved beside the inductor cache, so a warm start need not trace). Each reuses its base strategy's cache
-  folder (run it after that one): its first process is warm for inductor, its second is the measurement.
+  once and kept on disk (precompiled.py; the default): the first process builds the functions, the second only
+  loads them.
 
 Each process reports: its first encode + decode (the start's cost: compile or cache load), then the median of three
 encode and decode calls (the speed a job gets), dynamo's compile-time totals, and its outputs' distance from the
@@ -50,14 +46,13 @@ def child(args: argparse.Namespace) -> Dict[str, object]:
     from void_server.pipelines.void.conditioning import vae_encode
     from void_server.pipelines.void.decode import decode_latents
     from void_server.pipelines.void import precompiled
-    from void_server.pipelines.void.vae_aot import package_events
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # the CPU only for --smoke
     with torch.device("meta"):
         vae = AutoencoderKLCogVideoX(scaling_factor=0.7)
     vae = random_init_(vae, dev, torch.bfloat16 if dev.type == "cuda" else torch.float32, seed=0)
     eager = copy.deepcopy(vae)
-    compile_vae(vae, "both", backend=args.backend, unit=args.strategy.split("+")[0])  # one unit for both parts
+    compile_vae(vae, "both", backend=args.backend, unit=args.strategy)  # one unit for both parts
     video = torch.rand(1, 3, args.frames, *args.size, device=dev, generator=torch.Generator(dev).manual_seed(1)) * 2 - 1
 
     def sync() -> None:
@@ -80,8 +75,6 @@ def child(args: argparse.Namespace) -> Dict[str, object]:
 
     before = torch.cuda.memory_allocated() if dev.type == "cuda" else 0
     first = job()
-    if args.strategy.endswith("+precompile"):
-        torch.compiler.save_cache_artifacts()  # writes dynamo's packages beside the inductor cache
     runs = [job() for _ in range(3)]
     with torch.no_grad():  # both decodes from the eager latents, so the decode's distance is the decoder's own
         ref_z = vae_encode(eager, video)
@@ -103,19 +96,17 @@ def child(args: argparse.Namespace) -> Dict[str, object]:
         "inductor_cache": {k: v for k, v in counters["inductor"].items() if "cache" in k},
         "dynamo_unique_graphs": counters["stats"].get("unique_graphs", 0),
         "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if dev.type == "cuda" else 0.0,
-        # what stays allocated after the jobs beyond the VAE itself (packages holding copies of weights would show)
+        # what stays allocated after the jobs beyond the VAE itself (compiled code holding copies of weights would show)
         "resident_gain_gib": (torch.cuda.memory_allocated() - before) / 2 ** 30 if dev.type == "cuda" else 0.0,
-        "aot_events": package_events(vae),
         "precompiled_events": [event for _, event in precompiled.events(vae)],
         "precompiled_fell_back": sorted({m.forward.name for m in vae.modules() if isinstance(
             m.__dict__.get("forward"), precompiled.PrecompiledForward) and m.forward.fell_back}),
-        "aot_fell_back": [name for name in ("encoder", "decoder") if getattr(getattr(vae, name), "fell_back", False)],
     }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--strategies", default="whole,whole+precompile,blocks,blocks+precompile")
+    ap.add_argument("--strategies", default="precompiled,blocks,whole")
     ap.add_argument("--frames", type=int, default=85)
     ap.add_argument("--size", type=int, nargs=2, default=(384, 672), metavar=("H", "W"))
     ap.add_argument("--backend", default="inductor", help="torch.compile backend (eager: a quick CPU smoke test)")
@@ -130,11 +121,9 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="vae-start-"))
     rows: List[Dict[str, object]] = []
     for strategy in [s for s in args.strategies.split(",") if s]:
-        folder = root / strategy.split("+")[0]
+        folder = root / strategy
         env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(folder), TRITON_CACHE_DIR=str(folder / "triton"),
                    TORCHINDUCTOR_FX_GRAPH_CACHE="1", TORCHINDUCTOR_AUTOGRAD_CACHE="1")
-        if strategy.endswith("+precompile"):
-            env["TORCH_CACHING_PRECOMPILE"] = "1"
         for start in ("first", "second"):
             result = root / ("%s-%s.json" % (strategy, start))
             t = time.perf_counter()

@@ -33,7 +33,6 @@ def one_start(args: argparse.Namespace) -> Dict[str, object]:
     from void_server.pipelines.void.accel import compile_cache_dir
     from void_server.pipelines.void.pipeline import VoidPipeline
     from void_server.pipelines.void import precompiled
-    from void_server.pipelines.void.vae_aot import package_events
 
     compile_cache_dir(Path(args.cache))
     t0 = time.perf_counter()
@@ -55,7 +54,7 @@ def one_start(args: argparse.Namespace) -> Dict[str, object]:
             "load_s": loaded, "ready_s": ready, "after_load_s": ready - loaded,
             "warm_up_s": first, "warm_up_total_s": _total(first), "second_warm_up_s": again,
             "second_warm_up_total_s": _total(again), "compiled_vae": m.compile_vae,
-            "vae_unit": m.vae_unit, "pin_after_vae": args.pin_after_vae, "vae_aot_events": package_events(m.vae),
+            "vae_unit": m.vae_unit, "pin_after_vae": args.pin_after_vae,
             "vae_precompiled_events": [event for _, event in precompiled.events(m.vae)],
             "compiled_blocks": m.compile_blocks}
 
@@ -76,7 +75,7 @@ def main() -> None:
     ap.add_argument("--keep-cache", default=None, metavar="DIR",
                     help="compile into DIR (new or empty) and keep it, e.g. for bench_pipeline.py to start warm from "
                          "(TORCHINDUCTOR_CACHE_DIR=DIR TRITON_CACHE_DIR=DIR/triton)")
-    ap.add_argument("--vae-unit", default=None, choices=("whole", "blocks", "aot", "precompiled"),
+    ap.add_argument("--vae-unit", default=None, choices=("precompiled", "whole", "blocks"),
                     help="how the VAE is compiled (default: accel.VAE_COMPILE_UNIT's choice per part)")
     ap.add_argument("--pin-after-vae", action="store_true",
                     help="pin T5's host copy after the VAE's warm-up instead of beside it (does the pinning slow it?)")

@@ -297,7 +297,8 @@ def test_vae_compile_parts_wrap_the_modules_and_keep_the_output(tiny_model_dir):
         compile_vae(vae, "all")
     with pytest.raises(ValueError, match="unit"):
         compile_vae(vae, "both", unit="layers")
-    # The default: the encoder whole, the decoder's resnet blocks one by one (a shorter warm start).
+    # Cut up by default as the precompiled unit is (another backend than inductor has nothing to precompile): the
+    # encoder whole, the decoder's resnet blocks one by one (a shorter warm start).
     from diffusers.models.autoencoders.autoencoder_kl_cogvideox import CogVideoXResnetBlock3D
 
     vae = compile_vae(load_vae(layout, torch.float32), "both", backend="eager")
@@ -316,15 +317,20 @@ def test_vae_compile_parts_wrap_the_modules_and_keep_the_output(tiny_model_dir):
 
 def test_the_models_take_the_vae_unit_option(tiny_model_dir):
     from void_server.pipelines.void.loading import VoidModels
-    from void_server.pipelines.void.vae_aot import AheadOfTimePart
+    from void_server.pipelines.void.precompiled import PrecompiledForward
 
     layout = resolve_layout(tiny_model_dir)
     with pytest.raises(ValueError, match="vae_unit"):
         VoidModels(layout, torch.device("cpu"), vae_unit="layers")
-    models = VoidModels(layout, torch.device("cpu"), compile_vae="decoder", vae_unit="aot")
-    assert isinstance(models.vae.decoder, AheadOfTimePart) and not isinstance(models.vae.encoder, AheadOfTimePart)
-    assert models.describe()["vae_unit"] == "aot"
-    assert VoidModels(layout, torch.device("cpu")).describe()["vae_unit"] is None  # accel.VAE_COMPILE_UNIT's choice
+    models = VoidModels(layout, torch.device("cpu"), compile_vae="decoder", vae_unit="whole")
+    assert isinstance(models.vae.decoder, torch._dynamo.eval_frame.OptimizedModule)
+    assert models.describe()["vae_unit"] == "whole"
+    # The default: precompiled, cut up as accel.VAE_COMPILE_UNIT says (here the decoder: its resnet blocks).
+    models = VoidModels(layout, torch.device("cpu"), compile_vae="decoder")
+    assert models.describe()["vae_unit"] is None
+    wrapped = [m for m in models.vae.modules() if isinstance(m.__dict__.get("forward"), PrecompiledForward)]
+    assert wrapped and all(type(m).__name__ == "CogVideoXResnetBlock3D" for m in wrapped)
+    assert not isinstance(models.vae.encoder.__dict__.get("forward"), PrecompiledForward)
 
 
 def test_models_take_the_attention_option(tiny_model_dir, monkeypatch):

@@ -327,17 +327,15 @@ def accelerate_transformer(
 
 
 VAE_COMPILE_PARTS = {"none": (), "decoder": ("decoder",), "both": ("encoder", "decoder")}
-# "whole": the encoder / decoder as one graph per chunk shape; "blocks": each resnet block (where nearly all of the
-# norm, SiLU and padding work is) as its own graph, shared by every block of the same shape; "aot": the whole part
-# exported and compiled ahead of time, one package per chunk shape on disk (vae_aot.py): no tracing at a start;
-# "precompiled": each part cut up as VAE_COMPILE_UNIT says, traced by dynamo once and kept on disk (precompiled.py):
-# a warm start loads the traced graphs instead of tracing again.
-VAE_COMPILE_UNITS = ("whole", "blocks", "aot", "precompiled")
-# Measured on an H100 (bench_vae_start.py, docs/performance.md): a warm start's first decode 14.6 s whole, 7.9 s as
-# blocks, for 1.337 vs 1.376 s a decode; the encoder's first call costs the same either way (5.2 / 5.4 s), and
-# whole it is 0.06 s faster a call. "aot" is opt-in (`vae_unit`): not yet timed on a GPU, where the device's torch
-# 2.11.0+cu130 crashed loading any AOTInductor package (vae_aot.check_loader guards against that).
+# How a part is cut into graphs: "whole", one graph per chunk shape; "blocks", each resnet block (where nearly all of
+# the norm, SiLU and padding work is) its own graph, shared by every block of the same shape. Measured on an H100
+# (bench_vae_start.py, docs/performance.md): the decoder as blocks starts faster and peaks 4 GiB lower for 0.04 s a
+# decode; the encoder whole is 0.065 s faster a call.
 VAE_COMPILE_UNIT = {"encoder": "whole", "decoder": "blocks"}
+# "precompiled" (the default): those graphs traced by dynamo once and kept on disk (precompiled.py), so a warm start
+# loads them instead of tracing the VAE's Python again (its first encode + decode 9.6 s against 15.0 s as blocks,
+# ninth session); "whole" / "blocks": every part cut up so, through torch.compile, traced at every start.
+VAE_COMPILE_UNITS = ("precompiled", "whole", "blocks")
 
 
 def _resnet_blocks(module: torch.nn.Module) -> List[torch.nn.Module]:
@@ -347,14 +345,15 @@ def _resnet_blocks(module: torch.nn.Module) -> List[torch.nn.Module]:
 
 
 def _compile_vae_part(module: torch.nn.Module, unit: str, backend: str, name: str) -> torch.nn.Module:
-    """`module` (the VAE's part `name`) compiled as `unit` says ("whole", "blocks" or "precompiled"): what stands in
-    for it."""
+    """`module` (the VAE's part `name`) compiled as `unit` says: what stands in for it."""
     if unit == "precompiled":
+        cut = VAE_COMPILE_UNIT[name]
+        if backend != "inductor":  # only inductor's output is saved; another backend has nothing to keep
+            return _compile_vae_part(module, cut, backend, name)
         from .precompiled import precompile
 
-        whole = VAE_COMPILE_UNIT[name] == "whole"
-        for target in [module] if whole else _resnet_blocks(module):
-            precompile(target, "vae-%s%s" % (name, "" if whole else "-block"), backend)
+        for target in [module] if cut == "whole" else _resnet_blocks(module):
+            precompile(target, "vae-%s%s" % (name, "" if cut == "whole" else "-block"), backend)
         return module
     if unit == "whole":
         return torch.compile(module, dynamic=False, backend=backend)
@@ -372,26 +371,13 @@ def compile_vae(vae: torch.nn.Module, parts: str = "decoder", backend: str = "in
     same weights (random, full size, docs/performance.md) the compiled encoder and decoder are closer than eager
     bf16 is (2.0e-2 vs 2.8e-2, 5.7e-4 vs 7.2e-4 relative L2): lossless in the issue's sense.
 
-    `unit` ("whole", "blocks" or "aot") applies to every part; None takes `VAE_COMPILE_UNIT`'s choice per part.
-    Blocks of one shape share a graph, so a start traces far less Python (a warm start's cost), at a little speed;
-    "aot" traces nothing at a warm start, and falls back to `VAE_COMPILE_UNIT`'s choice if a part does not export.
-    (`backend` applies to torch.compile only: "aot" is always inductor.)"""
+    `unit` is one of `VAE_COMPILE_UNITS` (None: "precompiled"); "whole" and "blocks" apply to every part."""
     if parts not in VAE_COMPILE_PARTS:
         raise ValueError("unknown VAE compile parts %r (one of %s)" % (parts, ", ".join(VAE_COMPILE_PARTS)))
     if unit is not None and unit not in VAE_COMPILE_UNITS:
         raise ValueError("unknown VAE compile unit %r (one of %s)" % (unit, ", ".join(VAE_COMPILE_UNITS)))
     _allow_recompiles()
     for name in VAE_COMPILE_PARTS[parts]:
-        chosen = unit or VAE_COMPILE_UNIT[name]
-        module = getattr(vae, name)
-        if chosen == "aot":
-            from .vae_aot import AheadOfTimePart
-
-            fallback_unit = VAE_COMPILE_UNIT[name] if VAE_COMPILE_UNIT[name] != "aot" else "blocks"
-            setattr(vae, name, AheadOfTimePart(
-                module, name, dict(vae.config),
-                fallback=lambda m, u=fallback_unit, n=name: _compile_vae_part(m, u, backend, n)))
-        else:
-            setattr(vae, name, _compile_vae_part(module, chosen, backend, name))
-    log.info("VAE compiled: %s (%s)", parts, unit or VAE_COMPILE_UNIT)
+        setattr(vae, name, _compile_vae_part(getattr(vae, name), unit or VAE_COMPILE_UNITS[0], backend, name))
+    log.info("VAE compiled: %s (%s, %s)", parts, unit or VAE_COMPILE_UNITS[0], VAE_COMPILE_UNIT)
     return vae

@@ -4,7 +4,8 @@ Why: torch.compile with a warm inductor cache still runs dynamo over a module's 
 that is 18-23 s of a warm server start on an H100 (docs/performance.md). Dynamo's precompile
 (`torch.compile(fn, fullgraph=True).aot_compile(...)`, `save_compiled_function`, `torch.compiler.
 load_compiled_function`) keeps the traced bytecode, its guards and inductor's code together in one file. Unlike an
-AOTInductor package (vae_aot.py) it runs through inductor's usual Python runtime, and the module's parameters stay
+AOTInductor package (tried in the seventh session: torch 2.11.0+cu130's loader segfaulted on the device machine) it
+runs through inductor's usual Python runtime, and the module's parameters stay
 inputs of the graph, read at each call: no weight is baked in, and every module of one class and shape shares one
 function (the VAE's resnet blocks).
 
