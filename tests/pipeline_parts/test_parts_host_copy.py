@@ -53,3 +53,34 @@ def test_a_dropped_model_leaves_the_placement_with_its_host_copy():
     del m
     gc.collect()
     assert gone() is None and len(placement._host_copies) == 0
+
+
+def test_the_host_copy_is_one_buffer_of_the_weights_size_every_tensor_a_view():
+    from void_server.pipelines.void.host_copy import ALIGN, packed_homes
+
+    tensors = [torch.randn(33, 7).bfloat16(), torch.randn(5), torch.arange(6), torch.tensor(True),
+               torch.zeros(0, 3), torch.tensor(2.5), torch.randn(4, 6).t()]  # mixed dtypes, 0-d, empty, strided
+    homes, pinned = packed_homes(tensors, pin=False)
+    assert not pinned
+    for t, h in zip(tensors, homes):
+        assert h.dtype == t.dtype and h.shape == t.shape and h.is_contiguous() and torch.equal(h, t)
+        assert h.data_ptr() % ALIGN == 0 or h.numel() == 0
+    storages = {h.untyped_storage().data_ptr() for h in homes}
+    assert len(storages) == 1  # one buffer...
+    wanted = sum(t.numel() * t.element_size() for t in tensors)
+    assert wanted <= homes[0].untyped_storage().nbytes() <= wanted + ALIGN * (len(tensors) + 1)  # ...of about their size
+
+
+def test_weights_that_cannot_be_page_locked_stay_in_pageable_memory_with_a_warning(monkeypatch, caplog):
+    import numpy as np
+
+    from void_server.pipelines.void import host_copy
+
+    # Without the runtime's error reset a failed registration would poison torch's next launch check: not tried.
+    monkeypatch.setattr(host_copy, "_cuda_get_last_error", lambda: None)
+    assert "clear" in host_copy._page_lock(np.empty(64, np.uint8))
+    monkeypatch.setattr(host_copy, "_page_lock", lambda array: "cudaHostRegister failed with CUDA error 2")
+    t = torch.randn(3, 3)
+    homes, pinned = host_copy.packed_homes([t], pin=True)
+    assert not pinned and torch.equal(homes[0], t)
+    assert "cannot page-lock" in caplog.text and "error 2" in caplog.text
