@@ -52,6 +52,10 @@ def child(args: argparse.Namespace) -> Dict[str, object]:
         vae = AutoencoderKLCogVideoX(scaling_factor=0.7)
     vae = random_init_(vae, dev, torch.bfloat16 if dev.type == "cuda" else torch.float32, seed=0)
     eager = copy.deepcopy(vae)
+    if args.encoder_cut:  # how `precompiled` cuts the encoder (accel.VAE_COMPILE_UNIT: "whole")
+        from void_server.pipelines.void import accel
+
+        accel.VAE_COMPILE_UNIT["encoder"] = args.encoder_cut
     compile_vae(vae, "both", backend=args.backend, unit=args.strategy)  # one unit for both parts
     video = torch.rand(1, 3, args.frames, *args.size, device=dev, generator=torch.Generator(dev).manual_seed(1)) * 2 - 1
 
@@ -110,6 +114,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=85)
     ap.add_argument("--size", type=int, nargs=2, default=(384, 672), metavar=("H", "W"))
     ap.add_argument("--backend", default="inductor", help="torch.compile backend (eager: a quick CPU smoke test)")
+    ap.add_argument("--encoder-cut", choices=("whole", "blocks"), default=None,
+                    help="cut the encoder so for the precompiled strategy (default: accel.VAE_COMPILE_UNIT's whole)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--strategy", default="whole", help=argparse.SUPPRESS)
     ap.add_argument("--result", default="", help=argparse.SUPPRESS)
@@ -128,7 +134,8 @@ def main() -> None:
             result = root / ("%s-%s.json" % (strategy, start))
             t = time.perf_counter()
             proc = subprocess.run([sys.executable, __file__, "--child", "--strategy", strategy, "--frames",
-                                   str(args.frames), "--size", *map(str, args.size), "--backend", args.backend, "--result", str(result)],
+                                   str(args.frames), "--size", *map(str, args.size), "--backend", args.backend, "--result", str(result)]
+                                  + (["--encoder-cut", args.encoder_cut] if args.encoder_cut else []),
                                   env=env, cwd=str(HERE),
                                   stderr=subprocess.PIPE, text=True)
             row: Dict[str, object] = {"strategy": strategy, "start": start, "process_s": time.perf_counter() - t}

@@ -173,3 +173,30 @@ def test_where_precompiling_is_not_possible_the_module_is_compiled_the_usual_way
         got = other(x)
     assert other.forward.fell_back and torch.equal(got, want)
     assert not list(tmp_path.glob("*.bin"))
+
+
+def test_the_key_follows_a_swapped_submodule_a_patched_forward_and_the_weights_device(tmp_path):
+    from void_server.pipelines.void.precompiled import PrecompiledForward
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.act = torch.nn.GELU()
+            self.lin = torch.nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.act(self.lin(x))
+
+    net = Net()
+    wrapper = PrecompiledForward(net, "net", folder=tmp_path)
+    x = torch.zeros(2, 3)
+    key = wrapper._key((x,), {})
+    assert wrapper._key((torch.ones(2, 3),), {}) == key
+    net.act = torch.nn.SiLU()  # no weights: the parameters alone would not tell
+    swapped = wrapper._key((x,), {})
+    net.lin.forward = lambda t: t  # patched for a call, as decode.py does to the upsampling
+    patched = wrapper._key((x,), {})
+    del net.lin.forward
+    net.lin.to("meta")
+    moved = wrapper._key((x,), {})
+    assert len({key, swapped, patched, moved}) == 4

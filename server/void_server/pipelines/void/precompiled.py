@@ -9,9 +9,11 @@ runs through inductor's usual Python runtime, and the module's parameters stay
 inputs of the graph, read at each call: no weight is baked in, and every module of one class and shape shares one
 function (the VAE's resnet blocks).
 
-One file per key: the module's class and the source of its file, its parameters' names, shapes and dtypes, the
-call's input structure, shapes, strides, dtypes and devices, grad mode, and the torch / diffusers / GPU it was built
-on. A missing file is built on first use (the usual compile time, once per machine and version) and written whole
+One file per key: the module's class and the source of its file, its parameters' names, shapes and dtypes, its
+submodules' classes, patched forwards and weights' devices at the call, the call's input structure, shapes, strides,
+dtypes and devices, grad mode, and the torch / diffusers / GPU it was built on. Dynamo's saved guards check the
+inputs again but leave out identity checks, and nothing here looks at other attributes a module's code may read (an
+attention processor object): precompile only modules whose code depends on nothing else (the VAE's). A missing file is built on first use (the usual compile time, once per machine and version) and written whole
 (temporary file, then rename); later processes load it. The source of every function dynamo inlined is checked when
 a file loads, so an edited model file rebuilds instead of running stale code. Anything that fails (a torch without
 the API, a graph that does not serialise, a file that does not load) sends that module back to plain torch.compile
@@ -198,17 +200,23 @@ class PrecompiledForward:
         compiled = torch.compile(self._forward, fullgraph=True, dynamic=False, backend=self.backend)
         return compiled.aot_compile((args, kwargs))
 
+    def _state(self) -> tuple:
+        """What about the module a trace depends on that may change between calls: each submodule's class (one
+        swapped for another with the same weights), a forward patched for the call (decode.py's upsampling), the
+        weights' devices (a mode that offloads them)."""
+        modules = tuple((n, type(m), "forward" in m.__dict__) for n, m in self.module.named_modules() if n)
+        return modules + tuple(sorted({str(p.device) for p in self.module.parameters()}))
+
     def _key(self, args: tuple, kwargs: dict) -> str:
         leaves, spec = pytree.tree_flatten((args, kwargs))
-        # A submodule whose forward was swapped for this call (decode.py's patched upsampling) traces differently.
-        patched = tuple(n for n, m in self.module.named_modules() if n and "forward" in m.__dict__)
+        state = self._state()
         # The digest is worked out once per distinct call: the VAE's blocks are called hundreds of times a decode.
-        quick = (str(spec), patched, torch.is_grad_enabled(), torch.is_inference_mode_enabled(),
+        quick = (str(spec), state, torch.is_grad_enabled(), torch.is_inference_mode_enabled(),
                  tuple((x.shape, x.stride(), x.dtype, x.device) if isinstance(x, torch.Tensor) else repr(x)
                        for x in leaves))
         key = self._keys.get(quick)
         if key is None:
-            key = self._keys[quick] = call_key(self._signature + repr(list(patched)), args, kwargs)
+            key = self._keys[quick] = call_key(self._signature + repr(state), args, kwargs)
         return key
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
