@@ -172,7 +172,22 @@ def test_where_precompiling_is_not_possible_the_module_is_compiled_the_usual_way
         precompiled.precompile(other, "conv", backend="eager", folder=tmp_path)
         got = other(x)
     assert other.forward.fell_back and torch.equal(got, want)
-    assert not list(tmp_path.glob("*.bin"))
+    assert not list(tmp_path.iterdir())  # nothing half-written left behind either
+
+
+def test_a_module_with_a_graph_break_falls_back_and_still_runs(tmp_path, caplog):
+    from void_server.pipelines.void import precompiled
+
+    class Breaks(torch.nn.Module):
+        def forward(self, x):
+            torch._dynamo.graph_break()  # precompiling needs one whole graph
+            return x * 2
+
+    m = Breaks()
+    x = torch.randn(3)
+    precompiled.precompile(m, "breaks", backend="eager", folder=tmp_path)
+    assert torch.equal(m(x), x * 2) and m.forward.fell_back
+    assert torch.equal(m(x + 1), (x + 1) * 2)
 
 
 def test_the_key_follows_a_swapped_submodule_a_patched_forward_and_the_weights_device(tmp_path):

@@ -26,6 +26,7 @@ import importlib
 import inspect
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -136,7 +137,10 @@ class FunctionStore:
         log.info("precompiling %s (once per shape, machine and version)", path.name)
         function = build()
         path.parent.mkdir(parents=True, exist_ok=True)
-        function.save_compiled_function(str(path))  # torch writes a temporary file and renames it
+        # Whole or absent: another process (a second worker on the same cache) may be loading that name.
+        tmp = path.with_name("%s.tmp%d" % (path.name, os.getpid()))
+        function.save_compiled_function(str(tmp))
+        os.replace(tmp, path)
         self._keep(key, function, "built")
         return function
 
@@ -192,7 +196,8 @@ class PrecompiledForward:
 
     def _fall_back(self, why: str) -> None:
         log.warning("%s: not precompiled (%s); torch.compile from here on", self.name, why)
-        self._fallback = torch.compile(self._forward, fullgraph=True, dynamic=False, backend=self.backend)
+        # Not fullgraph: a graph break may be why precompiling failed, and this must run regardless.
+        self._fallback = torch.compile(self._forward, dynamic=False, backend=self.backend)
 
     def _build(self, args: tuple, kwargs: dict) -> Any:
         if hasattr(torch._dynamo.config, "enable_aot_compile"):
