@@ -31,7 +31,11 @@ def test_doctor_says_whether_the_compile_cache_is_warm(tmp_path):
     assert "is empty" in compile_cache_state(cache)
     (cache / "fxgraph" / "ab").mkdir(parents=True)
     (cache / "fxgraph" / "ab" / "graph").write_bytes(b"x" * 3 * 2**20)
-    assert "holds 3 MiB" in compile_cache_state(cache)
+    assert "holds 3 MiB (0 precompiled VAE graphs)" in compile_cache_state(cache)
+    (cache / "void-precompiled").mkdir()
+    for name in ("vae-encoder-0a.bin", "vae-decoder-block-1b.bin"):
+        (cache / "void-precompiled" / name).write_bytes(b"x")
+    assert "(2 precompiled VAE graphs)" in compile_cache_state(cache)
 
 
 def test_download_reasoning_fetches_the_vlm_and_sam2(tmp_path, monkeypatch):
