@@ -1,23 +1,23 @@
 """Modules compiled by dynamo ahead of time and kept on disk: a warm start loads their graphs instead of tracing.
 
 Why: torch.compile with a warm inductor cache still runs dynamo over a module's Python at every start; for the VAE
-that is 18-23 s of a warm server start on an H100 (docs/performance.md). Dynamo's precompile
-(`torch.compile(fn, fullgraph=True).aot_compile(...)`, `save_compiled_function`, `torch.compiler.
-load_compiled_function`) keeps the traced bytecode, its guards and inductor's code together in one file. Unlike an
-AOTInductor package (tried in the seventh session: torch 2.11.0+cu130's loader segfaulted on the device machine) it
-runs through inductor's usual Python runtime, and the module's parameters stay
-inputs of the graph, read at each call: no weight is baked in, and every module of one class and shape shares one
-function (the VAE's resnet blocks).
+that is 18-23 s of a warm server start on an H100 (docs/performance.md). Dynamo's precompile (`torch.compile(fn,
+fullgraph=True).aot_compile(...)`, `save_compiled_function`, `torch.compiler.load_compiled_function`) keeps the
+traced bytecode, its guards and inductor's code together in one file. Unlike an AOTInductor package (tried in the
+seventh session: torch 2.11.0+cu130's loader segfaulted on the device machine) it runs through inductor's usual
+Python runtime, and the module's parameters stay inputs of the graph, read at each call: no weight is baked in, and
+every module of one class and shape shares one function (the VAE's resnet blocks).
 
 One file per key: the module's class and the source of its file, its parameters' names, shapes and dtypes, its
 submodules' classes, patched forwards and weights' devices at the call, the call's input structure, shapes, strides,
 dtypes and devices, grad mode, and the torch / diffusers / GPU it was built on. Dynamo's saved guards check the
 inputs again but leave out identity checks, and nothing here looks at other attributes a module's code may read (an
-attention processor object): precompile only modules whose code depends on nothing else (the VAE's). A missing file is built on first use (the usual compile time, once per machine and version) and written whole
-(temporary file, then rename); later processes load it. The source of every function dynamo inlined is checked when
-a file loads, so an edited model file rebuilds instead of running stale code. Anything that fails (a torch without
-the API, a graph that does not serialise, a file that does not load) sends that module back to plain torch.compile
-for the rest of the process, with a warning: a server never stops over this.
+attention processor object): precompile only modules whose code depends on nothing else (the VAE's). A missing file
+is built on first use (the usual compile time, once per machine and version) and written whole (temporary file, then
+rename); later processes load it. The source of every function dynamo inlined is checked when a file loads, so an
+edited model file rebuilds instead of running stale code. Anything that fails (a torch without the API, a graph that
+does not serialise, a file that does not load) sends that module back to plain torch.compile for the rest of the
+process, with a warning: a server never stops over this.
 """
 from __future__ import annotations
 
