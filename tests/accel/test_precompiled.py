@@ -215,3 +215,48 @@ def test_the_key_follows_a_swapped_submodule_a_patched_forward_and_the_weights_d
     net.lin.to("meta")
     moved = wrapper._key((x,), {})
     assert len({key, swapped, patched, moved}) == 4
+
+
+# The real CogVideoX decoder, two levels (fewer graphs to compile on CI's CPU): its resnet blocks precompiled as the
+# `gpu` mode does, then loaded by a new process.
+VAE_CHILD = textwrap.dedent("""
+    import json, sys, torch
+    from diffusers import AutoencoderKLCogVideoX
+    from void_server.pipelines.void import precompiled
+    from void_server.pipelines.void.accel import compile_vae
+    from void_server.pipelines.void.decode import decode_latents
+
+    torch.manual_seed(int(sys.argv[2]))
+    vae = AutoencoderKLCogVideoX(**json.loads(sys.argv[1])).eval().requires_grad_(False)
+    z = torch.randn(1, 3, 16, 2, 3, generator=torch.Generator().manual_seed(1))
+    eager = decode_latents(vae, z)
+    compile_vae(vae, "decoder", unit="precompiled")
+    frames = decode_latents(vae, z)
+    fell_back = [m.forward.fell_back for m in vae.modules()
+                 if isinstance(m.__dict__.get("forward"), precompiled.PrecompiledForward)]
+    print(json.dumps({"max_diff": float((frames - eager).abs().max()), "fell_back": fell_back,
+                      "events": [e for _, e in precompiled.events(vae)]}))
+""")
+
+
+def test_the_cogvideox_decoder_precompiled_matches_eager_and_a_new_process_loads_it(tmp_path):
+    from void_server.pipelines.void.tiny import VAE_CONFIGS
+
+    small = dict(VAE_CONFIGS["tiny"], block_out_channels=[8, 16],
+                 down_block_types=VAE_CONFIGS["tiny"]["down_block_types"][:2],
+                 up_block_types=VAE_CONFIGS["tiny"]["up_block_types"][:2])
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "server"), TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "cache"))
+
+    def run(seed: int) -> dict:
+        done = subprocess.run([sys.executable, "-c", VAE_CHILD, json.dumps(small), str(seed)], env=env,
+                              capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    first = run(seed=0)
+    assert first["fell_back"] and not any(first["fell_back"])
+    assert first["events"] and set(first["events"]) == {"built"}
+    assert first["max_diff"] < 1e-5
+    second = run(seed=1)  # other weights: the files hold code, not weights
+    assert second["events"] == ["loaded"] * len(first["events"])
+    assert second["max_diff"] < 1e-5
