@@ -103,8 +103,7 @@ def child(args: argparse.Namespace) -> Dict[str, object]:
         # what stays allocated after the jobs beyond the VAE itself (compiled code holding copies of weights would show)
         "resident_gain_gib": (torch.cuda.memory_allocated() - before) / 2 ** 30 if dev.type == "cuda" else 0.0,
         "precompiled_events": [event for _, event in precompiled.events(vae)],
-        "precompiled_fell_back": sorted({m.forward.name for m in vae.modules() if isinstance(
-            m.__dict__.get("forward"), precompiled.PrecompiledForward) and m.forward.fell_back}),
+        "precompiled_fell_back": sorted({w.name for w in precompiled.wrappers(vae) if w.fell_back}),
     }
 
 

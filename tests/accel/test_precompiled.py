@@ -232,8 +232,7 @@ VAE_CHILD = textwrap.dedent("""
     eager = decode_latents(vae, z)
     compile_vae(vae, "decoder", unit="precompiled")
     frames = decode_latents(vae, z)
-    fell_back = [m.forward.fell_back for m in vae.modules()
-                 if isinstance(m.__dict__.get("forward"), precompiled.PrecompiledForward)]
+    fell_back = [w.fell_back for w in precompiled.wrappers(vae)]
     print(json.dumps({"max_diff": float((frames - eager).abs().max()), "fell_back": fell_back,
                       "events": [e for _, e in precompiled.events(vae)]}))
 """)

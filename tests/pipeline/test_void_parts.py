@@ -317,7 +317,7 @@ def test_vae_compile_parts_wrap_the_modules_and_keep_the_output(tiny_model_dir):
 
 def test_the_models_take_the_vae_unit_option(tiny_model_dir):
     from void_server.pipelines.void.loading import VoidModels
-    from void_server.pipelines.void.precompiled import PrecompiledForward
+    from void_server.pipelines.void.precompiled import PrecompiledForward, wrappers
 
     layout = resolve_layout(tiny_model_dir)
     with pytest.raises(ValueError, match="vae_unit"):
@@ -328,7 +328,7 @@ def test_the_models_take_the_vae_unit_option(tiny_model_dir):
     # The default: precompiled, cut up as accel.VAE_COMPILE_UNIT says (here the decoder: its resnet blocks).
     models = VoidModels(layout, torch.device("cpu"), compile_vae="decoder")
     assert models.describe()["vae_unit"] is None
-    wrapped = [m for m in models.vae.modules() if isinstance(m.__dict__.get("forward"), PrecompiledForward)]
+    wrapped = [w.module for w in wrappers(models.vae)]
     assert wrapped and all(type(m).__name__ == "CogVideoXResnetBlock3D" for m in wrapped)
     assert not isinstance(models.vae.encoder.__dict__.get("forward"), PrecompiledForward)
 

@@ -115,10 +115,13 @@ class FunctionStore:
         # What this process did, per key: "built" or "loaded" (tests and benches read it).
         self.events: List[Tuple[str, str]] = []
 
+    def path(self, name: str, key: str) -> Path:
+        return self.folder / ("%s-%s.bin" % (name, key))
+
     def function(self, name: str, key: str, build: Callable[[], Any], f_globals: Dict[str, object]) -> Any:
         found = self._functions.get(key)
         if found is None:
-            path = self.folder / ("%s-%s.bin" % (name, key))
+            path = self.path(name, key)
             found = self._load(path, f_globals) if path.is_file() else None
             if found is None:
                 found = self.rebuild(name, key, build)
@@ -133,7 +136,7 @@ class FunctionStore:
         self.events.append((key, event))
 
     def rebuild(self, name: str, key: str, build: Callable[[], Any]) -> Any:
-        path = self.folder / ("%s-%s.bin" % (name, key))
+        path = self.path(name, key)
         log.info("precompiling %s (once per shape, machine and version)", path.name)
         function = build()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -248,11 +251,13 @@ def precompile(module: torch.nn.Module, name: str, backend: str = "inductor",
     return module
 
 
+def wrappers(module: torch.nn.Module) -> List[PrecompiledForward]:
+    """Every `PrecompiledForward` installed inside `module` (itself included)."""
+    return [m.__dict__["forward"] for m in module.modules()
+            if isinstance(m.__dict__.get("forward"), PrecompiledForward)]
+
+
 def events(module: torch.nn.Module) -> List[Tuple[str, str]]:
     """The build / load events of the store behind every precompiled module inside `module` (shared stores once)."""
-    seen: Dict[int, FunctionStore] = {}
-    for m in module.modules():
-        forward = m.__dict__.get("forward")
-        if isinstance(forward, PrecompiledForward):
-            seen.setdefault(id(forward.store), forward.store)
-    return [event for store in seen.values() for event in store.events]
+    stores = {id(w.store): w.store for w in wrappers(module)}
+    return [event for store in stores.values() for event in store.events]
