@@ -56,8 +56,16 @@ if [ "$client_only" = 0 ]; then
     "${pip[@]}" torch torchvision
   else
     # The CPU build is far smaller; where PyTorch's own index is out of reach, PyPI's build runs on the CPU too.
-    say "no NVIDIA GPU: installing a CPU build of torch"
-    "${pip[@]}" torch torchvision --index-url https://download.pytorch.org/whl/cpu 2>/dev/null || true
+    # Asked only when the index answers: pip's configured find-links/extra indexes would otherwise still resolve
+    # (a torch/torchvision pair that may not import together, installed only to be replaced below).
+    cpu_index="https://download.pytorch.org/whl/cpu"
+    if "$python" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + '/', timeout=10)" \
+        "$cpu_index" >/dev/null 2>&1; then
+      say "no NVIDIA GPU: installing a CPU build of torch"
+      "${pip[@]}" torch torchvision --index-url "$cpu_index" 2>/dev/null || true
+    else
+      say "no NVIDIA GPU, and $cpu_index is out of reach: taking torch from PyPI (it runs on the CPU too)"
+    fi
   fi
   # A torch/torchvision pair built against each other (RAFT needs torchvision): else take PyPI's latest pair.
   torch_ok() { "$venv/bin/python" -c "import torch, torchvision.models.optical_flow" >/dev/null 2>&1; }

@@ -2,7 +2,7 @@
 processes sharing that strategy's compile cache (cold, then warm), on the full-size VAE (random weights) and one
 85-frame 384x672 clip (every chunk shape a job uses).
 
-    python3 bench/bench_vae_start.py [--strategies precompiled,blocks,whole] [--frames 85]
+    python3 bench/bench_vae_start.py [--strategies precompiled,blocks,whole] [--frames 85] [--cache DIR] [--profile]
 
 Strategies:
 - `whole`: `accel.compile_vae(unit="whole")`, the encoder and decoder each one graph per chunk shape (the `gpu`
@@ -14,7 +14,9 @@ Strategies:
 
 Each process reports: its first encode + decode (the start's cost: compile or cache load), then the median of three
 encode and decode calls (the speed a job gets), dynamo's compile-time totals, and its outputs' distance from the
-eager VAE with the same weights. Prints a table and writes JSON under $OUT.
+eager VAE with the same weights. Prints a table and writes JSON under $OUT. `--cache DIR` keeps the strategies'
+caches in DIR (a later call starts warm); `--profile` writes each process's cProfile of its first encode + decode
+(where a warm start goes) under $OUT as `profile-<strategy>-<start>.txt`.
 """
 from __future__ import annotations
 
@@ -78,7 +80,20 @@ def child(args: argparse.Namespace) -> Dict[str, object]:
         return out
 
     before = torch.cuda.memory_allocated() if dev.type == "cuda" else 0
-    first = job()
+    if args.profile_file:
+        import cProfile
+        import io
+        import pstats
+
+        prof = cProfile.Profile()
+        first = prof.runcall(job)
+        text = io.StringIO()
+        stats = pstats.Stats(prof, stream=text)
+        stats.sort_stats("cumulative").print_stats(60)
+        stats.sort_stats("tottime").print_stats(40)
+        Path(args.profile_file).write_text(text.getvalue())
+    else:
+        first = job()
     runs = [job() for _ in range(3)]
     with torch.no_grad():  # both decodes from the eager latents, so the decode's distance is the decoder's own
         ref_z = vae_encode(eager, video)
@@ -115,15 +130,19 @@ def main() -> None:
     ap.add_argument("--backend", default="inductor", help="torch.compile backend (eager: a quick CPU smoke test)")
     ap.add_argument("--encoder-cut", choices=("whole", "blocks"), default=None,
                     help="cut the encoder so for the precompiled strategy (default: accel.VAE_COMPILE_UNIT's whole)")
+    ap.add_argument("--cache", default="", help="keep the compile caches in this folder (default: a new temporary one)")
+    ap.add_argument("--profile", action="store_true", help="cProfile each process's first encode + decode")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--strategy", default="whole", help=argparse.SUPPRESS)
     ap.add_argument("--result", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--profile-to", dest="profile_file", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         Path(args.result).write_text(json.dumps(child(args)))
         return
     out_dir = Path(os.environ.get("OUT", "."))
-    root = Path(tempfile.mkdtemp(prefix="vae-start-"))
+    root = Path(args.cache) if args.cache else Path(tempfile.mkdtemp(prefix="vae-start-"))
+    root.mkdir(parents=True, exist_ok=True)
     rows: List[Dict[str, object]] = []
     for strategy in [s for s in args.strategies.split(",") if s]:
         folder = root / strategy
@@ -131,10 +150,12 @@ def main() -> None:
                    TORCHINDUCTOR_FX_GRAPH_CACHE="1", TORCHINDUCTOR_AUTOGRAD_CACHE="1")
         for start in ("first", "second"):
             result = root / ("%s-%s.json" % (strategy, start))
+            profile = out_dir / ("profile-%s-%s.txt" % (strategy, start))
             t = time.perf_counter()
             proc = subprocess.run([sys.executable, __file__, "--child", "--strategy", strategy, "--frames",
                                    str(args.frames), "--size", *map(str, args.size), "--backend", args.backend, "--result", str(result)]
-                                  + (["--encoder-cut", args.encoder_cut] if args.encoder_cut else []),
+                                  + (["--encoder-cut", args.encoder_cut] if args.encoder_cut else [])
+                                  + (["--profile-to", str(profile)] if args.profile else []),
                                   env=env, cwd=str(HERE),
                                   stderr=subprocess.PIPE, text=True)
             row: Dict[str, object] = {"strategy": strategy, "start": start, "process_s": time.perf_counter() - t}
