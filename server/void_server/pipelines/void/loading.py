@@ -113,16 +113,15 @@ def load_transformer(layout: ModelLayout, pass_index: int, device: torch.device,
     """The 48-channel CogVideoXTransformer3DModel with void_pass{pass_index} weights, on `device` in `dtype`."""
     from safetensors.torch import load_file
 
-    cfg, _ = read_transformer_config(layout.base)
     model = transformer_skeleton(layout)
     path = layout.pass_files[pass_index]
     if not path.is_file():
         raise FileNotFoundError("missing %s: run `void-server download --model-dir %s`" % (path, layout.root))
-    if load_packed(model, path, device, dtype):  # one copy (packed_state.py says why)
+    if load_packed(model, path, device, dtype):  # one copy (packed_state.py says why); no parameter needs grad
         _move_buffers(model, device)
         return model.eval()
     state = load_file(str(path), device=str(device) if device.type == "cuda" else "cpu")
-    patch_volume = cfg["patch_size"] ** 2 * (cfg.get("patch_size_t") or 1)
+    patch_volume = model.config.patch_size ** 2 * (model.config.patch_size_t or 1)
     state = adapt_patch_embed(state, patch_volume)
     state = {k: v.to(dtype) for k, v in state.items()}
     expected = set(model.state_dict())
