@@ -183,6 +183,38 @@ def test_download_requests_the_right_files_and_reports_truncation(tmp_path, monk
         download.run_download(tmp_path, parts=("weights",), log=lambda s: None)
 
 
+@pytest.mark.parametrize("t_lat", [1, 6, 7])
+def test_pipelined_decode_gives_the_same_frames_at_every_split(tiny_model_dir, t_lat):
+    """The decoder cut into two halves (each with its own conv caches, chunk k's first half queued before chunk
+    k - 1's second) gives the frames the whole decoder gives, bit for bit, and hands them over in the same order.
+    Here both halves share the CPU; on two GPUs the second half runs on the second VAE's device."""
+    from void_server.pipelines.void.decode import decoder_stages
+
+    layout = resolve_layout(tiny_model_dir)
+    vae, second = load_vae(layout, torch.float32), load_vae(layout, torch.float32)
+    z = torch.randn(1, t_lat, 16, 2, 3, generator=torch.Generator().manual_seed(4))
+    whole_chunks = []
+    whole = decode_latents(vae, z, on_chunk=lambda start, f: whole_chunks.append((start, f.clone())))
+    stages = len(decoder_stages(vae.decoder))
+    assert stages == 2 + len(vae.decoder.up_blocks) + 1
+    ran = []  # which VAE ran the first and the last stage
+    for name, model in (("first", vae), ("second", second)):
+        for part in ("conv_in", "conv_out"):
+            getattr(model.decoder, part).register_forward_hook(lambda m, a, o, n=name, p=part: ran.append((n, p)))
+    for split in range(1, stages):
+        chunks = []
+        ran.clear()
+        got = decode_latents(vae, z, on_chunk=lambda start, f: chunks.append((start, f.clone())),
+                             pipelined=(second, split))
+        assert sorted(set(ran)) == [("first", "conv_in"), ("second", "conv_out")]
+        assert torch.equal(got, whole), split
+        assert [s for s, _ in chunks] == [s for s, _ in whole_chunks]
+        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(chunks, whole_chunks))
+    for bad in (0, stages):
+        with pytest.raises(ValueError, match="splits the decoder's %d stages" % stages):
+            decode_latents(vae, z, pipelined=(second, bad))
+
+
 def test_decode_under_accelerate_offload_hooks_matches(tiny_model_dir):
     """sequential_offload wraps each module's forward; the trailing-latent upsampling patch must still apply."""
     from accelerate import cpu_offload
