@@ -39,12 +39,9 @@ def make_vae(device: torch.device, smoke: bool):
 
         torch.manual_seed(0)
         return AutoencoderKLCogVideoX(**VAE_CONFIGS["tiny"]).eval().requires_grad_(False)
-    from full_size import random_init_
+    from full_size import random_vae
 
-    with torch.device("meta"):
-        vae = AutoencoderKLCogVideoX(scaling_factor=0.7)
-    vae = random_init_(vae, device, torch.bfloat16, seed=0).eval().requires_grad_(False)
-    return compile_vae(vae, "decoder")
+    return compile_vae(random_vae(device, torch.bfloat16), "decoder")
 
 
 def timed(fn, device: torch.device, reps: int):

@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from full_size import random_init_, rel_l2  # noqa: E402
+from full_size import random_vae, rel_l2  # noqa: E402
 from void_server.pipelines.void.accel import compile_vae  # noqa: E402
 from void_server.pipelines.void.conditioning import vae_encode  # noqa: E402
 from void_server.pipelines.void.decode import decode_latents  # noqa: E402
@@ -233,9 +233,6 @@ def main() -> None:
                     help="also run the VAE in float32 and report every bf16 variant's distance from it")
     args = ap.parse_args()
     device = torch.device("cuda")
-    from accelerate import init_empty_weights
-    from diffusers import AutoencoderKLCogVideoX
-
     rows: List[Dict[str, object]] = []
 
     def row(name: str, res: Dict[str, float]) -> None:
@@ -244,9 +241,7 @@ def main() -> None:
         print(json.dumps(res), flush=True)
 
     if not args.skip_vae:
-        with init_empty_weights():
-            vae = AutoencoderKLCogVideoX(scaling_factor=0.7)
-        vae = random_init_(vae, device, torch.bfloat16, seed=0)
+        vae = random_vae(device, torch.bfloat16)
         vae_rows(vae, torch.rand(1, 3, args.frames, 384, 672, device=device), args, row, rows)
         del vae
         torch.cuda.empty_cache()

@@ -41,18 +41,15 @@ def child(args: argparse.Namespace) -> Dict[str, object]:
     import copy
 
     import torch
-    from diffusers import AutoencoderKLCogVideoX
 
-    from full_size import random_init_
+    from full_size import random_vae
     from void_server.pipelines.void.accel import compile_vae
     from void_server.pipelines.void.conditioning import vae_encode
     from void_server.pipelines.void.decode import decode_latents
     from void_server.pipelines.void import precompiled
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # the CPU only for --smoke
-    with torch.device("meta"):
-        vae = AutoencoderKLCogVideoX(scaling_factor=0.7)
-    vae = random_init_(vae, dev, torch.bfloat16 if dev.type == "cuda" else torch.float32, seed=0)
+    vae = random_vae(dev, torch.bfloat16 if dev.type == "cuda" else torch.float32)
     eager = copy.deepcopy(vae)
     if args.encoder_cut:  # how `precompiled` cuts the encoder (accel.VAE_COMPILE_UNIT: "whole")
         from void_server.pipelines.void import accel

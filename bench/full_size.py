@@ -49,6 +49,16 @@ def random_transformer(cfg: Dict[str, object], device: torch.device, dtype: torc
     return random_init_(model, device, dtype, seed)
 
 
+def random_vae(device: torch.device, dtype: torch.dtype, seed: int = 0):
+    """The full-size CogVideoX VAE (the real config's defaults, scaling factor 0.7) with random weights."""
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKLCogVideoX
+
+    with init_empty_weights():
+        model = AutoencoderKLCogVideoX(scaling_factor=0.7)
+    return random_init_(model, device, dtype, seed)
+
+
 def rotary(t_lat: int, h: int, w: int, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
     from diffusers.models.embeddings import get_3d_rotary_pos_embed
 
