@@ -1,7 +1,7 @@
 """The VAE decode pipelined over two GPUs (issue 9): the decoder's first stages on GPU 0, the rest on GPU 1, chunk k's
 first half beside chunk k - 1's second (`decode.decode_latents(pipelined=...)`), against the whole decode on GPU 0.
 
-    python3 bench/bench_decode_split.py [--splits 3,4,5] [--latents 22] [--reps 3]
+    python3 bench/bench_decode_split.py [--splits 12,up_block_2.resnet_1] [--latents 22] [--reps 3]
     python3 bench/bench_decode_split.py --smoke       # CPU, tiny VAE: checks this script, measures nothing
 
 Full-size CogVideoX VAE with random weights (the same on both GPUs), compiled as the server's `gpu` mode compiles it
@@ -45,9 +45,9 @@ def make_vae(device: torch.device, smoke: bool):
 
 
 def timed(fn, device: torch.device, reps: int):
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+    def sync():  # every GPU: a pipelined decode ends on the second
+        for i in range(torch.cuda.device_count() if device.type == "cuda" else 0):
+            torch.cuda.synchronize(i)
 
     out, times = None, []
     for _ in range(reps):
@@ -61,13 +61,14 @@ def timed(fn, device: torch.device, reps: int):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--splits", default="", help="stage indices to cut at (default: every one)")
+    ap.add_argument("--splits", default="", help="cuts: stage counts or names of the first GPU's last stage "
+                    "(decode.split_after; default: every one)")
     ap.add_argument("--latents", type=int, default=22)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args()
 
-    from void_server.pipelines.void.decode import decode_latents, decoder_stages
+    from void_server.pipelines.void.decode import decode_latents, decoder_stages, split_after
 
     cuda = torch.cuda.is_available() and not args.smoke
     first_dev = torch.device("cuda:0" if cuda else "cpu")
@@ -82,23 +83,26 @@ def main() -> None:
     decode_latents(vae, z)  # builds or loads GPU 0's compiled blocks
     whole, s = timed(lambda: decode_latents(vae, z), first_dev, args.reps)
     rows.append({"decode": "whole, %s" % first_dev, "split": "", "s": s, "max_abs_diff": 0.0})
-    stages = len(decoder_stages(vae.decoder))
-    splits = [int(x) for x in args.splits.split(",") if x] or list(range(1, stages))
+    names = [st.name for st in decoder_stages(vae.decoder)]
+    stages = len(names)
+    splits = [split_after(vae.decoder, x) for x in args.splits.split(",") if x] or list(range(1, stages))
     for split in splits:
         t = time.perf_counter()
         decode_latents(vae, z, pipelined=(second, split))  # GPU 1's blocks for this cut
         first_call = time.perf_counter() - t
         got, s = timed(lambda: decode_latents(vae, z, pipelined=(second, split)), first_dev, args.reps)
-        rows.append({"decode": "pipelined, %s + %s" % (first_dev, second_dev), "split": split, "s": s,
+        rows.append({"decode": "pipelined, %s + %s" % (first_dev, second_dev), "split": split,
+                     "first_gpu_last_stage": names[split - 1], "s": s,
                      "first_call_s": first_call, "speed_up": rows[0]["s"] / s,
                      "max_abs_diff": float((got.to(whole.device) - whole).abs().max())})
         print(json.dumps(rows[-1]), flush=True)
     out = Path(os.environ.get("OUT", "."))
     (out / "bench_decode_split.json").write_text(json.dumps(
-        {"devices": [str(first_dev), str(second_dev)], "latents": args.latents, "stages": stages, "rows": rows},
+        {"devices": [str(first_dev), str(second_dev)], "latents": args.latents, "stages": names, "rows": rows},
         indent=1))
-    print_markdown_table(("decode", "split at stage", "s", "speed-up", "max abs diff vs whole"),
-                         [(r["decode"], r["split"], "%.3f" % r["s"], "%.2fx" % r.get("speed_up", 1.0),
+    print_markdown_table(("decode", "first GPU's stages", "s", "speed-up", "max abs diff vs whole"),
+                         [(r["decode"], "%s (to %s)" % (r["split"], r["first_gpu_last_stage"]) if r["split"] else "",
+                           "%.3f" % r["s"], "%.2fx" % r.get("speed_up", 1.0),
                            "%.3g" % r["max_abs_diff"]) for r in rows])
 
 

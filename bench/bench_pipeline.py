@@ -177,7 +177,7 @@ def multi_gpu_runs(args, model_dir: Path, device: str, plate, quad, common: dict
     torch.cuda.empty_cache()
     t0 = time.perf_counter()
     pipe = VoidPipeline(model_dir, device=device, memory_mode=args.memory_mode, gpus=args.gpus, compile_vae=args.compile_vae,
-                        attention=args.attention, vae_unit=args.vae_unit,
+                        attention=args.attention, vae_unit=args.vae_unit, decode_cut=args.decode_cut,
                         **(dict(model_size=(64, 112), window_frames=21) if args.smoke else {}))
     rows.append({"run": "construct pipeline, %d GPUs" % args.gpus, "total_s": time.perf_counter() - t0})
     ref = results.get("warm") or results.get("cold")
@@ -210,6 +210,8 @@ def main() -> None:
     ap.add_argument("--attention", default="auto",
                     help="the pipeline's attention option (auto: FlashAttention-4 where installed, else SDPA)")
     ap.add_argument("--gpus", type=int, default=1, help="also run the job over this many GPUs (after the 1-GPU runs)")
+    ap.add_argument("--decode-cut", default=None, help="--gpus > 1: the pipeline option decode_cut (default: the "
+                    "pipeline's; none: the VAE only on the first GPU)")
     ap.add_argument("--job-steps", default=None, metavar="P1,P2",
                     help="denoising steps of the cold/warm jobs (default the reference's 30,50); each row then also "
                     "gives full_steps_est_s, its total with the denoising scaled to 30 + 50 steps")

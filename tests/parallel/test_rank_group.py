@@ -110,13 +110,33 @@ def _watch_transformers(pipe: VoidPipeline) -> dict:
     return seen
 
 
+def _watch_vaes(pipe: VoidPipeline) -> list:
+    """(which VAE, which part) for each encoder call and for the decoder's first and last layers, in call order."""
+    calls = []
+    vaes = [("first", pipe.models.vae)] + ([("second", pipe._second.vae)] if pipe._second is not None else [])
+    for name, vae in vaes:
+        vae.encoder.register_forward_hook(lambda m, a, o, n=name: calls.append((n, "encode")))
+        for part in ("conv_in", "conv_out"):
+            getattr(vae.decoder, part).register_forward_hook(lambda m, a, o, n=name, p=part: calls.append((n, p)))
+    return calls
+
+
 def test_two_ranks_give_the_single_process_frames(model_dir, two_ranks, tmp_path):
     one = VoidPipeline.from_config(Config(model_dir))
     seen_one, seen_two = _watch_transformers(one), _watch_transformers(two_ranks)
+    vae_two = _watch_vaes(two_ranks)
     ref = _run(one, tmp_path / "one")
     out = _run(two_ranks, tmp_path / "two")
 
     _assert_same_frames(out, ref)
+    # The second GPU's VAE encoded pass 2's mask and ran the last stages of both passes' decodes (parallel/second_vae.py)
+    assert one._second is None and two_ranks.describe()["parallel"]["decode_cut"] == "up_block_2.resnet_1"
+    # the encoder runs per frame batch: pass 1's mask and the plate on the first, pass 2's mask on the second
+    assert vae_two.count(("first", "encode")) == 2 * vae_two.count(("second", "encode")) > 0
+    decodes = [c for c in vae_two if c[1] != "encode"]
+    chunks = len(decodes) // 4  # each chunk: conv_in on the first VAE, conv_out on the second
+    assert chunks > 2 and sorted(set(decodes)) == [("first", "conv_in"), ("second", "conv_out")]
+    assert decodes.count(("first", "conv_in")) == decodes.count(("second", "conv_out")) == 2 * chunks
     assert not np.array_equal(ref.clean[0], ref.layers[0]["pass1"])  # both passes really ran
     # pass 1 went sequence-parallel (rank 0 held part of the tokens), pass 2 split the guidance pair (batch 1 of 2)
     assert pass_degrees(2, 1.0) == (1, 1, 2) and pass_degrees(2, 6.0) == (2, 1, 1)
@@ -187,6 +207,20 @@ def test_more_gpus_than_visible_is_a_clear_error_at_load(model_dir, monkeypatch)
     # the pipeline checks before spawning anything (no GPU is touched: models load lazily)
     with pytest.raises(PipelineUnavailable, match=r"gpus_per_worker=4.*cuda:0..cuda:3, but 1 GPU is visible"):
         VoidPipeline(model_dir, device="cuda", memory_mode="gpu", gpus=4)
+
+
+def test_a_decode_cut_the_decoder_lacks_is_a_clear_error_at_load(model_dir):
+    """Checked on the VAE's config before any rank starts; "none" keeps the whole VAE on the first GPU."""
+    def config(cut):
+        return Config(model_dir, gpus_per_worker=2, options={"model_size": SIZE, "decode_cut": cut})
+
+    with pytest.raises(PipelineUnavailable, match=r"decode_cut=up_block_9.resnet_0: the decoder has no stage "
+                                                  r"'up_block_9.resnet_0' \(its stages: conv_in, "):
+        VoidPipeline.from_config(config("up_block_9.resnet_0"))
+    with pytest.raises(PipelineUnavailable, match=r"decode_cut=99: a pipelined decode splits the decoder's \d+ stages"):
+        VoidPipeline.from_config(config(99))
+    pipe = VoidPipeline(model_dir, device="cpu", gpus=1, decode_cut="up_block_9.resnet_0")  # one GPU: no cut to make
+    assert pipe._second is None
 
 
 def test_reloading_the_pipeline_stops_the_old_ranks(tmp_path):

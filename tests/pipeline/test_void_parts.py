@@ -188,20 +188,24 @@ def test_pipelined_decode_gives_the_same_frames_at_every_split(tiny_model_dir, t
     """The decoder cut into two halves (each with its own conv caches, chunk k's first half queued before chunk
     k - 1's second) gives the frames the whole decoder gives, bit for bit, and hands them over in the same order.
     Here both halves share the CPU; on two GPUs the second half runs on the second VAE's device."""
-    from void_server.pipelines.void.decode import decoder_stages
+    from void_server.pipelines.void.decode import decoder_stages, split_after
 
     layout = resolve_layout(tiny_model_dir)
     vae, second = load_vae(layout, torch.float32), load_vae(layout, torch.float32)
     z = torch.randn(1, t_lat, 16, 2, 3, generator=torch.Generator().manual_seed(4))
     whole_chunks = []
     whole = decode_latents(vae, z, on_chunk=lambda start, f: whole_chunks.append((start, f.clone())))
-    stages = len(decoder_stages(vae.decoder))
-    assert stages == 2 + len(vae.decoder.up_blocks) + 1
+    d = vae.decoder
+    names = [s.name for s in decoder_stages(d)]
+    # every resnet and upsampler its own stage, so a cut can fall inside an up block
+    assert len(names) == 2 + len(d.mid_block.resnets) + sum(len(b.resnets) + (b.upsamplers is not None) for b in d.up_blocks)
+    assert names[:2] == ["conv_in", "mid_block.resnet_0"] and names[-1] == "out"
+    assert {"up_block_0.upsample", "up_block_2.resnet_1"} <= set(names) and "up_block_3.upsample" not in names
     ran = []  # which VAE ran the first and the last stage
     for name, model in (("first", vae), ("second", second)):
         for part in ("conv_in", "conv_out"):
             getattr(model.decoder, part).register_forward_hook(lambda m, a, o, n=name, p=part: ran.append((n, p)))
-    for split in range(1, stages):
+    for split in range(1, len(names)):
         chunks = []
         ran.clear()
         got = decode_latents(vae, z, on_chunk=lambda start, f: chunks.append((start, f.clone())),
@@ -210,9 +214,14 @@ def test_pipelined_decode_gives_the_same_frames_at_every_split(tiny_model_dir, t
         assert torch.equal(got, whole), split
         assert [s for s, _ in chunks] == [s for s, _ in whole_chunks]
         assert all(torch.equal(a, b) for (_, a), (_, b) in zip(chunks, whole_chunks))
-    for bad in (0, stages):
-        with pytest.raises(ValueError, match="splits the decoder's %d stages" % stages):
+    # a cut by name: that stage is the first VAE's last
+    assert split_after(d, "up_block_2.resnet_1") == names.index("up_block_2.resnet_1") + 1
+    assert torch.equal(decode_latents(vae, z, pipelined=(second, "up_block_2.resnet_1")), whole)
+    for bad in (0, len(names), "-1"):
+        with pytest.raises(ValueError, match="splits the decoder's %d stages" % len(names)):
             decode_latents(vae, z, pipelined=(second, bad))
+    with pytest.raises(ValueError, match=r"no stage 'up_block_9.resnet_0' \(its stages: conv_in, mid_block.resnet_0"):
+        decode_latents(vae, z, pipelined=(second, "up_block_9.resnet_0"))
 
 
 def test_decode_under_accelerate_offload_hooks_matches(tiny_model_dir):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import types
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -64,35 +64,65 @@ def _single_frame_time_upsampling(decoder: torch.nn.Module) -> Iterator[None]:
                 setattr(m, attr, saved)
 
 
-# A decoder stage: (hidden, latent chunk, the previous chunk's conv caches, this chunk's to fill) -> hidden.
+# A decoder stage: (hidden, latent chunk, the previous chunk's conv caches, this chunk's to fill) -> hidden. Each has a
+# `name` ("conv_in", "mid_block.resnet_0", "up_block_2.resnet_1", "up_block_2.upsample", "out").
 Stage = Callable[[torch.Tensor, torch.Tensor, Dict[str, object], Dict[str, object]], torch.Tensor]
 
 
+def _named(name: str, stage: Stage) -> Stage:
+    stage.name = name  # type: ignore[attr-defined]
+    return stage
+
+
 def decoder_stages(decoder: torch.nn.Module) -> List[Stage]:
-    """CogVideoXDecoder3D.forward as its stages, in order: conv_in, the mid block, each up block, then the output
-    norm, activation and conv. The same calls with the same arguments (this VAE has no temb), each writing its conv
-    caches under diffusers' own keys."""
+    """CogVideoXDecoder3D.forward as its stages, in order: conv_in, each resnet of the mid block and of every up block
+    and each up block's upsampler, then the output norm, activation and conv. The same calls with the same
+    arguments as the decoder's and its blocks' forwards (this VAE has no temb; no grad, so no checkpointing), each
+    writing its conv caches under diffusers' own keys. Resnets one by one, so a cut can fall inside an up block:
+    the full-resolution blocks hold most of the work."""
     def conv_in(h, z, old, new):
         h, new["conv_in"] = decoder.conv_in(h, conv_cache=old.get("conv_in"))
         return h
 
-    def mid(h, z, old, new):
-        h, new["mid_block"] = decoder.mid_block(h, None, z, conv_cache=old.get("mid_block"))
-        return h
-
-    def up(i: int) -> Stage:
+    def resnet(block_key: str, i: int, block: torch.nn.Module) -> Stage:
         def run(h, z, old, new):
-            key = "up_block_%d" % i
-            h, new[key] = decoder.up_blocks[i](h, None, z, conv_cache=old.get(key))
+            key = "resnet_%d" % i
+            h, new.setdefault(block_key, {})[key] = block(h, None, z, conv_cache=old.get(block_key, {}).get(key))
             return h
-        return run
+        return _named("%s.resnet_%d" % (block_key, i), run)
+
+    def upsample(block_key: str, block: torch.nn.Module) -> Stage:
+        def run(h, z, old, new):
+            for upsampler in block.upsamplers:
+                h = upsampler(h)
+            return h
+        return _named(block_key + ".upsample", run)
 
     def out(h, z, old, new):
         h, new["norm_out"] = decoder.norm_out(h, z, conv_cache=old.get("norm_out"))
         h, new["conv_out"] = decoder.conv_out(decoder.conv_act(h), conv_cache=old.get("conv_out"))
         return h
 
-    return [conv_in, mid] + [up(i) for i in range(len(decoder.up_blocks))] + [out]
+    stages: List[Stage] = [_named("conv_in", conv_in)]
+    for key, block in [("mid_block", decoder.mid_block)] + [("up_block_%d" % i, b) for i, b in enumerate(decoder.up_blocks)]:
+        stages += [resnet(key, i, r) for i, r in enumerate(block.resnets)]
+        if getattr(block, "upsamplers", None) is not None:
+            stages.append(upsample(key, block))
+    return stages + [_named("out", out)]
+
+
+def split_after(decoder: torch.nn.Module, cut: Union[int, str]) -> int:
+    """How many of `decoder_stages` a pipelined decode runs on its first VAE: `cut` is that count, or the name of
+    the last stage to run there. ValueError where it leaves either VAE nothing to do or names no stage."""
+    names = [s.name for s in decoder_stages(decoder)]  # type: ignore[attr-defined]
+    if isinstance(cut, str) and not cut.lstrip("-").isdigit():
+        if cut not in names:
+            raise ValueError("the decoder has no stage %r (its stages: %s)" % (cut, ", ".join(names)))
+        return names.index(cut) + 1
+    if not 0 < int(cut) < len(names):
+        raise ValueError("a pipelined decode splits the decoder's %d stages between 1 and %d, not at %r"
+                         % (len(names), len(names) - 1, cut))
+    return int(cut)
 
 
 class _Half:
@@ -115,14 +145,14 @@ class _Half:
 @torch.no_grad()
 def decode_latents(vae, latents: torch.Tensor,
                    on_chunk: Optional[Callable[[int, torch.Tensor], None]] = None,
-                   pipelined: Optional[Tuple[object, int]] = None) -> torch.Tensor:
+                   pipelined: Optional[Tuple[object, Union[int, str]]] = None) -> torch.Tensor:
     """(B, T_lat, 16, h, w) scaled latents -> (B, 3, 1 + 4 (T_lat - 1), 8h, 8w) float32 in [0, 1].
 
     `on_chunk(first_frame, frames)` gets each chunk's frames as soon as they are queued on the device (the same
     values the result holds), so a consumer can start on them while the next chunk decodes. `pipelined=(second
-    VAE, split)`: the decoder's first `split` stages run on this VAE, the rest on the second (same weights, another
-    device), which returns the frames; chunk k's first half is queued before chunk k - 1's second, so two GPUs work
-    at once."""
+    VAE, cut)`: the decoder's stages up to `cut` (`split_after`) run on this VAE, the rest on the second (same
+    weights, another device), which returns the frames; chunk k's first half is queued before chunk k - 1's
+    second, so two GPUs work at once."""
     z = latents.permute(0, 2, 1, 3, 4).to(execution_device(vae), vae.dtype) / vae.config.scaling_factor
     chunks = []
     for s, e in decode_chunks(z.shape[2]):
@@ -144,11 +174,8 @@ def decode_latents(vae, latents: torch.Tensor,
             emit(frames)
         return torch.cat(out, dim=2)
 
-    second, split = pipelined
-    stages = decoder_stages(vae.decoder)
-    if not 0 < split < len(stages):
-        raise ValueError("a pipelined decode splits the decoder's %d stages between 1 and %d, not at %r"
-                         % (len(stages), len(stages) - 1, split))
+    second, cut = pipelined
+    split, stages = split_after(vae.decoder, cut), decoder_stages(vae.decoder)
     first, last = _Half(vae, stages[:split]), _Half(second, decoder_stages(second.decoder)[split:])
     waiting = None  # the previous chunk's (hidden, latents, single) on the second device
     for chunk, single in chunks:

@@ -39,8 +39,9 @@ class DecodedFrames:
         if frames01.is_cuda:
             host = torch.empty(frames01.shape, dtype=torch.float32, pin_memory=True)
             host.copy_(frames01, non_blocking=True)
+            # The copy runs on the frames' device's stream (a pipelined decode ends on another GPU than the caller's).
             event = torch.cuda.Event()
-            event.record()
+            event.record(torch.cuda.current_stream(frames01.device))
         else:
             host = frames01.float()
         with self._cond:

@@ -274,13 +274,20 @@ class VoidModels:
     @property
     def vae(self):
         if self._vae is None:
-            vae = self.placement.prepare(load_vae(self.layout, self.dtype))
-            if self.compile_vae != "none":
-                from .accel import compile_vae
-
-                compile_vae(vae, self.compile_vae, unit=self.vae_unit)
-            self._vae = vae
+            self._vae = self._compiled(self.placement.prepare(load_vae(self.layout, self.dtype)))
         return self._vae
+
+    def vae_copy(self, device: torch.device):
+        """Another VAE from the model dir, resident on `device` and compiled as `vae` is (a rank group's second GPU
+        takes some of the VAE's work, parallel/second_vae.py)."""
+        return self._compiled(load_vae(self.layout, self.dtype).to(device))
+
+    def _compiled(self, vae):
+        if self.compile_vae != "none":
+            from .accel import compile_vae
+
+            compile_vae(vae, self.compile_vae, unit=self.vae_unit)
+        return vae
 
     @property
     def text(self):

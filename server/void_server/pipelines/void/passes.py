@@ -7,7 +7,7 @@ steps, guidance 6 against an empty prompt, binary mask.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 
@@ -17,7 +17,7 @@ from .conditioning import apply_mask_rule, encode_conditioning, encode_mask
 from .decode import decode_latents
 from .denoise import OVERLAP_LATENTS, WINDOW_LATENTS, CallObserver, StepCallback, denoise
 from .fp8_linear import require as require_fp8
-from .loading import VoidModels
+from .loading import VoidModels, execution_device
 from .parallel import ParallelPlan
 from .step_cache import CacheStats
 
@@ -68,10 +68,10 @@ def embed_prompts(models: VoidModels, prompt: str, negative: Optional[str]):
 
 
 @torch.no_grad()
-def pass_mask_latents(models: VoidModels, cfg: PassConfig, mask: torch.Tensor) -> torch.Tensor:
+def pass_mask_latents(vae, cfg: PassConfig, mask: torch.Tensor) -> torch.Tensor:
     """The pass's conditioning mask latents: its mask rule applied to the inverted quadmask, VAE-encoded (the VAE
-    must be on the device, `models.placement.use`)."""
-    return encode_mask(models.vae, apply_mask_rule(mask, cfg.mask_rule).to(models.device))
+    must be on its device, `models.placement.use`), on the VAE's device."""
+    return encode_mask(vae, apply_mask_rule(mask.to(execution_device(vae)), cfg.mask_rule))
 
 
 @torch.no_grad()
@@ -95,6 +95,7 @@ def run_pass(
     augment_noise: Optional[Callable[[], torch.Tensor]] = None,
     mask_latents: Optional[torch.Tensor] = None,
     on_decoded: Optional[Callable[[int, torch.Tensor], None]] = None,
+    pipelined_decode: Optional[Tuple[object, Union[int, str]]] = None,
 ) -> PassResult:
     """video01 (1, 3, T, H, W) in [0, 1] and inverted mask (1, 1, T, H, W), T = 4k + 1 with an even latent count.
     `parallel` splits the denoising over ranks (every rank runs this with the same inputs; see parallel/).
@@ -104,14 +105,15 @@ def run_pass(
     (same arguments): the pipeline's rank group runs the loop over several devices with it. `augment_noise` gives
     the conditioning video's augmentation noise drawn ahead (`conditioning.augmentation_noise`; a future's
     `result`, asked for after the mask encode); `mask_latents` are this pass's `pass_mask_latents` when they
-    were encoded ahead. `on_decoded` gets the decoded frames chunk by chunk (decode.decode_latents' `on_chunk`)."""
+    were encoded ahead. `on_decoded` gets the decoded frames chunk by chunk (decode.decode_latents' `on_chunk`);
+    `pipelined_decode` is decode_latents' `pipelined` (the decode split over two GPUs)."""
     if cfg.fp8_matmul:  # before any work: a clear error where float8 matmul cannot run
         require_fp8(models.device, models.placement.mode)
     vae = models.vae
     clock = clock or StageClock()
     with clock("encode"), models.placement.use(vae):
         if mask_latents is None:
-            mask_latents = pass_mask_latents(models, cfg, mask)
+            mask_latents = pass_mask_latents(vae, cfg, mask)
         # Only what is still to encode goes to the device: pass 2 has pass 1's plate latents.
         video = video01.to(models.device) if video_latents is None else None
         inpaint, augmented = encode_conditioning(vae, video, None, models.add_noise, seed, video_latents, augment_noise,
@@ -134,6 +136,6 @@ def run_pass(
         latents = (denoiser or denoise)(transformer, scheduler, latents, inpaint, embeds, neg, cfg.guidance, cfg.steps,
                                         window, overlap, on_step, should_cancel, observer, parallel, **lossy)
     with clock("decode"), models.placement.use(vae):
-        video = decode_latents(vae, latents, on_chunk=on_decoded)
+        video = decode_latents(vae, latents, on_chunk=on_decoded, pipelined=pipelined_decode)
     return PassResult(latents=latents, video=video, noise_augmented_video=augmented,
                       video_latents=inpaint[:, :, LATENT_CHANNELS:], step_cache=stats)

@@ -16,7 +16,7 @@ import hashlib
 import json
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -51,8 +51,9 @@ class ModelInputs:
     video_latents: Optional[torch.Tensor] = None
     # The plate's augmentation noise, drawn on a thread from the job's start (None: the model adds none).
     augment_noise: Optional["Future[torch.Tensor]"] = None
-    # Pass index -> that pass's mask latents, encoded together before the first pass that runs.
-    mask_latents: Dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)
+    # Pass index -> that pass's mask latents, encoded together before the first pass that runs (or being encoded on a
+    # rank group's second GPU).
+    mask_latents: Dict[int, Union[torch.Tensor, "Future[torch.Tensor]"]] = dataclasses.field(default_factory=dict)
     # The passes' checkpoints being written, waited for before the job ends.
     checkpoints: checkpoints.CheckpointWriter = dataclasses.field(default_factory=checkpoints.CheckpointWriter)
 
@@ -69,7 +70,7 @@ class VoidPipeline:
                  model_size: Tuple[int, int] = MODEL_SIZE, window_frames: int = WINDOW_FRAMES,
                  reasoner: Optional[object] = None, compile_blocks: Optional[bool] = None, gpus: int = 1,
                  rank_timeout_s: float = 600.0, compile_vae: Optional[str] = None, attention: str = "auto",
-                 vae_unit: Optional[str] = None) -> None:
+                 vae_unit: Optional[str] = None, decode_cut: Union[int, str, None] = None) -> None:
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.layout = resolve_layout(Path(model_dir))
         self.models = VoidModels(self.layout, dev, memory_mode, compile_blocks=compile_blocks, compile_vae=compile_vae,
@@ -78,6 +79,7 @@ class VoidPipeline:
         self.window_frames = int(window_frames)
         self.reasoner = reasoner
         self._raft = None
+        self._second = self._second_vae(int(gpus), decode_cut)  # before the ranks start: a bad cut fails at once
         self._group = self._rank_group(int(gpus), rank_timeout_s)
 
     @classmethod
@@ -107,6 +109,7 @@ class VoidPipeline:
             attention=str(options.get("attention", "auto")),
             gpus=int(getattr(config, "gpus_per_worker", 1) or 1),
             rank_timeout_s=float(options.get("rank_timeout_s", 600.0)),
+            decode_cut=options.get("decode_cut"),
         )
 
     def _rank_group(self, gpus: int, timeout_s: float):
@@ -124,6 +127,20 @@ class VoidPipeline:
             raise PipelineUnavailable("multi-GPU pipeline (gpus_per_worker=%d) cannot start: %s" % (gpus, e))
         return group
 
+    def _second_vae(self, gpus: int, cut: Union[int, str, None]):
+        """In a rank group whose models are resident: the VAE's work the second GPU takes (parallel/second_vae.py).
+        `cut` "none" (or 0) keeps every VAE call on the first GPU."""
+        off = cut is not None and str(cut).lower() in ("none", "0")
+        if gpus <= 1 or self.models.placement.mode not in ("gpu", "fp8") or off:
+            return None
+        from .parallel.group import rank_device
+        from .parallel.second_vae import DEFAULT_CUT, SecondVae
+
+        try:
+            return SecondVae(self.models, rank_device(self.models.device, 1), DEFAULT_CUT if cut is None else cut)
+        except ValueError as e:
+            raise PipelineUnavailable("pipeline option decode_cut=%s: %s" % (cut, e))
+
     def close(self) -> None:
         """Stop the other ranks' processes (a multi-GPU pipeline); the pipeline is not used afterwards."""
         if self._group is not None:
@@ -132,7 +149,7 @@ class VoidPipeline:
     def describe(self) -> Dict[str, object]:
         out = dict(self.models.describe(), pipeline=self.name, label=self.label, model_size=list(self.model_size))
         if self._group is not None:
-            out["parallel"] = self._group.describe()
+            out["parallel"] = dict(self._group.describe(), **(self._second.describe() if self._second else {}))
         if self.warmed_up is not None:
             out["warm_up_s"] = self.warmed_up
         return out
@@ -208,14 +225,18 @@ class VoidPipeline:
 
     @torch.no_grad()
     def _warm_up_vae(self, t_lat: int, h: int, w: int) -> None:
-        """One window's encode and decode: every graph of the VAE a one-window job runs, traced and compiled."""
+        """One window's encode and decode: every graph of the VAE a one-window job runs, traced and compiled (the
+        second GPU's too, in a rank group)."""
         from .conditioning import vae_encode
         from .decode import decode_latents
 
         m, dev = self.models, self.models.device
         with m.placement.use(m.vae):
             vae_encode(m.vae, torch.zeros((1, 3, self.window_frames) + self.model_size, device=dev))
-            decode_latents(m.vae, torch.zeros((1, t_lat, 16, h, w), device=dev, dtype=m.dtype))
+            decode_latents(m.vae, torch.zeros((1, t_lat, 16, h, w), device=dev, dtype=m.dtype),
+                           pipelined=self._decode_plan())
+        if self._second is not None:  # its encoder's graphs: a later pass's mask
+            self._second.encode_mask(PASS2, torch.zeros((1, 1, self.window_frames) + self.model_size, device=dev)).result()
 
     def _pin_text_encoder_ahead(self) -> Optional["Future[object]"]:
         """Where T5 waits in host memory between prompts (models.park_text_encoder), its 9.5 GB are pinned once,
@@ -395,7 +416,8 @@ class VoidPipeline:
                           denoiser=None if self._group is None else functools.partial(self._group.denoise, base.index),
                           augment_noise=(job.augment_noise.result if job.augment_noise is not None
                                          and job.video_latents is None else None),
-                          mask_latents=job.mask_latents.pop(base.index, None), on_decoded=on_decoded)
+                          mask_latents=_result(job.mask_latents.pop(base.index, None)), on_decoded=on_decoded,
+                          pipelined_decode=self._decode_plan())
         job.video_latents = result.video_latents
         if result.step_cache is not None and notes is not None:
             notes.append(result.step_cache.note("pass %d" % base.index))
@@ -408,13 +430,22 @@ class VoidPipeline:
     def _encode_masks(self, job: ModelInputs, first: int, passes: int, clock: StageClock) -> None:
         """The mask latents of pass `first` and every later pass, encoded now, before pass `first` encodes its plate:
         the plate's augmentation noise may still be drawn on its thread meanwhile, and a later pass's mask (which
-        depends on nothing a pass makes) then costs no time of its own."""
+        depends on nothing a pass makes) then costs no time of its own. In a rank group the later passes' masks
+        are encoded on the second GPU meanwhile (waited for when their pass starts)."""
         todo = [c for c in (PASS1, PASS2)[:passes] if c.index >= first and c.index not in job.mask_latents]
         if not todo:
             return
         with clock("masks"), self.models.placement.use(self.models.vae):
             for cfg in todo:
-                job.mask_latents[cfg.index] = pass_mask_latents(self.models, cfg, job.mask)
+                if self._second is not None and cfg.index != first:
+                    job.mask_latents[cfg.index] = self._second.encode_mask(cfg, job.mask)
+            for cfg in todo:
+                if cfg.index not in job.mask_latents:
+                    job.mask_latents[cfg.index] = pass_mask_latents(self.models.vae, cfg, job.mask)
+
+    def _decode_plan(self) -> Optional[Tuple[object, Union[int, str]]]:
+        """decode_latents' `pipelined`: the decode split over the rank group's first two GPUs, where there is one."""
+        return None if self._second is None else self._second.decode_plan
 
     def _raft_model(self):
         from .flow import load_raft
@@ -492,6 +523,10 @@ class VoidPipeline:
             sink.write_frame(i, clean, q, layers)
             self._report(progress, "merge", i + 1, job.frames, passes)
         return job.frames
+
+
+def _result(value: Union[None, torch.Tensor, "Future[torch.Tensor]"]) -> Optional[torch.Tensor]:
+    return value.result() if isinstance(value, Future) else value
 
 
 def _wait_quietly(future: "Future") -> None:
