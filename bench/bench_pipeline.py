@@ -170,7 +170,7 @@ def diffusers_attention(pipe: VoidPipeline) -> Iterator[None]:
 
 def multi_gpu_runs(args, model_dir: Path, device: str, plate, quad, common: dict, results: Dict[str, Dict[str, object]],
                    rows: List[Dict[str, object]]) -> VoidPipeline:
-    """--gpus N: the same job with its denoising over N GPUs (pipelines/void/parallel/group.py), cold then warm, each
+    """--gpus N: the same job with its denoising over N GPUs (pipelines/void/parallel/group.py), one job per label of --gpu-runs (cold, warm, ...), each
     compared with the 1-GPU warm run (`versus`; relative L2 0 when the split is exact). Peak memory is rank 0's GPU
     only. Returns the N-GPU pipeline."""
     gc.collect()  # the 1-GPU pipeline is gone; GPU 0 is rank 0's now
@@ -181,7 +181,7 @@ def multi_gpu_runs(args, model_dir: Path, device: str, plate, quad, common: dict
                         **(dict(model_size=(64, 112), window_frames=21) if args.smoke else {}))
     rows.append({"run": "construct pipeline, %d GPUs" % args.gpus, "total_s": time.perf_counter() - t0})
     ref = results.get("warm") or results.get("cold")
-    for run in ("cold", "warm"):
+    for run in args.gpu_runs.split(","):
         res = run_job(pipe, plate, quad, Path("/tmp/void-bench-jobs") / ("gpus%d-%s-%s" % (args.gpus, run, time.time())), **common)
         row = {k: v for k, v in res.items() if k not in ("clean", "pass1")}
         row["run"] = "%d GPUs %s" % (args.gpus, run)
@@ -210,6 +210,7 @@ def main() -> None:
     ap.add_argument("--attention", default="auto",
                     help="the pipeline's attention option (auto: FlashAttention-4 where installed, else SDPA)")
     ap.add_argument("--gpus", type=int, default=1, help="also run the job over this many GPUs (after the 1-GPU runs)")
+    ap.add_argument("--gpu-runs", default="cold,warm", help="--gpus > 1: the N-GPU jobs' labels, in order")
     ap.add_argument("--decode-cut", default=None, help="--gpus > 1: the pipeline option decode_cut (default: the "
                     "pipeline's; none: the VAE only on the first GPU)")
     ap.add_argument("--job-steps", default=None, metavar="P1,P2",

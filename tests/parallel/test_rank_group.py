@@ -21,6 +21,7 @@ pytest.importorskip("diffusers")
 from void_server.media.frames import ArrayFrames, MemorySink  # noqa: E402
 from void_server.pipelines.base import JobCancelled, PipelineInputs, PipelineSettings, PipelineUnavailable  # noqa: E402
 from void_server.pipelines.void.parallel.group import RankGroupError, check_devices, pass_degrees  # noqa: E402
+from void_server.pipelines.void.parallel.second_vae import DEFAULT_CUT  # noqa: E402
 from void_server.pipelines.void.pipeline import VoidPipeline  # noqa: E402
 
 SIZE = (64, 112)
@@ -130,7 +131,7 @@ def test_two_ranks_give_the_single_process_frames(model_dir, two_ranks, tmp_path
 
     _assert_same_frames(out, ref)
     # The second GPU's VAE encoded pass 2's mask and ran the last stages of both passes' decodes (parallel/second_vae.py)
-    assert one._second is None and two_ranks.describe()["parallel"]["decode_cut"] == "up_block_2.resnet_1"
+    assert one._second is None and two_ranks.describe()["parallel"]["decode_cut"] == DEFAULT_CUT
     # the encoder runs per frame batch: pass 1's mask and the plate on the first, pass 2's mask on the second
     assert vae_two.count(("first", "encode")) == 2 * vae_two.count(("second", "encode")) > 0
     decodes = [c for c in vae_two if c[1] != "encode"]

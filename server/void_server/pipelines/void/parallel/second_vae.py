@@ -21,9 +21,9 @@ from ..decode import split_after
 from ..loading import VoidModels
 from ..passes import PassConfig, pass_mask_latents
 
-# The last decoder stage the first GPU runs (decode.decoder_stages' names), measured on two H100s with the
-# full-size VAE (bench/bench_decode_split.py, docs/performance.md).
-DEFAULT_CUT = "up_block_2.resnet_1"
+# The last decoder stage the first GPU runs (decode.decoder_stages' names): the fastest cut on two H200s with the
+# full-size VAE, 1.30 -> 0.80 s a decode of 22 latents (bench/bench_decode_split.py, docs/performance.md).
+DEFAULT_CUT = "up_block_2.upsample"
 
 
 class SecondVae:
