@@ -170,9 +170,9 @@ def diffusers_attention(pipe: VoidPipeline) -> Iterator[None]:
 
 def multi_gpu_runs(args, model_dir: Path, device: str, plate, quad, common: dict, results: Dict[str, Dict[str, object]],
                    rows: List[Dict[str, object]]) -> VoidPipeline:
-    """--gpus N: the same job with its denoising over N GPUs (pipelines/void/parallel/group.py), one job per label of --gpu-runs (cold, warm, ...), each
-    compared with the 1-GPU warm run (`versus`; relative L2 0 when the split is exact). Peak memory is rank 0's GPU
-    only. Returns the N-GPU pipeline."""
+    """--gpus N: the same job with its denoising over N GPUs (pipelines/void/parallel/group.py), once per label of
+    --gpu-runs (cold, warm, ...), each compared with the 1-GPU warm run (`versus`; relative L2 0 when the split is
+    exact). Peak memory is rank 0's GPU only. Returns the N-GPU pipeline."""
     gc.collect()  # the 1-GPU pipeline is gone; GPU 0 is rank 0's now
     torch.cuda.empty_cache()
     t0 = time.perf_counter()
