@@ -12,7 +12,7 @@ costs the second GPU the VAE's 0.4 GB and its decode's activations.
 from __future__ import annotations
 
 from concurrent.futures import Future
-from typing import Tuple, Union
+from typing import Set, Tuple, Union
 
 import torch
 
@@ -34,6 +34,7 @@ class SecondVae:
         self.models, self.device, self.cut = models, device, cut
         split_after(_decoder_skeleton(models), cut)
         self._vae = None
+        self._compiled_shapes: Set[Tuple[int, ...]] = set()
 
     @property
     def vae(self):
@@ -47,8 +48,15 @@ class SecondVae:
         return self.vae, self.cut
 
     def encode_mask(self, cfg: PassConfig, mask: torch.Tensor) -> "Future[torch.Tensor]":
-        """passes.pass_mask_latents encoded here, on a thread of its own; the latents on the models' device."""
+        """passes.pass_mask_latents encoded here, on a thread of its own; the latents on the models' device.
+        The first encode of a shape runs on the caller's thread: it compiles (or loads) the encoder's graphs, and
+        inductor's compiling is not thread-safe (beside the caller's own compiling it failed on two GPUs)."""
         vae = self.vae  # loaded on the caller's thread: never twice
+        if tuple(mask.shape) not in self._compiled_shapes:
+            done: "Future[torch.Tensor]" = Future()
+            done.set_result(self._encode_mask(vae, cfg, mask))
+            self._compiled_shapes.add(tuple(mask.shape))
+            return done
         return on_thread("void-mask-%s" % cfg.index, self._encode_mask, vae, cfg, mask)
 
     @torch.no_grad()  # grad mode is per thread: the decorator sets it on this one
