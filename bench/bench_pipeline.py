@@ -169,11 +169,12 @@ def diffusers_attention(pipe: VoidPipeline) -> Iterator[None]:
 
 
 def multi_gpu_runs(args, model_dir: Path, device: str, plate, quad, common: dict, results: Dict[str, Dict[str, object]],
-                   rows: List[Dict[str, object]]) -> VoidPipeline:
+                   rows: List[Dict[str, object]], kept: List[tuple]) -> VoidPipeline:
     """--gpus N: the same job with its denoising over N GPUs (pipelines/void/parallel/group.py), once per label of
     --gpu-runs (cold, warm, ...), each compared with the 1-GPU warm run (`versus`; relative L2 0 when the split is
-    exact). Peak memory is rank 0's GPU only. Returns the N-GPU pipeline."""
-    gc.collect()  # the 1-GPU pipeline is gone; GPU 0 is rank 0's now
+    exact) where that has run; else its (row, result) is kept for `compare_later`. Peak memory is rank 0's GPU
+    only. Returns the N-GPU pipeline."""
+    gc.collect()  # any 1-GPU pipeline is gone; GPU 0 is rank 0's now
     torch.cuda.empty_cache()
     t0 = time.perf_counter()
     pipe = VoidPipeline(model_dir, device=device, memory_mode=args.memory_mode, gpus=args.gpus, compile_vae=args.compile_vae,
@@ -187,9 +188,19 @@ def multi_gpu_runs(args, model_dir: Path, device: str, plate, quad, common: dict
         row["run"] = "%d GPUs %s" % (args.gpus, run)
         if ref is not None:
             row.update(versus(res, ref, quad))
+        else:
+            kept.append((row, res))
         rows.append(row)
         print(json.dumps(row, default=str), flush=True)
     return pipe
+
+
+def compare_later(kept: List[tuple], results: Dict[str, Dict[str, object]], quad: np.ndarray) -> None:
+    """--multi-first: the N-GPU rows get their comparison with the 1-GPU warm run once it exists."""
+    ref = results.get("warm") or results.get("cold")
+    for row, res in kept if ref is not None else []:
+        row.update(versus(res, ref, quad))
+        print(json.dumps(row, default=str), flush=True)
 
 
 def main() -> None:
@@ -211,6 +222,8 @@ def main() -> None:
                     help="the pipeline's attention option (auto: FlashAttention-4 where installed, else SDPA)")
     ap.add_argument("--gpus", type=int, default=1, help="also run the job over this many GPUs (after the 1-GPU runs)")
     ap.add_argument("--gpu-runs", default="cold,warm", help="--gpus > 1: the N-GPU jobs' labels, in order")
+    ap.add_argument("--multi-first", action="store_true", help="--gpus > 1: the N-GPU jobs before the 1-GPU ones "
+                    "(their VAE graphs on GPU 0 are then compiled once for both: a shorter call)")
     ap.add_argument("--decode-cut", default=None, help="--gpus > 1: the pipeline option decode_cut (default: the "
                     "pipeline's; none: the VAE only on the first GPU)")
     ap.add_argument("--job-steps", default=None, metavar="P1,P2",
@@ -236,11 +249,6 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
 
     plate, quad = synthetic_clip(args.frames, h, w)
-    t0 = time.perf_counter()
-    pipe = VoidPipeline(model_dir, device=device, memory_mode=args.memory_mode, compile_vae=args.compile_vae,
-                        attention=args.attention, vae_unit=args.vae_unit,
-                        **(dict(model_size=(64, 112), window_frames=21) if args.smoke else {}))
-    rows.append({"run": "construct pipeline", "total_s": time.perf_counter() - t0})
     results: Dict[str, Dict[str, object]] = {}
     # RAFT cannot run at the smoke test's tiny model size, so the smoke test stops after pass 1.
     common = dict(noise_mode=args.noise_mode, roi=True, passes=1 if args.smoke else 2)
@@ -248,6 +256,20 @@ def main() -> None:
         if set(args.runs.split(",")) & {"steps", "fastest"}:
             raise SystemExit("--job-steps changes the step counts the steps/fastest runs compare against; run them apart")
         common["steps_pass1"], common["steps_pass2"] = (int(v) for v in args.job_steps.split(","))
+    kept: List[tuple] = []
+    multi_describe = None
+    if args.gpus > 1 and args.multi_first:
+        multi = multi_gpu_runs(args, model_dir, device, plate, quad, common, results, rows, kept)
+        multi_describe = multi.describe()
+        multi.close()
+        del multi
+        gc.collect()
+        torch.cuda.empty_cache()
+    t0 = time.perf_counter()
+    pipe = VoidPipeline(model_dir, device=device, memory_mode=args.memory_mode, compile_vae=args.compile_vae,
+                        attention=args.attention, vae_unit=args.vae_unit,
+                        **(dict(model_size=(64, 112), window_frames=21) if args.smoke else {}))
+    rows.append({"run": "construct pipeline", "total_s": time.perf_counter() - t0})
     for run in args.runs.split(","):
         workdir = Path("/tmp/void-bench-jobs") / ("%s-%s" % (run, time.time()))
         if run in ("cold", "warm"):
@@ -284,12 +306,15 @@ def main() -> None:
             row["step_cache_hit_rate"] = hit
         rows.append(row)
         print(json.dumps(row, default=str), flush=True)
-    if args.gpus > 1:
+    if args.gpus > 1 and not args.multi_first:
         del pipe
-        pipe = multi_gpu_runs(args, model_dir, device, plate, quad, common, results, rows)
+        pipe = multi_gpu_runs(args, model_dir, device, plate, quad, common, results, rows, kept)
+    compare_later(kept, results, quad)
 
     summary = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "frames": args.frames,
                "plate": [h, w], "memory_mode": args.memory_mode, "describe": pipe.describe(), "rows": rows}
+    if multi_describe is not None:
+        summary["describe_multi_gpu"] = multi_describe
     pipe.close()  # a multi-GPU pipeline's ranks and process group go down before the interpreter does
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / ("pipeline_%df_%s.json" % (args.frames, args.memory_mode))).write_text(json.dumps(summary, indent=1, default=str))

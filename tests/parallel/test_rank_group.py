@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import List
@@ -130,10 +131,13 @@ def test_two_ranks_give_the_single_process_frames(model_dir, two_ranks, tmp_path
     out = _run(two_ranks, tmp_path / "two")
 
     _assert_same_frames(out, ref)
-    # The second GPU's VAE encoded pass 2's mask and ran the last stages of both passes' decodes (parallel/second_vae.py)
+    # The second GPU's VAE encoded pass 2's mask and the plate and ran the last stages of both passes' decodes
+    # (parallel/second_vae.py)
     assert one._second is None and two_ranks.describe()["parallel"]["decode_cut"] == DEFAULT_CUT
-    # the encoder runs per frame batch: pass 1's mask and the plate on the first, pass 2's mask on the second
-    assert vae_two.count(("first", "encode")) == 2 * vae_two.count(("second", "encode")) > 0
+    # the encoder runs per frame batch: pass 1's mask on the first; pass 2's mask, then the plate on the second
+    assert vae_two.count(("second", "encode")) == 2 * vae_two.count(("first", "encode")) > 0
+    encodes = [c for c in vae_two if c[1] == "encode"]
+    assert encodes.index(("second", "encode")) < encodes.index(("first", "encode"))  # pass 2's mask came first
     decodes = [c for c in vae_two if c[1] != "encode"]
     chunks = len(decodes) // 4  # each chunk: conv_in on the first VAE, conv_out on the second
     assert chunks > 2 and sorted(set(decodes)) == [("first", "conv_in"), ("second", "conv_out")]
@@ -222,6 +226,33 @@ def test_a_decode_cut_the_decoder_lacks_is_a_clear_error_at_load(model_dir):
         VoidPipeline.from_config(config(99))
     pipe = VoidPipeline(model_dir, device="cpu", gpus=1, decode_cut="up_block_9.resnet_0")  # one GPU: no cut to make
     assert pipe._second is None
+
+
+def test_second_vae_waits_for_a_new_shape_and_queues_a_known_one(model_dir):
+    """A new shape compiles the encoder's graphs: waited for, so nothing compiles beside it. A known one is queued on
+    the worker thread and the caller goes on. Either way the latents are the first VAE's."""
+    from void_server.pipelines.void.loading import VoidModels
+    from void_server.pipelines.void.parallel.second_vae import SecondVae
+    from void_server.pipelines.void.passes import PASS2, pass_mask_latents
+    from void_server.pipelines.void.weights import resolve_layout
+
+    models = VoidModels(resolve_layout(model_dir), torch.device("cpu"), "gpu")
+    second = SecondVae(models, torch.device("cpu"))
+    threads = []
+    second.vae.encoder.register_forward_pre_hook(lambda m, a: threads.append(threading.current_thread().name))
+    mask = (torch.rand(1, 1, 9, *SIZE, generator=torch.Generator().manual_seed(2)) > 0.5).float()
+    expected = pass_mask_latents(models.vae, PASS2, mask)
+
+    first = second.encode_mask(PASS2, mask)
+    assert first.done() and torch.equal(first.result(), expected)
+    release = threading.Event()
+    second._worker.submit(release.wait)  # the worker is busy
+    queued = second.encode_mask(PASS2, mask)
+    time.sleep(0.2)
+    assert not queued.done()
+    release.set()
+    assert torch.equal(queued.result(timeout=30), expected)
+    assert threads and set(threads) == {threads[0]} and threads[0].startswith("void-second-vae")
 
 
 def test_reloading_the_pipeline_stops_the_old_ranks(tmp_path):

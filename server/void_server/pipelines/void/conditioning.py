@@ -196,8 +196,16 @@ def encode_conditioning(
         mask_latents = encode_mask(vae, mask)
     video = None
     if video_latents is None:
-        video = video01 * 2.0 - 1.0
-        if add_noise:
-            video = augment_video(video, seed, noise=None if augment_noise is None else augment_noise())
-        video_latents = vae_encode(vae, video)
+        video_latents, video = encode_plate(vae, video01, add_noise, seed, augment_noise)
     return torch.cat([mask_latents, video_latents.to(mask_latents.device, mask_latents.dtype)], dim=2), video
+
+
+@torch.no_grad()
+def encode_plate(vae, video01: torch.Tensor, add_noise: bool, seed: int,
+                 augment_noise: Optional[Callable[[], torch.Tensor]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The plate's conditioning latents (1, T_lat, 16, h, w) on the VAE's device, and the [-1, 1] video they
+    encode: seeded Gaussian augmentation where the model was trained with it (`encode_conditioning`)."""
+    video = video01.to(execution_device(vae)) * 2.0 - 1.0
+    if add_noise:
+        video = augment_video(video, seed, noise=None if augment_noise is None else augment_noise())
+    return vae_encode(vae, video), video

@@ -235,8 +235,10 @@ class VoidPipeline:
             vae_encode(m.vae, torch.zeros((1, 3, self.window_frames) + self.model_size, device=dev))
             decode_latents(m.vae, torch.zeros((1, t_lat, 16, h, w), device=dev, dtype=m.dtype),
                            pipelined=self._decode_plan())
-        if self._second is not None:  # its encoder's graphs: a later pass's mask
-            self._second.encode_mask(PASS2, torch.zeros((1, 1, self.window_frames) + self.model_size, device=dev)).result()
+        if self._second is not None:  # its encoder's graphs: pass 2's mask and the plate
+            self._second.encode_mask(PASS2, torch.zeros((1, 1, self.window_frames) + self.model_size, device=dev))
+            self._second.encode_plate(torch.zeros((1, 3, self.window_frames) + self.model_size, device=dev), 0,
+                                      None).result()
 
     def _pin_text_encoder_ahead(self) -> Optional["Future[object]"]:
         """Where T5 waits in host memory between prompts (models.park_text_encoder), its 9.5 GB are pinned once,
@@ -346,7 +348,8 @@ class VoidPipeline:
         """Plate and quadmask -> model resolution: ROI crop, display-referred colour, area stretch, ping-pong pad.
         Frames are read and cropped on the host; the colour conversion and resize run on the GPU where every model
         is resident (the "gpu" and "fp8" memory modes: 2.2 s of a 1080p job in numpy on 16 cores, 0.5 s so,
-        docs/performance.md), else on the CPU, so the offload modes' memory stays what it was."""
+        docs/performance.md), else on the CPU, so the offload modes' memory stays what it was. A rank group's
+        second GPU starts on pass 2's mask latents once the mask is ready."""
         from .roi import choose_roi
 
         plate = inputs.plate
@@ -356,9 +359,12 @@ class VoidPipeline:
         length = self._padded_length(n)
         encoding = inputs.settings.input_encoding
         device = self.models.placement.load_device
-        video = prepare_video(_Lazy(lambda i: plate[i][y0:y1, x0:x1, :3], n), self.model_size, length, encoding, device)
         mask = prepare_mask(_Lazy(lambda i: quadmask[i][y0:y1, x0:x1], n), self.model_size, length, device)
-        return ModelInputs(frames=n, length=length, box=box, video=video, mask=mask)
+        ahead = {}
+        if self._second is not None and inputs.settings.passes >= 2:  # on the second GPU while the plate is read
+            ahead[PASS2.index] = self._second.encode_mask(PASS2, mask)
+        video = prepare_video(_Lazy(lambda i: plate[i][y0:y1, x0:x1, :3], n), self.model_size, length, encoding, device)
+        return ModelInputs(frames=n, length=length, box=box, video=video, mask=mask, mask_latents=ahead)
 
     def _padded_length(self, frames: int) -> int:
         """Frames the model generates for the plate's: at least one window, no reference cap (windows cover all)."""
@@ -407,7 +413,15 @@ class VoidPipeline:
             return saved["video"]
         passes = inputs.settings.passes
         self._report(progress, stage, 0, steps, passes)
-        self._encode_masks(job, base.index, passes, clock or StageClock())
+        clock = clock or StageClock()
+        plate = None
+        if self._second is not None and job.video_latents is None:  # on the second GPU beside the mask's encode
+            plate = self._second.encode_plate(job.video, inputs.settings.seed,
+                                              job.augment_noise.result if job.augment_noise is not None else None)
+        self._encode_masks(job, base.index, passes, clock)
+        if plate is not None:
+            with clock("plate"):
+                job.video_latents = plate.result()
         window = latent_frames(self.window_frames)
         result = run_pass(self.models, cfg, job.video, job.mask, inputs.settings.prompt, inputs.settings.seed,
                           initial_noise=noise, window=window,
@@ -422,7 +436,7 @@ class VoidPipeline:
         if result.step_cache is not None and notes is not None:
             notes.append(result.step_cache.note("pass %d" % base.index))
         video = result.video.float().cpu().contiguous()
-        with (clock or StageClock())("checkpoint"):  # handed to its writer thread: the job goes on
+        with clock("checkpoint"):  # handed to its writer thread: the job goes on
             job.checkpoints.write(path, {"video": video, "latents": result.latents.float().cpu().contiguous(),
                                          "video_latents": result.video_latents.cpu().contiguous()}, tag)
         return video
@@ -430,18 +444,14 @@ class VoidPipeline:
     def _encode_masks(self, job: ModelInputs, first: int, passes: int, clock: StageClock) -> None:
         """The mask latents of pass `first` and every later pass, encoded now, before pass `first` encodes its plate:
         the plate's augmentation noise may still be drawn on its thread meanwhile, and a later pass's mask (which
-        depends on nothing a pass makes) then costs no time of its own. In a rank group the later passes' masks
-        are encoded on the second GPU meanwhile (waited for when their pass starts)."""
+        depends on nothing a pass makes) then costs no time of its own. (A rank group's second GPU has pass 2's
+        under way already, `_model_inputs`.)"""
         todo = [c for c in (PASS1, PASS2)[:passes] if c.index >= first and c.index not in job.mask_latents]
         if not todo:
             return
         with clock("masks"), self.models.placement.use(self.models.vae):
             for cfg in todo:
-                if self._second is not None and cfg.index != first:
-                    job.mask_latents[cfg.index] = self._second.encode_mask(cfg, job.mask)
-            for cfg in todo:
-                if cfg.index not in job.mask_latents:
-                    job.mask_latents[cfg.index] = pass_mask_latents(self.models.vae, cfg, job.mask)
+                job.mask_latents[cfg.index] = pass_mask_latents(self.models.vae, cfg, job.mask)
 
     def _decode_plan(self) -> Optional[Tuple[object, Union[int, str]]]:
         """decode_latents' `pipelined`: the decode split over the rank group's first two GPUs, where there is one."""

@@ -1,22 +1,24 @@
 """The rank group's second GPU working for rank 0 (issue 9): a copy of the VAE there, in the server's process.
 
 While rank 0 works alone (the VAE, the pass-2 noise, the merge) the other ranks' GPUs wait, and what rank 0 does
-alone is what keeps a 2-GPU job from 1.8x (docs/performance.md, "One job on 2 GPUs"). The second GPU takes two
-parts of the VAE's work, both exact:
-- a later pass's mask latents, encoded on a thread beside the first pass's mask and plate on the first GPU;
+alone is what keeps a 2-GPU job from 1.8x (docs/performance.md, "One job on 2 GPUs"). The second GPU takes three
+parts of the VAE's work, all exact:
+- pass 2's mask latents, encoded while rank 0 prepares the plate;
+- the plate's latents, encoded while rank 0 encodes pass 1's mask;
 - the second part of every decode (decode.decode_latents' `pipelined`): the first GPU runs the decoder's stages up
   to the cut for chunk k while this one runs the rest for chunk k - 1.
-RAFT's flows run there too (pipeline._raft_device). The ranks' own processes hold only transformers; this copy
-costs the second GPU the VAE's 0.4 GB and its decode's activations.
+The encodes run one after another on a worker thread of this object's. RAFT's flows run on that GPU too
+(pipeline._raft_device). The ranks' own processes hold only transformers; this copy costs the second GPU the
+VAE's 0.4 GB and its decode's activations.
 """
 from __future__ import annotations
 
-from concurrent.futures import Future
-from typing import Set, Tuple, Union
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Optional, Set, Tuple, TypeVar, Union
 
 import torch
 
-from ...frame_pool import on_thread
+from ..conditioning import encode_plate
 from ..decode import split_after
 from ..loading import VoidModels
 from ..passes import PassConfig, pass_mask_latents
@@ -24,6 +26,8 @@ from ..passes import PassConfig, pass_mask_latents
 # The last decoder stage the first GPU runs (decode.decoder_stages' names): the fastest cut on two H200s with the
 # full-size VAE, 1.30 -> 0.80 s a decode of 22 latents (bench/bench_decode_split.py, docs/performance.md).
 DEFAULT_CUT = "up_block_2.upsample"
+
+T = TypeVar("T")
 
 
 class SecondVae:
@@ -34,7 +38,8 @@ class SecondVae:
         self.models, self.device, self.cut = models, device, cut
         split_after(_decoder_skeleton(models), cut)
         self._vae = None
-        self._compiled_shapes: Set[Tuple[int, ...]] = set()
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="void-second-vae")
+        self._seen: Set[Tuple[object, ...]] = set()
 
     @property
     def vae(self):
@@ -48,23 +53,36 @@ class SecondVae:
         return self.vae, self.cut
 
     def encode_mask(self, cfg: PassConfig, mask: torch.Tensor) -> "Future[torch.Tensor]":
-        """passes.pass_mask_latents encoded here, on a thread of its own; the latents on the models' device.
-        The first encode of a shape runs on the caller's thread: it compiles (or loads) the encoder's graphs, and
-        inductor's compiling is not thread-safe (beside the caller's own compiling it failed on two GPUs)."""
-        vae = self.vae  # loaded on the caller's thread: never twice
-        if tuple(mask.shape) not in self._compiled_shapes:
-            done: "Future[torch.Tensor]" = Future()
-            done.set_result(self._encode_mask(vae, cfg, mask))
-            self._compiled_shapes.add(tuple(mask.shape))
-            return done
-        return on_thread("void-mask-%s" % cfg.index, self._encode_mask, vae, cfg, mask)
+        """passes.pass_mask_latents encoded here; the latents on the models' device."""
+        return self._submit(("mask", tuple(mask.shape)), lambda vae: pass_mask_latents(vae, cfg, mask))
 
-    @torch.no_grad()  # grad mode is per thread: the decorator sets it on this one
-    def _encode_mask(self, vae, cfg: PassConfig, mask: torch.Tensor) -> torch.Tensor:
-        return pass_mask_latents(vae, cfg, mask).to(self.models.device)
+    def encode_plate(self, video01: torch.Tensor, seed: int,
+                     augment_noise: Optional[Callable[[], torch.Tensor]] = None) -> "Future[torch.Tensor]":
+        """conditioning.encode_plate's latents, encoded here; on the models' device."""
+        return self._submit(("plate", tuple(video01.shape)), lambda vae: encode_plate(
+            vae, video01, self.models.add_noise, seed, augment_noise)[0])
+
+    def _submit(self, key: Tuple[object, ...], encode: Callable[[object], torch.Tensor]) -> "Future[torch.Tensor]":
+        """`encode(vae)` on the worker, its result moved to the models' device. A call of a kind and shape not seen
+        before is waited for: it compiles (or loads) the encoder's graphs, and inductor's compiling is not
+        thread-safe (beside the caller's own it failed on two GPUs), so nothing else may compile meanwhile."""
+        vae = self.vae  # loaded on the caller's thread: never twice
+        future = self._worker.submit(_no_grad(lambda: encode(vae).to(self.models.device)))
+        if key not in self._seen:
+            future.result()
+            self._seen.add(key)
+        return future
 
     def describe(self) -> dict:
         return {"second_vae": str(self.device), "decode_cut": self.cut}
+
+
+def _no_grad(fn: Callable[[], T]) -> Callable[[], T]:
+    """`fn` under no_grad on whichever thread runs it (grad mode is per thread)."""
+    def run() -> T:
+        with torch.no_grad():
+            return fn()
+    return run
 
 
 def _decoder_skeleton(models: VoidModels) -> torch.nn.Module:
