@@ -46,10 +46,11 @@ def _upsample_time_and_space(self: CogVideoXUpsample3D, inputs: torch.Tensor) ->
 
 
 @contextlib.contextmanager
-def _single_frame_time_upsampling(decoder: torch.nn.Module) -> Iterator[None]:
+def _chunk_upsampling(decoder: torch.nn.Module, single: bool) -> Iterator[None]:
+    """The decoder's time upsampling for a chunk: as it is, or the reference's for a single latent after the first."""
     # accelerate's offload hooks keep the module's own forward in `_old_forward`; replace whichever is called.
     patched = []
-    for m in decoder.modules():
+    for m in decoder.modules() if single else ():
         if isinstance(m, CogVideoXUpsample3D) and m.compress_time:
             attr = "_old_forward" if hasattr(m, "_hf_hook") else "forward"
             patched.append((m, attr, m.__dict__.get(attr)))
@@ -135,7 +136,7 @@ class _Half:
 
     def __call__(self, h: torch.Tensor, z: torch.Tensor, single: bool) -> torch.Tensor:
         new: Dict[str, object] = {}
-        with _single_frame_time_upsampling(self.decoder) if single else contextlib.nullcontext():
+        with _chunk_upsampling(self.decoder, single):
             for stage in self.stages:
                 h = stage(h, z, self.cache, new)
         self.cache = new
@@ -169,7 +170,7 @@ def decode_latents(vae, latents: torch.Tensor,
     if pipelined is None:
         cache = None
         for chunk, single in chunks:
-            with _single_frame_time_upsampling(vae.decoder) if single else contextlib.nullcontext():
+            with _chunk_upsampling(vae.decoder, single):
                 frames, cache = vae.decoder(chunk, conv_cache=cache)
             emit(frames)
         return torch.cat(out, dim=2)
