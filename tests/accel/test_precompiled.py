@@ -105,6 +105,55 @@ def test_precompiled_blocks_match_eager_share_a_function_and_load_in_a_new_proce
     assert third["max_diff"] < 1e-5 and third["cached_diff"] < 1e-5
 
 
+# Three threads at once: two precompiled blocks of new shapes (dynamo's aot_compile) and a plain torch.compile.
+THREADS = textwrap.dedent("""
+    import json, threading, torch
+    from toy import Block
+    from void_server.pipelines.void import precompiled
+
+    torch.manual_seed(0)
+    blocks = [Block(c).eval() for c in (4, 6, 8)]
+    xs = [torch.randn(1, c, 6, 8) for c in (4, 6, 8)]
+    with torch.no_grad():
+        want = [b(x)[0] for b, x in zip(blocks, xs)]
+    for b in blocks[:2]:
+        precompiled.precompile(b, "toy-block")
+    plain = torch.compile(blocks[2], fullgraph=True)
+    start, got, errors = threading.Barrier(3), {}, []
+
+    def run(i):
+        start.wait()
+        try:
+            with torch.no_grad():
+                got[i] = (plain if i == 2 else blocks[i])(xs[i])[0]
+        except Exception as e:
+            errors.append("%s: %s" % (type(e).__name__, str(e)[:200]))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(json.dumps({"errors": errors, "fell_back": [b.forward.fell_back for b in blocks[:2]],
+                      "max_diff": max(float((got[i] - want[i]).abs().max()) for i in got), "done": sorted(got)}))
+""")
+
+
+def test_precompiling_on_several_threads_at_once_builds_every_function(tmp_path):
+    """Inductor's compiling is not thread-safe, and dynamo's aot_compile (what precompiling runs) does not take the
+    lock dynamo's own compiles take: two GPUs' VAEs compiling on two threads failed on the device ("assert
+    cls._entries is None" in TritonBundler). The store takes that lock, so nothing fails or falls back."""
+    _write_toy(tmp_path)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "src"), str(ROOT / "server")]),
+               TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, "-c", THREADS], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["errors"] == [] and out["done"] == [0, 1, 2], done.stderr[-3000:]
+    assert out["fell_back"] == [False, False], done.stderr[-3000:]
+    assert out["max_diff"] < 1e-5
+
+
 def test_call_key_follows_shapes_strides_structure_grad_mode_and_the_module():
     from void_server.pipelines.void.precompiled import call_key, module_signature
 

@@ -17,7 +17,8 @@ is built on first use (the usual compile time, once per machine and version) and
 rename); later processes load it. The source of every function dynamo inlined is checked when a file loads, so an
 edited model file rebuilds instead of running stale code. Anything that fails (a torch without the API, a graph that
 does not serialise, a file that does not load) sends that module back to plain torch.compile for the rest of the
-process, with a warning: a server never stops over this.
+process, with a warning: a server never stops over this. Builds and loads hold dynamo's compile lock
+(`compile_lock`): several threads may use the store at once (`--concurrency` slots, a rank group's second GPU).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import inspect
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -138,7 +140,8 @@ class FunctionStore:
     def rebuild(self, name: str, key: str, build: Callable[[], Any]) -> Any:
         path = self.path(name, key)
         log.info("precompiling %s (once per shape, machine and version)", path.name)
-        function = build()
+        with compile_lock():
+            function = build()
         path.parent.mkdir(parents=True, exist_ok=True)
         # Whole or absent: another process (a second worker on the same cache) may be loading that name.
         tmp = path.with_name("%s.tmp%d" % (path.name, os.getpid()))
@@ -149,7 +152,7 @@ class FunctionStore:
 
     def _load(self, path: Path, f_globals: Dict[str, object]) -> Optional[Any]:
         try:
-            with open(path, "rb") as f:
+            with open(path, "rb") as f, compile_lock():
                 function = torch.compiler.load_compiled_function(f, f_globals=f_globals)
             stale = stale_source(function)
         except Exception as exc:  # noqa: BLE001 - torn, stale or from another build: make it again
@@ -159,6 +162,21 @@ class FunctionStore:
             log.info("precompiled %s traced %s, which has changed; rebuilding it", path.name, stale)
             return None
         return function
+
+
+_OWN_LOCK = threading.RLock()
+
+
+def compile_lock() -> "threading.RLock":
+    """The lock dynamo holds while it compiles a frame. Its aot_compile (a build here) and loading a compiled
+    function do not take it, and inductor's compiling is not thread-safe: two threads compiling at once failed
+    (TritonBundler's "assert cls._entries is None" on two GPUs, "CURRENT_PATCHER is None" on the CPU). Held around
+    both, they wait for each other and for any torch.compile on another thread."""
+    try:
+        from torch._dynamo.convert_frame import compile_lock as dynamos
+    except ImportError:  # a torch without it: at least our own builds and loads wait for each other
+        return _OWN_LOCK
+    return dynamos
 
 
 _STORES: Dict[str, FunctionStore] = {}
