@@ -73,6 +73,7 @@ def two_ranks(model_dir):
     yield pipe
     pipe.close()
     assert not pipe._group.started
+    assert pipe._second._vae is None and pipe._second._worker._shutdown  # its VAE's memory goes with it
 
 
 @pytest.fixture(autouse=True)

@@ -142,7 +142,10 @@ class VoidPipeline:
             raise PipelineUnavailable("pipeline option decode_cut=%s: %s" % (cut, e))
 
     def close(self) -> None:
-        """Stop the other ranks' processes (a multi-GPU pipeline); the pipeline is not used afterwards."""
+        """Stop the other ranks' processes and the second GPU's VAE (a multi-GPU pipeline); the pipeline is not used
+        afterwards."""
+        if self._second is not None:
+            self._second.close()
         if self._group is not None:
             self._group.shutdown()
 

@@ -73,6 +73,11 @@ class SecondVae:
             self._seen.add(key)
         return future
 
+    def close(self) -> None:
+        """Stop the worker and let the VAE's memory on the second GPU go (the pipeline is being closed)."""
+        self._worker.shutdown(wait=True)
+        self._vae = None
+
     def describe(self) -> dict:
         return {"second_vae": str(self.device), "decode_cut": self.cut}
 
