@@ -83,9 +83,9 @@ def main() -> None:
     decode_latents(vae, z)  # builds or loads GPU 0's compiled blocks
     whole, s = timed(lambda: decode_latents(vae, z), first_dev, args.reps)
     rows.append({"decode": "whole, %s" % first_dev, "split": "", "s": s, "max_abs_diff": 0.0})
-    names = [st.name for st in decoder_stages(vae.decoder)]
-    stages = len(names)
-    splits = [split_after(vae.decoder, x) for x in args.splits.split(",") if x] or list(range(1, stages))
+    stages = decoder_stages(vae.decoder)
+    names = [st.name for st in stages]
+    splits = [split_after(stages, x) for x in args.splits.split(",") if x] or list(range(1, len(names)))
     for split in splits:
         t = time.perf_counter()
         decode_latents(vae, z, pipelined=(second, split))  # GPU 1's blocks for this cut

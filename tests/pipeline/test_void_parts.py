@@ -215,7 +215,7 @@ def test_pipelined_decode_gives_the_same_frames_at_every_split(tiny_model_dir, t
         assert [s for s, _ in chunks] == [s for s, _ in whole_chunks]
         assert all(torch.equal(a, b) for (_, a), (_, b) in zip(chunks, whole_chunks))
     # a cut by name: that stage is the first VAE's last
-    assert split_after(d, "up_block_2.resnet_1") == names.index("up_block_2.resnet_1") + 1
+    assert split_after(decoder_stages(d), "up_block_2.resnet_1") == names.index("up_block_2.resnet_1") + 1
     assert torch.equal(decode_latents(vae, z, pipelined=(second, "up_block_2.resnet_1")), whole)
     for bad in (0, len(names), "-1"):
         with pytest.raises(ValueError, match="splits the decoder's %d stages" % len(names)):

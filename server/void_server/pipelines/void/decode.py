@@ -112,10 +112,11 @@ def decoder_stages(decoder: torch.nn.Module) -> List[Stage]:
     return stages + [_named("out", out)]
 
 
-def split_after(decoder: torch.nn.Module, cut: Union[int, str]) -> int:
-    """How many of `decoder_stages` a pipelined decode runs on its first VAE: `cut` is that count, or the name of
-    the last stage to run there. ValueError where it leaves either VAE nothing to do or names no stage."""
-    names = [s.name for s in decoder_stages(decoder)]  # type: ignore[attr-defined]
+def split_after(stages: List[Stage], cut: Union[int, str]) -> int:
+    """How many of a decoder's `stages` (`decoder_stages`) a pipelined decode runs on its first VAE: `cut` is that
+    count, or the name of the last stage to run there. ValueError where it leaves either VAE nothing to do or names
+    no stage."""
+    names = [s.name for s in stages]  # type: ignore[attr-defined]
     if isinstance(cut, str) and not cut.lstrip("-").isdigit():
         if cut not in names:
             raise ValueError("the decoder has no stage %r (its stages: %s)" % (cut, ", ".join(names)))
@@ -176,7 +177,8 @@ def decode_latents(vae, latents: torch.Tensor,
         return torch.cat(out, dim=2)
 
     second, cut = pipelined
-    split, stages = split_after(vae.decoder, cut), decoder_stages(vae.decoder)
+    stages = decoder_stages(vae.decoder)
+    split = split_after(stages, cut)
     first, last = _Half(vae, stages[:split]), _Half(second, decoder_stages(second.decoder)[split:])
     waiting = None  # the previous chunk's (hidden, latents, single) on the second device
     for chunk, single in chunks:

@@ -109,6 +109,15 @@ def transformer_skeleton(layout: ModelLayout) -> torch.nn.Module:
         return CogVideoXTransformer3DModel(**cfg)
 
 
+def vae_skeleton(layout: ModelLayout) -> torch.nn.Module:
+    """The VAE built from its config with its parameters on the meta device (its structure, no weights read)."""
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKLCogVideoX
+
+    with init_empty_weights():
+        return AutoencoderKLCogVideoX.from_config(AutoencoderKLCogVideoX.load_config(layout.base, subfolder="vae"))
+
+
 def load_transformer(layout: ModelLayout, pass_index: int, device: torch.device, dtype: torch.dtype):
     """The 48-channel CogVideoXTransformer3DModel with void_pass{pass_index} weights, on `device` in `dtype`."""
     from safetensors.torch import load_file

@@ -19,8 +19,8 @@ from typing import Callable, Optional, Set, Tuple, TypeVar, Union
 import torch
 
 from ..conditioning import encode_plate
-from ..decode import split_after
-from ..loading import VoidModels
+from ..decode import decoder_stages, split_after
+from ..loading import VoidModels, vae_skeleton
 from ..passes import PassConfig, pass_mask_latents
 
 # The last decoder stage the first GPU runs (decode.decoder_stages' names): the fastest cut on two H200s with the
@@ -36,7 +36,7 @@ class SecondVae:
     def __init__(self, models: VoidModels, device: torch.device, cut: Union[int, str] = DEFAULT_CUT) -> None:
         """ValueError where the model dir's decoder has no such cut (checked on its config, no weights read)."""
         self.models, self.device, self.cut = models, device, cut
-        split_after(_decoder_skeleton(models), cut)
+        split_after(decoder_stages(vae_skeleton(models.layout).decoder), cut)
         self._vae = None
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="void-second-vae")
         self._seen: Set[Tuple[object, ...]] = set()
@@ -88,12 +88,3 @@ def _no_grad(fn: Callable[[], T]) -> Callable[[], T]:
         with torch.no_grad():
             return fn()
     return run
-
-
-def _decoder_skeleton(models: VoidModels) -> torch.nn.Module:
-    """The model dir's VAE decoder built from its config on the meta device."""
-    from accelerate import init_empty_weights
-    from diffusers import AutoencoderKLCogVideoX
-
-    with init_empty_weights():
-        return AutoencoderKLCogVideoX.from_config(AutoencoderKLCogVideoX.load_config(models.layout.base, subfolder="vae")).decoder
