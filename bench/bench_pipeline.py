@@ -48,6 +48,14 @@ from void_server.pipelines.void.pipeline import VoidPipeline  # noqa: E402
 from void_server.pipelines.void.tiny import build_random_model_dir  # noqa: E402
 
 
+def cuda_stubs_for_cpu() -> None:
+    """--smoke: the timing and memory calls of a GPU run made harmless, so the script runs on the CPU as written."""
+    for name in ("synchronize", "reset_peak_memory_stats", "empty_cache"):
+        setattr(torch.cuda, name, lambda *a, **k: None)
+    torch.cuda.max_memory_allocated = lambda *a, **k: 0
+    torch.cuda.get_device_name = lambda *a, **k: "cpu (smoke)"
+
+
 def synthetic_clip(frames: int, h: int, w: int):
     """A textured plate with a disc moving across it; the disc is the target, its 'shadow' the affected region."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -179,6 +187,7 @@ def multi_gpu_runs(args, model_dir: Path, device: str, plate, quad, common: dict
     t0 = time.perf_counter()
     pipe = VoidPipeline(model_dir, device=device, memory_mode=args.memory_mode, gpus=args.gpus, compile_vae=args.compile_vae,
                         attention=args.attention, vae_unit=args.vae_unit, decode_cut=args.decode_cut,
+                        cuda_graphs=args.cuda_graphs,
                         **(dict(model_size=(64, 112), window_frames=21) if args.smoke else {}))
     rows.append({"run": "construct pipeline, %d GPUs" % args.gpus, "total_s": time.perf_counter() - t0})
     ref = results.get("warm") or results.get("cold")
@@ -229,13 +238,13 @@ def main() -> None:
     ap.add_argument("--job-steps", default=None, metavar="P1,P2",
                     help="denoising steps of the cold/warm jobs (default the reference's 30,50); each row then also "
                     "gives full_steps_est_s, its total with the denoising scaled to 30 + 50 steps")
+    ap.add_argument("--cuda-graphs", default=None, choices=("on", "off"),
+                    help="the transformer blocks replayed as CUDA graphs (default: the pipeline's, on in the gpu mode)")
     args = ap.parse_args()
+    args.cuda_graphs = None if args.cuda_graphs is None else args.cuda_graphs == "on"
     device = "cpu" if args.smoke else "cuda"
     if args.smoke:
-        for name in ("synchronize", "reset_peak_memory_stats"):
-            setattr(torch.cuda, name, lambda *a, **k: None)
-        torch.cuda.max_memory_allocated = lambda *a, **k: 0
-        torch.cuda.get_device_name = lambda *a, **k: "cpu (smoke)"
+        cuda_stubs_for_cpu()
     # --smoke checks the script: a small plate keeps it to minutes on two CPU cores
     args.frames = args.frames or (9 if args.smoke else 85)
     args.plate = args.plate or ("90x160" if args.smoke else "1080x1920")
@@ -267,7 +276,7 @@ def main() -> None:
         torch.cuda.empty_cache()
     t0 = time.perf_counter()
     pipe = VoidPipeline(model_dir, device=device, memory_mode=args.memory_mode, compile_vae=args.compile_vae,
-                        attention=args.attention, vae_unit=args.vae_unit,
+                        attention=args.attention, vae_unit=args.vae_unit, cuda_graphs=args.cuda_graphs,
                         **(dict(model_size=(64, 112), window_frames=21) if args.smoke else {}))
     rows.append({"run": "construct pipeline", "total_s": time.perf_counter() - t0})
     for run in args.runs.split(","):

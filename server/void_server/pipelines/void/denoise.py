@@ -125,6 +125,9 @@ def denoise(
         if cfg and not split_cfg:
             x, c = torch.cat([x, x]), torch.cat([c, c])
         timestep = t.expand(x.shape[0])
+        # A new step for blocks replayed as CUDA graphs (loading.use_cuda_graphs): the last call's block outputs are
+        # consumed, so torch's cudagraph trees may reuse their memory. Does nothing where no graphs replay.
+        torch.compiler.cudagraph_mark_step_begin()
         with cache.context(k) if cache is not None else contextlib.nullcontext():
             noise_pred = transformer(
                 hidden_states=torch.cat([x, c], dim=2),

@@ -228,12 +228,22 @@ class Placement:
             torch.cuda.empty_cache()
 
 
+def use_cuda_graphs(requested: Optional[bool], compile_blocks: bool, mode: str, device: torch.device) -> bool:
+    """Whether the compiled blocks replay as CUDA graphs (torch.compile's "reduce-overhead"; default on where it can
+    be): it takes the host's kernel launches out of each step, ~10 ms a batch-1 forward on an H100 and more where a
+    rank holds half the tokens (docs/performance.md). Only in the `gpu` mode: a graph captures its weights'
+    addresses, which model offload moves and fp8 storage casts per call."""
+    return (True if requested is None else bool(requested)) and compile_blocks and mode == "gpu" \
+        and device.type == "cuda"
+
+
 class VoidModels:
     """Tokenizer, T5, VAE and the two pass transformers of one model dir, loaded lazily and placed per memory mode."""
 
     def __init__(self, layout: ModelLayout, device: torch.device, memory_mode: str = "auto",
                  compile_blocks: Optional[bool] = None, compile_vae: Optional[str] = None,
-                 attention: str = "auto", fuse_gelu: Optional[bool] = None, vae_unit: Optional[str] = None) -> None:
+                 attention: str = "auto", fuse_gelu: Optional[bool] = None, vae_unit: Optional[str] = None,
+                 cuda_graphs: Optional[bool] = None) -> None:
         self.layout = layout
         self.placement = Placement(device, memory_mode)
         # Block compilation (accel.py) is lossless and 1.38x faster on the GPU, and the feed-forward's GELU in its
@@ -247,6 +257,7 @@ class VoidModels:
         if fuse_gelu is None:
             fuse_gelu = device.type == "cuda"
         self.fuse_gelu = bool(fuse_gelu) and plain_weights
+        self.cuda_graphs = use_cuda_graphs(cuda_graphs, self.compile_blocks, self.placement.mode, device)
         # The VAE compiles with the blocks in the `gpu` mode (2x faster, and closer to float32 than eager bf16); the
         # memory-saving modes keep it eager unless asked (its compiled decode's peak is higher).
         from .accel import VAE_COMPILE_PARTS, VAE_COMPILE_UNITS, resolve_attention
@@ -334,7 +345,8 @@ class VoidModels:
                 from .accel import accelerate_transformer
 
                 accelerate_transformer(model, attention=self.attention, compile_blocks=self.compile_blocks,
-                                       fuse_gelu=self.fuse_gelu)
+                                       fuse_gelu=self.fuse_gelu,
+                                       compile_mode="reduce-overhead" if self.cuda_graphs else None)
             self._transformers[pass_index] = model
         return self._transformers[pass_index]
 
@@ -348,6 +360,7 @@ class VoidModels:
             "dtype": str(self.dtype).replace("torch.", ""),
             "memory_mode": self.placement.mode,
             "compiled_blocks": self.compile_blocks,
+            "cuda_graphs": self.cuda_graphs,
             "compiled_vae": self.compile_vae,
             "vae_unit": self.vae_unit,
             "fused_gelu": self.fuse_gelu,

@@ -70,11 +70,12 @@ class VoidPipeline:
                  model_size: Tuple[int, int] = MODEL_SIZE, window_frames: int = WINDOW_FRAMES,
                  reasoner: Optional[object] = None, compile_blocks: Optional[bool] = None, gpus: int = 1,
                  rank_timeout_s: float = 600.0, compile_vae: Optional[str] = None, attention: str = "auto",
-                 vae_unit: Optional[str] = None, decode_cut: Union[int, str, None] = None) -> None:
+                 vae_unit: Optional[str] = None, decode_cut: Union[int, str, None] = None,
+                 cuda_graphs: Optional[bool] = None) -> None:
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.layout = resolve_layout(Path(model_dir))
         self.models = VoidModels(self.layout, dev, memory_mode, compile_blocks=compile_blocks, compile_vae=compile_vae,
-                                 attention=attention, vae_unit=vae_unit)
+                                 attention=attention, vae_unit=vae_unit, cuda_graphs=cuda_graphs)
         self.model_size = (int(model_size[0]), int(model_size[1]))
         self.window_frames = int(window_frames)
         self.reasoner = reasoner
@@ -110,6 +111,7 @@ class VoidPipeline:
             gpus=int(getattr(config, "gpus_per_worker", 1) or 1),
             rank_timeout_s=float(options.get("rank_timeout_s", 600.0)),
             decode_cut=options.get("decode_cut"),
+            cuda_graphs=_cuda_graphs_option(options.get("cuda_graphs"), int(getattr(config, "concurrency", 1) or 1)),
         )
 
     def _rank_group(self, gpus: int, timeout_s: float):
@@ -121,7 +123,8 @@ class VoidPipeline:
         try:
             group = RankGroup(self.layout.root, gpus, self.models.device, self.models.placement.mode,
                               self.models.compile_blocks, timeout_s=timeout_s,
-                              attention=self.models.attention or "sdpa", fuse_gelu=self.models.fuse_gelu)
+                              attention=self.models.attention or "sdpa", fuse_gelu=self.models.fuse_gelu,
+                              cuda_graphs=self.models.cuda_graphs)
             group.start()
         except (ValueError, RankGroupError) as e:
             raise PipelineUnavailable("multi-GPU pipeline (gpus_per_worker=%d) cannot start: %s" % (gpus, e))
@@ -536,6 +539,20 @@ class VoidPipeline:
             sink.write_frame(i, clean, q, layers)
             self._report(progress, "merge", i + 1, job.frames, passes)
         return job.frames
+
+
+def _cuda_graphs_option(requested: object, concurrency: int) -> Optional[bool]:
+    """The server's `cuda_graphs` pipeline option (true / false; default on where it can be, loading.use_cuda_graphs).
+    Jobs side by side (--concurrency > 1) rule it out: torch marks the graphs' steps with one process-wide counter,
+    so one job's new step would free another's block outputs mid-forward."""
+    if requested is not None and not isinstance(requested, bool):
+        raise PipelineUnavailable("the cuda_graphs option is true or false, not %r" % (requested,))
+    if concurrency > 1:
+        if requested:
+            raise PipelineUnavailable("the cuda_graphs option needs --concurrency 1 (jobs side by side would free "
+                                      "each other's graph memory); drop the option or run one job at a time")
+        return False
+    return requested
 
 
 def _result(value: Union[None, torch.Tensor, "Future[torch.Tensor]"]) -> Optional[torch.Tensor]:

@@ -103,6 +103,7 @@ class GroupSpec:
     port: int = 0
     attention: str = "sdpa"  # rank 0's resolved attention, so every rank runs the same kernels
     fuse_gelu: bool = False  # rank 0's feed-forward GELU (fused into its GEMM or not): the same math on every rank
+    cuda_graphs: bool = False  # rank 0's choice (loading.use_cuda_graphs): every rank replays its blocks alike
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +177,7 @@ def _serve(rank: int, spec: GroupSpec, conn, parent_pid: int) -> None:
                           timeout=datetime.timedelta(seconds=spec.timeout_s))
     plans = _init(spec, rank, store)
     models = VoidModels(resolve_layout(Path(spec.model_dir)), device, spec.memory_mode, compile_blocks=spec.compile_blocks,
-                        attention=spec.attention, fuse_gelu=spec.fuse_gelu)
+                        attention=spec.attention, fuse_gelu=spec.fuse_gelu, cuda_graphs=spec.cuda_graphs)
     conn.send(("up",))
     while True:
         while not conn.poll(1.0):
@@ -228,12 +229,12 @@ class RankGroup:
 
     def __init__(self, model_dir: Path, world: int, device: torch.device, memory_mode: str, compile_blocks: bool,
                  timeout_s: float = 600.0, start_timeout_s: float = 600.0, attention: str = "sdpa",
-                 fuse_gelu: bool = False) -> None:
+                 fuse_gelu: bool = False, cuda_graphs: bool = False) -> None:
         if world < 2:
             raise ValueError("a rank group needs at least 2 ranks, not %d" % world)
         check_devices(device, world)
         self.spec = GroupSpec(str(model_dir), int(world), str(device), memory_mode, bool(compile_blocks), float(timeout_s),
-                              attention=attention, fuse_gelu=bool(fuse_gelu))
+                              attention=attention, fuse_gelu=bool(fuse_gelu), cuda_graphs=bool(cuda_graphs))
         self.device = rank_device(device, 0)
         self.start_timeout_s = float(start_timeout_s)
         self._lock = threading.Lock()
