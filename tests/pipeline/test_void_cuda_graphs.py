@@ -17,8 +17,8 @@ CUDA, CPU = torch.device("cuda"), torch.device("cpu")
 
 
 @pytest.mark.parametrize("requested, compiled, mode, device, expected", [
-    (None, True, "gpu", CUDA, True),  # the default where the blocks are compiled and resident
-    (True, True, "gpu", CUDA, True),
+    (None, True, "gpu", CUDA, False),  # off unless asked (not yet shown to pay in a whole job)
+    (True, True, "gpu", CUDA, True),  # asked, and the blocks are compiled and resident
     (False, True, "gpu", CUDA, False),  # asked off
     (None, False, "gpu", CUDA, False),  # nothing compiled to replay
     (True, True, "model_offload", CUDA, False),  # weights move between calls
@@ -36,7 +36,7 @@ def test_the_models_compile_their_blocks_for_graph_replay_when_graphs_are_on(tin
     seen: List[dict] = []
     monkeypatch.setattr(accel, "accelerate_transformer", lambda model, **kw: seen.append(kw) or model)
     layout = resolve_layout(tiny_model_dir)
-    models = VoidModels(layout, CPU, "gpu", compile_blocks=True)
+    models = VoidModels(layout, CPU, "gpu", compile_blocks=True, cuda_graphs=True)
     assert models.cuda_graphs is False and models.describe()["cuda_graphs"] is False  # a CPU has no graphs
     models.transformer(1)
     models.cuda_graphs = True  # as on a GPU in the gpu mode

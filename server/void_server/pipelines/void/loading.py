@@ -229,12 +229,11 @@ class Placement:
 
 
 def use_cuda_graphs(requested: Optional[bool], compile_blocks: bool, mode: str, device: torch.device) -> bool:
-    """Whether the compiled blocks replay as CUDA graphs (torch.compile's "reduce-overhead"; default on where it can
-    be): it takes the host's kernel launches out of each step, ~10 ms a batch-1 forward on an H100 and more where a
-    rank holds half the tokens (docs/performance.md). Only in the `gpu` mode: a graph captures its weights'
+    """Whether the compiled blocks replay as CUDA graphs (torch.compile's "reduce-overhead"), where asked for. Off by
+    default: the launches they save (~10 ms a batch-1 forward on an H100) have not shown in a whole job yet, on one
+    GPU or two (docs/performance.md, twelfth session). Only in the `gpu` mode: a graph captures its weights'
     addresses, which model offload moves and fp8 storage casts per call."""
-    return (True if requested is None else bool(requested)) and compile_blocks and mode == "gpu" \
-        and device.type == "cuda"
+    return bool(requested) and compile_blocks and mode == "gpu" and device.type == "cuda"
 
 
 class VoidModels:

@@ -542,7 +542,7 @@ class VoidPipeline:
 
 
 def _cuda_graphs_option(requested: object, concurrency: int) -> Optional[bool]:
-    """The server's `cuda_graphs` pipeline option (true / false; default on where it can be, loading.use_cuda_graphs).
+    """The server's `cuda_graphs` pipeline option (true / false, default false; loading.use_cuda_graphs).
     Jobs side by side (--concurrency > 1) rule it out: torch marks the graphs' steps with one process-wide counter,
     so one job's new step would free another's block outputs mid-forward."""
     if requested is not None and not isinstance(requested, bool):
