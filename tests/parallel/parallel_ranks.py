@@ -54,16 +54,19 @@ def scheduler(kind: str):
 
 
 def run_case(case: Case, plan=None) -> Tuple[torch.Tensor, dict]:
-    """-> (latents, what the transformer saw: its calls' batch sizes and the video tokens a block got)."""
+    """-> (latents, what the transformer saw: its calls' batch sizes, the video tokens a block got, and the text
+    stream its last block gave back)."""
     from void_server.pipelines.void.denoise import denoise
 
     latents, inpaint, prompt, negative = inputs(case)
     transformer = tiny_transformer()
-    seen = {"batches": [], "block_tokens": []}
+    seen = {"batches": [], "block_tokens": [], "text_out": []}
     transformer.register_forward_pre_hook(
         lambda m, a, kw: seen["batches"].append(kw["hidden_states"].shape[0]), with_kwargs=True)
     transformer.transformer_blocks[1].register_forward_pre_hook(
         lambda m, a, kw: seen["block_tokens"].append(kw["hidden_states"].shape[1]), with_kwargs=True)
+    transformer.transformer_blocks[-1].register_forward_hook(lambda m, a, out: seen["text_out"].append(out[1].clone()))
+
     def run(plan):
         return denoise(transformer, scheduler(case.scheduler), latents, inpaint, prompt,
                        negative if case.guidance > 1 else None, case.guidance, case.steps, case.window, case.overlap,
@@ -74,8 +77,8 @@ def run_case(case: Case, plan=None) -> Tuple[torch.Tensor, dict]:
 
         accelerate_transformer(transformer, attention=None, compile_blocks=True)
         run(None)
-        seen["batches"].clear()
-        seen["block_tokens"].clear()
+        for calls in seen.values():
+            calls.clear()
     return run(plan), seen
 
 

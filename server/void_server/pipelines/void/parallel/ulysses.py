@@ -5,8 +5,8 @@ Each rank of the sequence axis holds a contiguous shard of the video tokens thro
 are replicated. Everything in a CogVideoX block except attention is token-wise (AdaLN-zero norms, the
 feed-forward), so it runs on the shard as it is. Attention needs every token: q, k and v of the shard go through
 one all-to-all that trades heads for sequence (each rank then holds ALL video tokens for heads/P heads), RoPE and
-SDPA run on the full sequence per head group, and a second all-to-all trades back. The text tokens' attention
-output is all-gathered over heads, so the text stream stays identical on every rank.
+SDPA run on the full sequence per head group, and a second all-to-all trades back, carrying the text tokens'
+attention output to every rank too, so the text stream stays identical on every rank.
 
 `sequence_parallel(transformer, axis)` installs the processor and two hooks (shard before the first block, gather
 after the last) for the duration of a `with`, and restores the transformer afterwards.
@@ -86,12 +86,14 @@ class UlyssesAttnProcessor:
         if image_rotary_emb is not None:
             q, k = rope_video_tokens(q, k, text_len, image_rotary_emb, not attn.is_cross_attention)
         out = self.attend(q, k, v)  # (b, L+S, hp, d)
-        text_out = torch.cat(axis.all_gather(out[:, :text_len]), dim=2)  # every head of the text tokens
-        # sequence -> heads: rank j gets its shard of the tokens for this rank's heads
+        # sequence -> heads: rank j gets the text tokens and its shard of the video tokens, for this rank's heads.
+        # The text rides along in the one exchange (every rank needs every head of it) instead of an all-gather of
+        # its own: one collective fewer per block.
         starts = [sum(sizes[:j]) for j in range(p)]
-        back = axis.all_to_all([out[:, text_len + s:text_len + s + n].contiguous() for s, n in zip(starts, sizes)],
-                               [(b, local, hp, d)] * p)
-        out = torch.cat([text_out, torch.cat(back, dim=2)], dim=1).reshape(b, text_len + local, heads * d)
+        text_out = out[:, :text_len]
+        back = axis.all_to_all([torch.cat([text_out, out[:, text_len + s:text_len + s + n]], dim=1)
+                                for s, n in zip(starts, sizes)], [(b, text_len + local, hp, d)] * p)
+        out = torch.cat(back, dim=2).reshape(b, text_len + local, heads * d)
         out = attn.to_out[1](attn.to_out[0](out))
         return out[:, text_len:], out[:, :text_len]
 
