@@ -197,6 +197,49 @@ def test_a_torn_file_is_rebuilt(tmp_path, monkeypatch):
     assert store.function("toy", "0123", lambda: pytest.fail("built twice"), {}) is fn
 
 
+def _aged(path: Path, days: float, content: bytes = b"x") -> Path:
+    import os
+    import time
+
+    path.write_bytes(content)
+    then = time.time() - days * 86400
+    os.utime(path, (then, then))
+    return path
+
+
+def test_files_unused_for_a_month_are_pruned_and_a_load_counts_as_use(tmp_path, monkeypatch):
+    from void_server.pipelines.void import precompiled
+
+    old = _aged(tmp_path / "vae.encoder-aaaa.bin", 45)  # e.g. built by the torch before an upgrade
+    used = _aged(tmp_path / "vae.decoder-bbbb.bin", 45)  # as old, but this process loads it
+    recent = _aged(tmp_path / "vae.decoder-cccc.bin", 3)
+    dead_write = _aged(tmp_path / "vae.decoder-dddd.bin.tmp4242", 45)
+    fresh_write = _aged(tmp_path / "vae.decoder-eeee.bin.tmp4343", 0)
+    foreign = _aged(tmp_path / "notes.txt", 400)  # not the store's: left alone
+
+    class Loaded:
+        def disable_guard_check(self):
+            pass
+
+    store = precompiled.FunctionStore(tmp_path)
+    monkeypatch.setattr(store, "_load", lambda path, f_globals: Loaded())
+    assert isinstance(store.function("vae.decoder", "bbbb", lambda: pytest.fail("rebuilt"), {}), Loaded)
+    assert sorted(store.prune()) == sorted([old.name, dead_write.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([used.name, recent.name, fresh_write.name, foreign.name])
+    assert precompiled.FunctionStore(tmp_path / "absent").prune() == []
+
+
+def test_the_process_store_prunes_its_folder_once(tmp_path, monkeypatch):
+    from void_server.pipelines.void import precompiled
+
+    monkeypatch.setattr(precompiled, "_STORES", {})
+    _aged(tmp_path / "vae.encoder-aaaa.bin", 45)
+    store = precompiled.store_for(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    _aged(tmp_path / "vae.encoder-ffff.bin", 45)
+    assert precompiled.store_for(tmp_path) is store and len(list(tmp_path.iterdir())) == 1  # not again
+
+
 def test_where_precompiling_is_not_possible_the_module_is_compiled_the_usual_way(tmp_path, monkeypatch, caplog):
     from void_server.pipelines.void import precompiled
 

@@ -15,7 +15,8 @@ inputs again but leave out identity checks, and nothing here looks at other attr
 attention processor object): precompile only modules whose code depends on nothing else (the VAE's). A missing file
 is built on first use (the usual compile time, once per machine and version) and written whole (temporary file, then
 rename); later processes load it. The source of every function dynamo inlined is checked when a file loads, so an
-edited model file rebuilds instead of running stale code. Anything that fails (a torch without the API, a graph that
+edited model file rebuilds instead of running stale code. Files unused for `UNUSED_DAYS` are deleted when a
+process first opens the folder (loading a file marks it used). Anything that fails (a torch without the API, a graph that
 does not serialise, a file that does not load) sends that module back to plain torch.compile for the rest of the
 process, with a warning: a server never stops over this. Builds and loads hold dynamo's compile lock
 (`compile_lock`): several threads may use the store at once (`--concurrency` slots, a rank group's second GPU).
@@ -29,6 +30,7 @@ import json
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -40,6 +42,9 @@ log = logging.getLogger(__name__)
 # Bump when what a file holds changes for the same key (this module's build call).
 FORMAT = 1
 FOLDER_NAME = "void-precompiled"
+# A file no process has loaded or built for this long goes when a process next opens the folder: keys change with
+# torch, diffusers, the GPU and the shapes, so an upgraded server would otherwise keep its old files forever.
+UNUSED_DAYS = 30
 
 
 def functions_folder() -> Path:
@@ -117,6 +122,26 @@ class FunctionStore:
         # What this process did, per key: "built" or "loaded" (tests and benches read it).
         self.events: List[Tuple[str, str]] = []
 
+    def prune(self, unused_days: float = UNUSED_DAYS) -> List[str]:
+        """Delete files unused for `unused_days` (a file's modification time is its last use: loading touches it),
+        and temporary files of writes that died as old. Returns the names deleted."""
+        if not self.folder.is_dir():
+            return []
+        cutoff = time.time() - unused_days * 86400
+        gone = []
+        for path in self.folder.iterdir():
+            if not (path.suffix == ".bin" or ".bin.tmp" in path.name):
+                continue  # only what this store writes
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    gone.append(path.name)
+            except OSError:  # gone meanwhile (another worker on a shared cache), or not ours to delete
+                continue
+        if gone:
+            log.info("precompiled: deleted %d file(s) unused for %g days from %s", len(gone), unused_days, self.folder)
+        return gone
+
     def path(self, name: str, key: str) -> Path:
         return self.folder / ("%s-%s.bin" % (name, key))
 
@@ -128,6 +153,7 @@ class FunctionStore:
             if found is None:
                 found = self.rebuild(name, key, build)
             else:
+                _touch(path)
                 self._keep(key, found, "loaded")
         return found
 
@@ -164,6 +190,14 @@ class FunctionStore:
         return function
 
 
+def _touch(path: Path) -> None:
+    """Mark a file used now (what `prune` goes by); a read-only cache just keeps its times."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
 _OWN_LOCK = threading.RLock()
 
 
@@ -185,7 +219,11 @@ _STORES: Dict[str, FunctionStore] = {}
 def store_for(folder: Optional[Path] = None) -> FunctionStore:
     """The process's store for `folder` (default `functions_folder()`)."""
     folder = Path(folder or functions_folder())
-    return _STORES.setdefault(str(folder.resolve()), FunctionStore(folder))
+    key = str(folder.resolve())
+    if key not in _STORES:
+        _STORES[key] = FunctionStore(folder)
+        _STORES[key].prune()  # once per process and folder
+    return _STORES[key]
 
 
 class PrecompiledForward:
