@@ -176,6 +176,18 @@ def diffusers_attention(pipe: VoidPipeline) -> Iterator[None]:
             a.set_processor(proc)
 
 
+def build_pipeline(args, model_dir: Path, device: str, gpus: int, rows: List[Dict[str, object]]) -> VoidPipeline:
+    """The pipeline the command line asks for, over `gpus` GPUs; its construction time becomes a row."""
+    t0 = time.perf_counter()
+    pipe = VoidPipeline(model_dir, device=device, memory_mode=args.memory_mode, gpus=gpus, compile_vae=args.compile_vae,
+                        attention=args.attention, vae_unit=args.vae_unit, cuda_graphs=args.cuda_graphs,
+                        decode_cut=args.decode_cut if gpus > 1 else None,
+                        **(dict(model_size=(64, 112), window_frames=21) if args.smoke else {}))
+    rows.append({"run": "construct pipeline" + (", %d GPUs" % gpus if gpus > 1 else ""),
+                 "total_s": time.perf_counter() - t0})
+    return pipe
+
+
 def multi_gpu_runs(args, model_dir: Path, device: str, plate, quad, common: dict, results: Dict[str, Dict[str, object]],
                    rows: List[Dict[str, object]], kept: List[tuple]) -> VoidPipeline:
     """--gpus N: the same job with its denoising over N GPUs (pipelines/void/parallel/group.py), once per label of
@@ -184,12 +196,7 @@ def multi_gpu_runs(args, model_dir: Path, device: str, plate, quad, common: dict
     only. Returns the N-GPU pipeline."""
     gc.collect()  # any 1-GPU pipeline is gone; GPU 0 is rank 0's now
     torch.cuda.empty_cache()
-    t0 = time.perf_counter()
-    pipe = VoidPipeline(model_dir, device=device, memory_mode=args.memory_mode, gpus=args.gpus, compile_vae=args.compile_vae,
-                        attention=args.attention, vae_unit=args.vae_unit, decode_cut=args.decode_cut,
-                        cuda_graphs=args.cuda_graphs,
-                        **(dict(model_size=(64, 112), window_frames=21) if args.smoke else {}))
-    rows.append({"run": "construct pipeline, %d GPUs" % args.gpus, "total_s": time.perf_counter() - t0})
+    pipe = build_pipeline(args, model_dir, device, args.gpus, rows)
     ref = results.get("warm") or results.get("cold")
     for run in args.gpu_runs.split(","):
         res = run_job(pipe, plate, quad, Path("/tmp/void-bench-jobs") / ("gpus%d-%s-%s" % (args.gpus, run, time.time())), **common)
@@ -274,11 +281,7 @@ def main() -> None:
         del multi
         gc.collect()
         torch.cuda.empty_cache()
-    t0 = time.perf_counter()
-    pipe = VoidPipeline(model_dir, device=device, memory_mode=args.memory_mode, compile_vae=args.compile_vae,
-                        attention=args.attention, vae_unit=args.vae_unit, cuda_graphs=args.cuda_graphs,
-                        **(dict(model_size=(64, 112), window_frames=21) if args.smoke else {}))
-    rows.append({"run": "construct pipeline", "total_s": time.perf_counter() - t0})
+    pipe = build_pipeline(args, model_dir, device, 1, rows)
     for run in [r for r in args.runs.split(",") if r]:  # --runs "": the N-GPU jobs only
         workdir = Path("/tmp/void-bench-jobs") / ("%s-%s" % (run, time.time()))
         if run in ("cold", "warm"):

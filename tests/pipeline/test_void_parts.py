@@ -1,7 +1,6 @@
 """Units of the VOID pipeline: frame and window tables, decode lengths, loading errors, the model dir, download."""
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
