@@ -86,3 +86,15 @@ def test_each_transformer_call_begins_a_new_graph_step(monkeypatch, guidance, st
                 3, window=4, overlap=2, step_cache=step_cache)
     # 3 steps x 2 windows (0-4, 2-6), one call each (the guidance pair is one batched call)
     assert events == ["mark", "call", "block"] * 6
+
+
+@pytest.mark.parametrize("graphs", [False, True])
+def test_closing_the_pipeline_lets_go_of_this_threads_graphs(tiny_model_dir, monkeypatch, graphs):
+    from torch._inductor import cudagraph_trees
+
+    resets: List[int] = []
+    monkeypatch.setattr(cudagraph_trees, "reset_cudagraph_trees", lambda: resets.append(1))
+    pipe = void_pipeline.VoidPipeline(tiny_model_dir, device="cpu", memory_mode="gpu")
+    pipe.models.cuda_graphs = graphs  # as on a GPU with the option on
+    pipe.close()
+    assert resets == ([1] if graphs else [])

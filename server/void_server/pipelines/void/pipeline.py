@@ -151,6 +151,12 @@ class VoidPipeline:
             self._second.close()
         if self._group is not None:
             self._group.shutdown()
+        if self.models.cuda_graphs:
+            # torch keeps recorded CUDA graphs and their memory pool per thread, past the modules they ran: a reload
+            # after running out of memory (on the job's thread, jobs/pipeline_host.py) must not find them holding it.
+            from torch._inductor.cudagraph_trees import reset_cudagraph_trees
+
+            reset_cudagraph_trees()
 
     def describe(self) -> Dict[str, object]:
         out = dict(self.models.describe(), pipeline=self.name, label=self.label, model_size=list(self.model_size))
