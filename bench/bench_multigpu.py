@@ -20,11 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from full_size import rel_l2
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
+
+from full_size import rel_l2  # noqa: E402
 
 PLANS = {  # name -> (cfg, windows, sequence) degrees over 2 GPUs
     "guidance_split": (2, 1, 1),
@@ -104,6 +109,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10, help="denoising steps per pass (time scales linearly)")
     p.add_argument("--compile", action="store_true",
                    help="compile the blocks as the server does (the 1-GPU loop runs first, as on a server's rank 0)")
+    p.add_argument("--server-kernels", action="store_true",
+                   help="with --compile: the attention (FlashAttention-4 where usable) and fused GELU the server runs")
+    p.add_argument("--profile", action="store_true",
+                   help="also split one pass-1 step by kernel class, 1 GPU (rank 0) against sequence parallel (each "
+                        "rank): where sequence parallelism's extra time goes (collectives, copies, gaps)")
     p.add_argument("--smoke", action="store_true",
                    help="CPU (gloo), tiny random transformer, 13 frames at 64x112: checks this script, measures nothing")
     args = p.parse_args()
@@ -120,7 +130,10 @@ def main() -> None:
     if args.compile:
         from void_server.pipelines.void.accel import accelerate_transformer
 
-        accelerate_transformer(transformer, attention=None, compile_blocks=True)
+        from void_server.pipelines.void.accel import resolve_attention
+
+        accelerate_transformer(transformer, compile_blocks=True, fuse_gelu=args.server_kernels,
+                               attention=resolve_attention("auto", device) if args.server_kernels else None)
     inputs = problem(args.frames, args.height, args.width, device, transformer.config.text_embed_dim)
     plans = dict(PLANS, best_combination=None)
     for pass_name, guidance in (("pass1", 1.0), ("pass2", 6.0)):
@@ -157,8 +170,23 @@ def main() -> None:
                     row["rel_l2_1step_vs_unbatched"] = rel_l2(one, unbatched[0])
                     row["rel_l2_vs_unbatched"] = rel_l2(out, unbatched[1])
                 print(json.dumps(row), flush=True)
+    if args.profile:
+        profile_pass1(transformer, inputs, rank, make_plan(*PLANS["sequence_parallel"]))
     dist.destroy_process_group()
 
+
+def profile_pass1(transformer, inputs, rank: int, plan) -> None:
+    """One pass-1 step (one forward and the scheduler's step) by kernel class: on rank 0 alone, then sequence
+    parallel on every rank (bench_transformer.profile_split; "gaps" is the step's wall time with no kernel running),
+    to show where sequence parallelism's time beyond half of one GPU's goes: collectives, copies, gaps."""
+    from bench_transformer import profile_split
+
+    for name, p in ([("1 GPU", None)] if rank == 0 else []) + [("sequence parallel", plan)]:
+        if p is not None:
+            dist.barrier()  # both ranks enter the split loop together
+        seconds = min(run(transformer, inputs, 1.0, 1, p)[1] for _ in range(3))
+        split = profile_split(lambda: run(transformer, inputs, 1.0, 1, p)[0], seconds)
+        print(json.dumps({"profile": name, "rank": rank, "step_s": round(seconds, 4), **split}), flush=True)
 
 if __name__ == "__main__":
     main()

@@ -59,6 +59,7 @@ def time_calls(fn: Callable[[], torch.Tensor], warmup: int, reps: int) -> List[f
 # Kernel names -> where a forward's GPU time goes. Order matters: cuDNN/flash attention kernels also carry "sm90",
 # and Triton templates of max-autotune GEMMs carry "triton".
 KERNEL_CLASSES = (
+    ("collectives", ("nccl", "c10d", "all_to_all", "alltoall", "allgather", "all_gather")),
     ("attention", ("flash", "fmha", "sdpa", "attention", "attn")),
     ("matmul", ("gemm", "nvjet", "xmma", "cutlass", "wgmma", "triton_tem", "_mm_", "matmul")),
     ("fused norm/modulation/rope/gelu (triton)", ("triton",)),
@@ -78,16 +79,18 @@ def profile_split(fwd: Callable[[], torch.Tensor], seconds_per_forward: float, r
     """GPU time per kernel class for one forward, and the launch gaps (wall time with no kernel running)."""
     from torch.profiler import ProfilerActivity, profile
 
+    gpu = torch.cuda.is_available()  # else (a --smoke run) CPU ops stand in for kernels
+    sync = torch.cuda.synchronize if gpu else (lambda: None)
     fwd()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    sync()
+    with profile(activities=[ProfilerActivity.CUDA if gpu else ProfilerActivity.CPU]) as prof:
         for _ in range(reps):
             fwd()
-        torch.cuda.synchronize()
+        sync()
     split: Dict[str, float] = {}
     top: Dict[str, float] = {}
     for evt in prof.key_averages():
-        t = getattr(evt, "self_device_time_total", 0) or 0  # microseconds, summed over reps
+        t = (getattr(evt, "self_device_time_total", 0) if gpu else evt.self_cpu_time_total) or 0  # us, all reps
         if t <= 0:
             continue
         cls = kernel_class(evt.key)
