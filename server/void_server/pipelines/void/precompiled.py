@@ -214,16 +214,18 @@ def compile_lock() -> "threading.RLock":
 
 
 _STORES: Dict[str, FunctionStore] = {}
+_STORES_LOCK = threading.Lock()
 
 
 def store_for(folder: Optional[Path] = None) -> FunctionStore:
     """The process's store for `folder` (default `functions_folder()`)."""
     folder = Path(folder or functions_folder())
     key = str(folder.resolve())
-    if key not in _STORES:
-        _STORES[key] = FunctionStore(folder)
-        _STORES[key].prune()  # once per process and folder
-    return _STORES[key]
+    with _STORES_LOCK:  # one store per folder, also when two slots' threads ask first at once
+        if key not in _STORES:
+            _STORES[key] = FunctionStore(folder)
+            _STORES[key].prune()  # once per process and folder
+        return _STORES[key]
 
 
 class PrecompiledForward:
