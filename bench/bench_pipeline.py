@@ -83,8 +83,10 @@ def run_job(pipe: VoidPipeline, plate, quad, workdir: Path, progress: Optional[C
     s = PipelineSettings(prompt="an empty textured wall", mask_mode="quadmask", input_encoding="linear", **settings)
     inputs = PipelineInputs(plate=ArrayFrames(plate), settings=s, workdir=workdir, quadmask=ArrayFrames(quad.astype(np.float32)))
     sink = MemorySink()
+    gpus = range(torch.cuda.device_count())  # this process's GPUs: a rank group's second one holds the VAE copy
     torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    for i in gpus:
+        torch.cuda.reset_peak_memory_stats(i)
     t0 = time.perf_counter()
     summary = pipe.run(inputs, sink, progress or (lambda p: None), lambda: False)
     torch.cuda.synchronize()
@@ -94,7 +96,9 @@ def run_job(pipe: VoidPipeline, plate, quad, workdir: Path, progress: Optional[C
     scale = {"pass1": 30.0 / s.steps_pass1, "pass2": 50.0 / s.steps_pass2}
     full = total + sum(t[k + ".denoise"] * (scale[k] - 1) for k in scale if k + ".denoise" in t)
     out = {"total_s": total, "full_steps_est_s": full, "stages_s": summary.timings,
-           "peak_gib": torch.cuda.max_memory_allocated() / 2**30, "notes": summary.notes}
+           "peak_gib": torch.cuda.max_memory_allocated() / 2**30, "notes": summary.notes,
+           # per GPU, this process's allocations only (the other ranks' transformers live in their own processes)
+           "peak_gib_by_gpu": [torch.cuda.max_memory_allocated(i) / 2**30 for i in gpus]}
     if frames:
         clean = np.stack([sink.clean[i] for i in range(len(plate))])
         # The pass-1 layer too, so a difference between two runs can be placed in pass 1 or pass 2.
