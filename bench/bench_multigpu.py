@@ -114,6 +114,11 @@ def main() -> None:
     p.add_argument("--profile", action="store_true",
                    help="also split one pass-1 step by kernel class, 1 GPU (rank 0) against sequence parallel (each "
                         "rank): where sequence parallelism's extra time goes (collectives, copies, gaps)")
+    p.add_argument("--sp-chunks", type=int, default=1,
+                   help="sequence parallel: each rank's heads exchanged in this many groups (ulysses.py)")
+    p.add_argument("--comm-overlap", action="store_true",
+                   help="inductor reorders collectives to overlap computation (reorder_for_compute_comm_overlap); "
+                        "with --sp-chunks > 1 one head group's exchange can run beside another's attention")
     p.add_argument("--smoke", action="store_true",
                    help="CPU (gloo), tiny random transformer, 13 frames at 64x112: checks this script, measures nothing")
     args = p.parse_args()
@@ -127,6 +132,10 @@ def main() -> None:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
         torch.cuda.set_device(device)
     transformer = build_transformer(device, "tiny" if args.smoke else "full")
+    if args.comm_overlap:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.reorder_for_compute_comm_overlap = True
     if args.compile:
         from void_server.pipelines.void.accel import accelerate_transformer
 
@@ -159,7 +168,7 @@ def main() -> None:
         for name, degrees in plans.items():
             if degrees is None:  # guidance pair where there is one, else the sequence split
                 degrees = PLANS["guidance_split"] if guidance > 1 else PLANS["sequence_parallel"]
-            plan = make_plan(*degrees)
+            plan = make_plan(*degrees, sequence_chunks=args.sp_chunks)
             one, _ = run(transformer, inputs, guidance, 1, plan)  # also the warm-up
             out, seconds = run(transformer, inputs, guidance, args.steps, plan)
             if rank == 0:
@@ -171,7 +180,7 @@ def main() -> None:
                     row["rel_l2_vs_unbatched"] = rel_l2(out, unbatched[1])
                 print(json.dumps(row), flush=True)
     if args.profile:
-        profile_pass1(transformer, inputs, rank, make_plan(*PLANS["sequence_parallel"]))
+        profile_pass1(transformer, inputs, rank, make_plan(*PLANS["sequence_parallel"], sequence_chunks=args.sp_chunks))
     dist.destroy_process_group()
 
 

@@ -26,15 +26,17 @@ class Case:
     # Blocks compiled as the server compiles them, and run once without the plan first: the split must not reuse
     # a graph compiled for the plain loop (dynamo does not guard on module hooks).
     compiled: bool = False
+    heads: int = 2  # the tiny transformer's; 4 lets two ranks split their heads into two chunks
+    chunks: int = 1  # head groups per sequence-parallel exchange
 
 
-def tiny_transformer() -> torch.nn.Module:
+def tiny_transformer(heads: int = 2) -> torch.nn.Module:
     from diffusers import CogVideoXTransformer3DModel
 
     from void_server.pipelines.void.tiny import TRANSFORMER_CONFIGS
 
     torch.manual_seed(0)
-    cfg = dict(TRANSFORMER_CONFIGS["tiny"], in_channels=48)
+    cfg = dict(TRANSFORMER_CONFIGS["tiny"], in_channels=48, num_attention_heads=heads)
     return CogVideoXTransformer3DModel(**cfg).eval()
 
 
@@ -59,13 +61,24 @@ def run_case(case: Case, plan=None) -> Tuple[torch.Tensor, dict]:
     from void_server.pipelines.void.denoise import denoise
 
     latents, inpaint, prompt, negative = inputs(case)
-    transformer = tiny_transformer()
+    transformer = tiny_transformer(case.heads)
     seen = {"batches": [], "block_tokens": [], "text_out": []}
     transformer.register_forward_pre_hook(
         lambda m, a, kw: seen["batches"].append(kw["hidden_states"].shape[0]), with_kwargs=True)
     transformer.transformer_blocks[1].register_forward_pre_hook(
         lambda m, a, kw: seen["block_tokens"].append(kw["hidden_states"].shape[1]), with_kwargs=True)
     transformer.transformer_blocks[-1].register_forward_hook(lambda m, a, out: seen["text_out"].append(out[1].clone()))
+    if not case.compiled:  # the all-to-alls the loop makes (counted eagerly: compiled code would not call this)
+        from void_server.pipelines.void.parallel.plan import Axis
+
+        exchange = Axis.all_to_all
+        seen["exchanges"] = 0
+
+        def counted(axis, send, shapes):
+            seen["exchanges"] += 1
+            return exchange(axis, send, shapes)
+
+        Axis.all_to_all = counted
 
     def run(plan):
         return denoise(transformer, scheduler(case.scheduler), latents, inpaint, prompt,
@@ -79,7 +92,11 @@ def run_case(case: Case, plan=None) -> Tuple[torch.Tensor, dict]:
         run(None)
         for calls in seen.values():
             calls.clear()
-    return run(plan), seen
+    try:
+        return run(plan), seen
+    finally:
+        if not case.compiled:
+            Axis.all_to_all = exchange  # the next case counts its own
 
 
 def rank_main(rank: int, world: int, store: str, cases: Dict[str, Case], out_dir: str) -> None:
@@ -91,7 +108,8 @@ def rank_main(rank: int, world: int, store: str, cases: Dict[str, Case], out_dir
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method="file://" + store, rank=rank, world_size=world)
     try:
-        results = {name: run_case(case, make_plan(*case.degrees)) for name, case in cases.items()}
+        results = {name: run_case(case, make_plan(*case.degrees, sequence_chunks=case.chunks))
+                   for name, case in cases.items()}
         torch.save(results, str(Path(out_dir) / ("rank%d.pt" % rank)))
     finally:
         dist.destroy_process_group()

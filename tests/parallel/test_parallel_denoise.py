@@ -24,6 +24,9 @@ CASES = {
     "sequence_pass2": Case(h=6, w=10, guidance=6.0, scheduler="cogvideox_ddim", degrees=(1, 1, 2)),
     # the same with compiled blocks that already ran the plain loop in this process (as a server's rank 0 has)
     "sequence_compiled": Case(h=6, w=10, degrees=(1, 1, 2), compiled=True),
+    # each rank's heads exchanged in two groups (4 heads: two per rank, one per group), eager and compiled
+    "sequence_chunked": Case(h=6, w=10, degrees=(1, 1, 2), heads=4, chunks=2),
+    "sequence_chunked_compiled": Case(h=6, w=10, degrees=(1, 1, 2), heads=4, chunks=2, compiled=True),
     # a combination over 4 ranks: guidance pair x sequence, two windows
     "cfg_x_sequence": Case(t_lat=10, window=6, overlap=2, guidance=6.0, scheduler="cogvideox_ddim", degrees=(2, 1, 2)),
 }
@@ -62,6 +65,9 @@ def test_parallel_equals_single_process(name, parallel_results):
             assert len(seen["batches"]) < len(single_seen["batches"])
         if sequence > 1:
             assert max(seen["block_tokens"]) < min(single_seen["block_tokens"])
+        if sequence > 1 and not case.compiled:  # two exchanges per block per head group, every transformer call
+            layers = 2  # the tiny transformer's
+            assert seen["exchanges"] == len(seen["batches"]) * layers * 2 * case.chunks
         if case.degrees == (1, 1, 2):
             # every rank holds the whole text stream (the text tokens' attention comes back with the exchange),
             # equal to the single process's call by call; it reaches the latents only faintly, so checked here

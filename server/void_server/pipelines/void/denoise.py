@@ -150,7 +150,7 @@ def denoise(
     scheduler.set_timesteps(num_steps, device=device)
     timesteps = scheduler.timesteps
     with float8_linears(transformer, device) if fp8_matmul else contextlib.nullcontext(), \
-            sequence_parallel(transformer, plan.sequence), \
+            sequence_parallel(transformer, plan.sequence, plan.sequence_chunks), \
             attach(transformer, cache) if cache is not None else contextlib.nullcontext():
         for i, t in enumerate(timesteps):
             if should_cancel is not None and plan.world.any(should_cancel(), device):  # all ranks stop together

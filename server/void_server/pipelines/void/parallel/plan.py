@@ -53,6 +53,7 @@ class ParallelPlan:
     windows: Axis = Axis()
     sequence: Axis = Axis()
     world: Axis = Axis()  # every rank of the job, for decisions all must share (cancel)
+    sequence_chunks: int = 1  # head groups of each sequence-parallel exchange (ulysses.UlyssesAttnProcessor)
 
     def my_windows(self, count: int) -> List[int]:
         return [k for k in range(count) if k % self.windows.size == self.windows.rank]
@@ -90,10 +91,12 @@ def _axis_groups(shape: Tuple[int, ...], dim: int) -> List[List[int]]:
     return groups
 
 
-def make_plan(cfg: int = 1, windows: int = 1, sequence: int = 1) -> ParallelPlan:
+def make_plan(cfg: int = 1, windows: int = 1, sequence: int = 1, sequence_chunks: int = 1) -> ParallelPlan:
     """Split the initialised default process group (torchrun, or init_process_group) into the three axes.
     Rank = (cfg_index * windows + window_index) * sequence + sequence_index, so the ranks of one sequence group
     are neighbours (the same NVLink island on most machines). Every rank must call this with the same degrees."""
+    if sequence_chunks < 1:
+        raise ValueError("sequence_chunks must be at least 1, not %d" % sequence_chunks)
     if cfg not in (1, 2):
         raise ValueError("the guidance split has exactly two halves: cfg must be 1 or 2, not %d" % cfg)
     if min(windows, sequence) < 1:
@@ -115,4 +118,5 @@ def make_plan(cfg: int = 1, windows: int = 1, sequence: int = 1) -> ParallelPlan
             if rank in ranks and n > 1:
                 mine = Axis(ranks.index(rank), n, group)
         axes.append(mine)
-    return ParallelPlan(cfg=axes[0], windows=axes[1], sequence=axes[2], world=Axis(rank, world, None))
+    return ParallelPlan(cfg=axes[0], windows=axes[1], sequence=axes[2], world=Axis(rank, world, None),
+                        sequence_chunks=int(sequence_chunks))

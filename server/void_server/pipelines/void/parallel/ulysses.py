@@ -45,11 +45,19 @@ class _Shards:
 
 class UlyssesAttnProcessor:
     """Same math as diffusers' CogVideoXAttnProcessor2_0, over a sharded video sequence. `attend` is the exact
-    attention the transformer ran before (FlashAttention-4 where it had it), else SDPA."""
+    attention the transformer ran before (FlashAttention-4 where it had it), else SDPA.
 
-    def __init__(self, shards: _Shards, attend: Optional[ExactAttention] = None) -> None:
+    `chunks` > 1 splits each rank's heads into that many groups, each exchanged, attended and exchanged back on its
+    own: the same per-head math (exact), but a group's exchange no longer waits for the other groups' attention, so
+    a compiler that reorders collectives (inductor's `reorder_for_compute_comm_overlap`) can overlap them. Not yet
+    measured on GPUs (docs/performance.md, twelfth session): 1, one exchange each way, stays the default."""
+
+    def __init__(self, shards: _Shards, attend: Optional[ExactAttention] = None, chunks: int = 1) -> None:
+        if chunks < 1:
+            raise ValueError("head chunks must be at least 1, not %d" % chunks)
         self.shards = shards
         self.attend = attend or ExactAttention()
+        self.chunks = int(chunks)
 
     def __call__(
         self,
@@ -62,10 +70,11 @@ class UlyssesAttnProcessor:
         if attention_mask is not None:
             raise NotImplementedError("CogVideoX runs without an attention mask")
         axis, sizes = self.shards.axis, self.shards.sizes
-        p, heads = axis.size, attn.heads
-        if heads % p:
-            raise ValueError("%d attention heads cannot be split over %d sequence-parallel ranks" % (heads, p))
-        hp = heads // p
+        p, heads, c = axis.size, attn.heads, self.chunks
+        if heads % (p * c):
+            raise ValueError("%d attention heads cannot be split over %d sequence-parallel ranks in %d chunks"
+                             % (heads, p, c))
+        hp, hc = heads // p, heads // (p * c)  # heads per rank, per chunk
         text_len, local = encoder_hidden_states.size(1), hidden_states.size(1)
         x = torch.cat([encoder_hidden_states, hidden_states], dim=1)
         b = x.shape[0]
@@ -77,37 +86,43 @@ class UlyssesAttnProcessor:
         k = attn.norm_k(k) if attn.norm_k is not None else k
         qkv = torch.stack([q, k, v])
         text, video = qkv[:, :, :text_len], qkv[:, :, text_len:]
-        my_heads = slice(axis.rank * hp, (axis.rank + 1) * hp)
-        # heads -> sequence: rank j gets this shard's tokens for its heads j*hp..(j+1)*hp
-        parts = axis.all_to_all([video[..., j * hp:(j + 1) * hp, :].contiguous() for j in range(p)],
-                                [(3, b, n, hp, d) for n in sizes])
-        full = torch.cat([text[..., my_heads, :], torch.cat(parts, dim=2)], dim=2).transpose(2, 3)  # (3, b, hp, L+S, d)
-        q, k, v = full.unbind(0)
-        if image_rotary_emb is not None:
-            q, k = rope_video_tokens(q, k, text_len, image_rotary_emb, not attn.is_cross_attention)
-        out = self.attend(q, k, v)  # (b, L+S, hp, d)
-        # sequence -> heads: rank j gets the text tokens and its shard of the video tokens, for this rank's heads.
-        # The text rides along in the one exchange (every rank needs every head of it) instead of an all-gather of
-        # its own: one collective fewer per block.
         starts = [sum(sizes[:j]) for j in range(p)]
-        text_out = out[:, :text_len]
-        back = axis.all_to_all([torch.cat([text_out, out[:, text_len + s:text_len + s + n]], dim=1)
-                                for s, n in zip(starts, sizes)], [(b, text_len + local, hp, d)] * p)
-        out = torch.cat(back, dim=2).reshape(b, text_len + local, heads * d)
+        backs = []
+        for m in range(c):
+            def group(j: int) -> slice:  # rank j's chunk m of heads
+                return slice(j * hp + m * hc, j * hp + (m + 1) * hc)
+
+            # heads -> sequence: rank j gets this shard's tokens for its heads of this chunk
+            parts = axis.all_to_all([video[..., group(j), :].contiguous() for j in range(p)],
+                                    [(3, b, n, hc, d) for n in sizes])
+            full = torch.cat([text[..., group(axis.rank), :], torch.cat(parts, dim=2)], dim=2).transpose(2, 3)
+            q, k, v = full.unbind(0)  # (b, hc, L+S, d)
+            if image_rotary_emb is not None:
+                q, k = rope_video_tokens(q, k, text_len, image_rotary_emb, not attn.is_cross_attention)
+            out = self.attend(q, k, v)  # (b, L+S, hc, d)
+            # sequence -> heads: rank j gets the text tokens and its shard of the video tokens, for these heads.
+            # The text rides along in the one exchange (every rank needs every head of it) instead of an
+            # all-gather of its own: one collective fewer per block.
+            text_out = out[:, :text_len]
+            backs.append(axis.all_to_all([torch.cat([text_out, out[:, text_len + s:text_len + s + n]], dim=1)
+                                          for s, n in zip(starts, sizes)], [(b, text_len + local, hc, d)] * p))
+        # every head in order: rank j's chunks 0..c-1 hold heads j*hp .. (j+1)*hp
+        out = torch.cat([backs[m][j] for j in range(p) for m in range(c)], dim=2).reshape(b, text_len + local, heads * d)
         out = attn.to_out[1](attn.to_out[0](out))
         return out[:, text_len:], out[:, :text_len]
 
 
 @contextlib.contextmanager
-def sequence_parallel(transformer: torch.nn.Module, axis: Axis) -> Iterator[torch.nn.Module]:
-    """Run `transformer` sequence-parallel over `axis` inside the `with`; a no-op for a one-rank axis."""
+def sequence_parallel(transformer: torch.nn.Module, axis: Axis, chunks: int = 1) -> Iterator[torch.nn.Module]:
+    """Run `transformer` sequence-parallel over `axis` inside the `with`; a no-op for a one-rank axis. `chunks`:
+    UlyssesAttnProcessor's head groups."""
     if axis.size == 1:
         yield transformer
         return
     blocks = transformer.transformer_blocks
     shards = _Shards(axis)
     previous = [blk.attn1.processor for blk in blocks]
-    processor = UlyssesAttnProcessor(shards, getattr(previous[0], "attend", None))
+    processor = UlyssesAttnProcessor(shards, getattr(previous[0], "attend", None), chunks)
 
     def shard(_module, args, kwargs):
         hidden = kwargs["hidden_states"]
