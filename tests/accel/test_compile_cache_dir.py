@@ -19,13 +19,16 @@ from torch._inductor.runtime.cache_dir_utils import cache_dir
 from void_server.pipelines.void.accel import compile_cache_dir
 print(compile_cache_dir(Path({root!r})))
 print(cache_dir())
+import os
+print(os.environ.get("FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED"), os.environ.get("FLASH_ATTENTION_CUTE_DSL_CACHE_DIR"))
 """
 
 
-def _probe(root: Path, env_dir: str = None) -> list:
-    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+def _probe(root: Path, env_dir: str = None, **more: str) -> list:
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR" and not k.startswith("FLASH_ATTENTION")}
     if env_dir is not None:
         env["TORCHINDUCTOR_CACHE_DIR"] = env_dir
+    env.update(more)
     out = subprocess.run([sys.executable, "-c", PROBE.format(server=SERVER, root=str(root))], env=env,
                          capture_output=True, text=True, check=True).stdout
     return out.split()
@@ -33,14 +36,22 @@ def _probe(root: Path, env_dir: str = None) -> list:
 
 def test_the_servers_folder_is_used_though_torch_set_its_default_first(tmp_path):
     root = tmp_path / "data" / "compile-cache"
-    used, inductor = _probe(root)
+    used, inductor, fa4_on, fa4_dir = _probe(root)
     assert used == inductor == str(root)
     assert root.is_dir()
+    # FlashAttention-4's kernels are kept in the same folder
+    assert (fa4_on, fa4_dir) == ("1", str(root / "flash-attn-4"))
+
+
+def test_a_flashattention_cache_setting_of_the_users_own_wins(tmp_path):
+    _, _, fa4_on, fa4_dir = _probe(tmp_path / "cc", FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED="0",
+                                   FLASH_ATTENTION_CUTE_DSL_CACHE_DIR=str(tmp_path / "theirs"))
+    assert (fa4_on, fa4_dir) == ("0", str(tmp_path / "theirs"))
 
 
 def test_a_folder_named_in_the_environment_at_start_wins(tmp_path):
     mine = tmp_path / "mine"
-    used, inductor = _probe(tmp_path / "data" / "compile-cache", env_dir=str(mine))
+    used, inductor, _, _ = _probe(tmp_path / "data" / "compile-cache", env_dir=str(mine))
     assert used == inductor == str(mine)
 
 
@@ -50,5 +61,5 @@ def test_torchs_own_default_passed_on_by_a_parent_process_does_not_count(tmp_pat
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
     root = tmp_path / "data" / "compile-cache"
-    used, inductor = _probe(root, env_dir=default_cache_dir())
+    used, inductor, _, _ = _probe(root, env_dir=default_cache_dir())
     assert used == inductor == str(root)

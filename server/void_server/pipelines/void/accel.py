@@ -31,6 +31,7 @@ ATTENTION_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math", "fa4")
 # cu13 for torch's CUDA 13 builds; a CUDA 12 torch takes plain nvidia-cutlass-dsl (install.sh picks)
 FA4_INSTALL = "pip install 'flash-attn-4>=4.0.0b36' 'nvidia-cutlass-dsl[cu13]>=4.8'"
 _fa4_op = None
+FA4_CACHE_FOLDER = "flash-attn-4"  # FlashAttention-4's compiled kernels, inside the compile cache
 
 
 def fa4_attention_op():
@@ -286,6 +287,11 @@ def compile_cache_dir(root: Path) -> Path:
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
     os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
+    # FlashAttention-4 JIT-compiles its kernels in every process unless its own disk cache is on (flash-attn-4's
+    # cache_utils; read when flash_attn.cute is imported, which comes later, at the models' load). Beside
+    # inductor's, so one folder is a server's whole compile cache; a setting of the user's own wins.
+    os.environ.setdefault("FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED", "1")
+    os.environ.setdefault("FLASH_ATTENTION_CUTE_DSL_CACHE_DIR", str(folder / FA4_CACHE_FOLDER))
     return folder
 
 
