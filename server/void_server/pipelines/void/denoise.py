@@ -15,7 +15,7 @@ from diffusers.models.embeddings import get_3d_rotary_pos_embed
 
 from ..base import CancelCheck, JobCancelled
 from .fp8_linear import fp8_matmul as float8_linears
-from .parallel import ParallelPlan, sequence_parallel
+from .parallel import ParallelPlan, StopVote, sequence_parallel
 from .step_cache import CacheStats, FirstBlockCache, attach
 
 WINDOW_LATENTS = 22  # 85 video frames
@@ -120,11 +120,17 @@ def denoise(
     mine = plan.my_windows(len(spans))
     cache = _step_cache(step_cache, cache_stats, plan, split_cfg)
 
-    def predict(x: torch.Tensor, c: torch.Tensor, t: torch.Tensor, k: int) -> torch.Tensor:
+    scheduler.set_timesteps(num_steps, device=device)
+    # The scheduler is stepped with plain ints: its step indexes a host table with the timestep and compares it with
+    # 0, which with a GPU tensor waited for the GPU twice a step (the queue drained, the next step's launches late).
+    timesteps: List[int] = scheduler.timesteps.tolist()
+    timestep_dtype = scheduler.timesteps.dtype
+
+    def predict(x: torch.Tensor, c: torch.Tensor, t: int, k: int) -> torch.Tensor:
         """The guided noise prediction for window k."""
         if cfg and not split_cfg:
             x, c = torch.cat([x, x]), torch.cat([c, c])
-        timestep = t.expand(x.shape[0])
+        timestep = torch.full((x.shape[0],), t, device=device, dtype=timestep_dtype)  # a fill: no host copy
         # A new step for blocks replayed as CUDA graphs (loading.use_cuda_graphs): the last call's block outputs are
         # consumed, so torch's cudagraph trees may reuse their memory. Does nothing where no graphs replay.
         torch.compiler.cudagraph_mark_step_begin()
@@ -147,13 +153,12 @@ def denoise(
             noise_pred = uncond + guidance_scale * (text_cond - uncond)
         return noise_pred
 
-    scheduler.set_timesteps(num_steps, device=device)
-    timesteps = scheduler.timesteps
     with float8_linears(transformer, device) if fp8_matmul else contextlib.nullcontext(), \
             sequence_parallel(transformer, plan.sequence, plan.sequence_chunks), \
             attach(transformer, cache) if cache is not None else contextlib.nullcontext():
+        stop = StopVote(plan.world, device)
         for i, t in enumerate(timesteps):
-            if should_cancel is not None and plan.world.any(should_cancel(), device):  # all ranks stop together
+            if should_cancel is not None and stop(should_cancel()):  # every rank stops at the same step
                 raise JobCancelled()
             stepped = {k: scheduler.step(predict(latents[:, b:e], cond[:, b:e], t, k), t, latents[:, b:e], return_dict=False)[0]
                        for k, (b, e) in enumerate(spans) if k in mine}

@@ -8,7 +8,7 @@ Three exact splits, combinable (world size = cfg x windows x sequence):
 `group.RankGroup` is how the server runs one job this way (`--gpus-per-worker N`): rank 0 in the server process,
 ranks 1..N-1 in long-lived worker processes (docs/pipeline.md, "One job on several GPUs").
 """
-from .plan import Axis, ParallelPlan, make_plan
+from .plan import Axis, ParallelPlan, StopVote, make_plan
 from .ulysses import UlyssesAttnProcessor, sequence_parallel
 
-__all__ = ["Axis", "ParallelPlan", "make_plan", "UlyssesAttnProcessor", "sequence_parallel"]
+__all__ = ["Axis", "ParallelPlan", "StopVote", "make_plan", "UlyssesAttnProcessor", "sequence_parallel"]

@@ -38,13 +38,44 @@ class Axis:
         dist.all_to_all_single(out, flat, recv_sizes, [t.numel() for t in send], group=self.group)
         return [c.view(s) for c, s in zip(out.split(recv_sizes), recv_shapes)]
 
-    def any(self, flag: bool, device: torch.device) -> bool:
-        """True on every rank if it is true on one (a cancel must stop all ranks at the same step)."""
-        if self.size == 1:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
-        return bool(t.item())
+
+class StopVote:
+    """"Does any rank want to stop?", agreed by every rank without holding the GPU up. Each call sends this rank's
+    answer and returns the agreement of the call before: a vote is acted on one step late, by every rank at the
+    same step. A blocking vote (a tensor made from a host value, then `.item()`) drained the GPU's queue every step,
+    so the next step's kernels started late; this one is reduced in stream order and copied to the host on a stream
+    of its own, and by the next call it has long arrived."""
+
+    def __init__(self, axis: Axis, device: torch.device) -> None:
+        self.axis, self.device = axis, device
+        self._pending: Optional[Tuple[torch.Tensor, Optional[object]]] = None  # (host copy, its copy's event)
+        self._stream = None
+
+    def __call__(self, stop: bool) -> bool:
+        if self.axis.size == 1:
+            return stop
+        agreed = False
+        if self._pending is not None:
+            value, copied = self._pending
+            if copied is not None:
+                copied.synchronize()
+            agreed = bool(value.item() > 0)  # a host tensor by now
+        vote = torch.full((1,), 1.0 if stop else 0.0, device=self.device)  # a fill kernel: no host copy
+        dist.all_reduce(vote, op=dist.ReduceOp.MAX, group=self.axis.group)
+        self._pending = (vote, None) if self.device.type != "cuda" else self._to_host(vote)
+        return agreed
+
+    def _to_host(self, vote: torch.Tensor) -> Tuple[torch.Tensor, object]:
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(self.device)
+        host = torch.empty((1,), dtype=vote.dtype, pin_memory=True)
+        self._stream.wait_stream(torch.cuda.current_stream(self.device))  # the reduce, queued on the current stream
+        with torch.cuda.stream(self._stream):
+            host.copy_(vote, non_blocking=True)
+            vote.record_stream(self._stream)
+            copied = torch.cuda.Event()
+            copied.record(self._stream)
+        return host, copied
 
 
 @dataclasses.dataclass(frozen=True)
