@@ -87,15 +87,18 @@ class UlyssesAttnProcessor:
         qkv = torch.stack([q, k, v])
         text, video = qkv[:, :, :text_len], qkv[:, :, text_len:]
         starts = [sum(sizes[:j]) for j in range(p)]
-        backs = []
-        for m in range(c):
-            def group(j: int) -> slice:  # rank j's chunk m of heads
-                return slice(j * hp + m * hc, j * hp + (m + 1) * hc)
 
-            # heads -> sequence: rank j gets this shard's tokens for its heads of this chunk
-            parts = axis.all_to_all([video[..., group(j), :].contiguous() for j in range(p)],
-                                    [(3, b, n, hc, d) for n in sizes])
-            full = torch.cat([text[..., group(axis.rank), :], torch.cat(parts, dim=2)], dim=2).transpose(2, 3)
+        def group(j: int, m: int) -> slice:  # rank j's heads of chunk m
+            return slice(j * hp + m * hc, j * hp + (m + 1) * hc)
+
+        # heads -> sequence: rank j gets this shard's tokens for its heads of each chunk. Every chunk's exchange is
+        # issued before any attention, so (compiled, where collectives wait at first use) chunk m + 1's runs beside
+        # chunk m's attention.
+        exchanged = [axis.all_to_all([video[..., group(j, m), :].contiguous() for j in range(p)],
+                                     [(3, b, n, hc, d) for n in sizes]) for m in range(c)]
+        backs = []
+        for m, parts in enumerate(exchanged):
+            full = torch.cat([text[..., group(axis.rank, m), :], torch.cat(parts, dim=2)], dim=2).transpose(2, 3)
             q, k, v = full.unbind(0)  # (b, hc, L+S, d)
             if image_rotary_emb is not None:
                 q, k = rope_video_tokens(q, k, text_len, image_rotary_emb, not attn.is_cross_attention)
