@@ -92,8 +92,8 @@ class UlyssesAttnProcessor:
             return slice(j * hp + m * hc, j * hp + (m + 1) * hc)
 
         # heads -> sequence: rank j gets this shard's tokens for its heads of each chunk. Every chunk's exchange is
-        # issued before any attention, so (compiled, where collectives wait at first use) chunk m + 1's runs beside
-        # chunk m's attention.
+        # issued before any attention, so chunk m + 1's can run beside chunk m's attention where the compiler waits
+        # for it only at its first use (inductor's default order waited earlier in a CPU dump: docs/performance.md).
         exchanged = [axis.all_to_all([video[..., group(j, m), :].contiguous() for j in range(p)],
                                      [(3, b, n, hc, d) for n in sizes]) for m in range(c)]
         backs = []
