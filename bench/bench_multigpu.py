@@ -137,9 +137,7 @@ def main() -> None:
 
         inductor_config.reorder_for_compute_comm_overlap = True
     if args.compile:
-        from void_server.pipelines.void.accel import accelerate_transformer
-
-        from void_server.pipelines.void.accel import resolve_attention
+        from void_server.pipelines.void.accel import accelerate_transformer, resolve_attention
 
         accelerate_transformer(transformer, compile_blocks=True, fuse_gelu=args.server_kernels,
                                attention=resolve_attention("auto", device) if args.server_kernels else None)

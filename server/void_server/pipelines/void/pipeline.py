@@ -426,10 +426,10 @@ class VoidPipeline:
         passes = inputs.settings.passes
         self._report(progress, stage, 0, steps, passes)
         clock = clock or StageClock()
+        noise_ahead = job.augment_noise.result if job.augment_noise is not None else None
         plate = None
         if self._second is not None and job.video_latents is None:  # on the second GPU beside the mask's encode
-            plate = self._second.encode_plate(job.video, inputs.settings.seed,
-                                              job.augment_noise.result if job.augment_noise is not None else None)
+            plate = self._second.encode_plate(job.video, inputs.settings.seed, noise_ahead)
         self._encode_masks(job, base.index, passes, clock)
         if plate is not None:
             with clock("plate"):
@@ -440,8 +440,7 @@ class VoidPipeline:
                           on_step=lambda i, n: self._report(progress, stage, i, n, passes),
                           should_cancel=should_cancel, video_latents=job.video_latents, clock=clock,
                           denoiser=None if self._group is None else functools.partial(self._group.denoise, base.index),
-                          augment_noise=(job.augment_noise.result if job.augment_noise is not None
-                                         and job.video_latents is None else None),
+                          augment_noise=noise_ahead if job.video_latents is None else None,
                           mask_latents=_result(job.mask_latents.pop(base.index, None)), on_decoded=on_decoded,
                           pipelined_decode=self._decode_plan())
         job.video_latents = result.video_latents
