@@ -48,6 +48,10 @@ from void_server.pipelines.void.pipeline import VoidPipeline  # noqa: E402
 from void_server.pipelines.void.tiny import build_random_model_dir  # noqa: E402
 
 
+# The 1-GPU jobs --runs may name (main's dispatch): plain, attention, lossy.
+RUNS = ("cold", "warm", "sdpa", "eager", "steps", "stepcache", "fp8", "fastest")
+
+
 def cuda_stubs_for_cpu() -> None:
     """--smoke: the timing and memory calls of a GPU run made harmless, so the script runs on the CPU as written."""
     for name in ("synchronize", "reset_peak_memory_stats", "empty_cache"):
@@ -228,7 +232,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=None, help="default 85 (--smoke: 9)")
     ap.add_argument("--plate", default=None, help="HxW of the synthetic plate, default 1080x1920 (--smoke: 90x160)")
     ap.add_argument("--memory-mode", default="gpu")
-    ap.add_argument("--runs", default="cold,warm,eager,steps")
+    ap.add_argument("--runs", default="cold,warm,eager,steps",
+                    help="the 1-GPU jobs, in order, from: %s; \"\" for none" % ", ".join(RUNS))
     ap.add_argument("--noise-mode", default="reference")
     ap.add_argument("--model-dir", default="/tmp/void-full")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
@@ -253,6 +258,11 @@ def main() -> None:
                     help="the transformer blocks replayed as CUDA graphs (default: the pipeline's, off)")
     args = ap.parse_args()
     args.cuda_graphs = None if args.cuda_graphs is None else args.cuda_graphs == "on"
+    # Before any job: a bad name found after the first minutes of GPU work wastes them (the twelfth session's
+    # `--runs none` ended that way, and its process then did not exit).
+    unknown = [r for r in args.runs.split(",") if r and r not in RUNS]
+    if unknown:
+        ap.error("unknown --runs %s (known: %s; \"\" runs none)" % (", ".join(unknown), ", ".join(RUNS)))
     device = "cpu" if args.smoke else "cuda"
     if args.smoke:
         cuda_stubs_for_cpu()
@@ -309,8 +319,8 @@ def main() -> None:
                 continue
             lossy = dict(step_cache=args.step_cache, steps_pass1=20, steps_pass2=25) if run == "fastest" else {}
             res = run_job(pipe, plate, quad, workdir, fp8_matmul=True, **lossy, **common)
-        else:
-            raise SystemExit("unknown run %r" % run)
+        else:  # main checked the names against RUNS
+            raise AssertionError("run %r is in RUNS but has no job here" % run)
         results[run] = res
         row = {k: v for k, v in res.items() if k not in ("clean", "pass1")}
         row["run"] = run
