@@ -278,6 +278,27 @@ def compile_cache_folder(root: Path) -> Path:
     return Path(root)
 
 
+# What a process's first compiled call imports, at seconds' cost (inductor's prims, the partitioner and networkx:
+# about half of a warm VAE start on the device, docs/performance.md, tenth session).
+COMPILER_MODULES = ("torch._functorch.partitioners", "torch._inductor.compile_fx", "torch._inductor.inductor_prims")
+
+
+def import_compiler() -> List[str]:
+    """torch's compiler stack imported now rather than inside the first compiled call. For a process with nothing
+    else to do meanwhile (a rank group's worker before its first pass): beside the server's own loading it would
+    compete for the GIL. A module this torch lacks is skipped (only time is at stake). Returns those imported."""
+    import importlib
+
+    done = []
+    for name in COMPILER_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
+        done.append(name)
+    return done
+
+
 def compile_cache_dir(root: Path) -> Path:
     """Point inductor's on-disk caches at `compile_cache_folder(root)` (persistent across server restarts) and return
     it. Set, not set-if-unset: torch sets TORCHINDUCTOR_CACHE_DIR to its /tmp default itself on importing

@@ -179,6 +179,7 @@ def _serve(rank: int, spec: GroupSpec, conn, parent_pid: int) -> None:
     models = VoidModels(resolve_layout(Path(spec.model_dir)), device, spec.memory_mode, compile_blocks=spec.compile_blocks,
                         attention=spec.attention, fuse_gelu=spec.fuse_gelu, cuda_graphs=spec.cuda_graphs)
     conn.send(("up",))
+    conn.send(("preloaded", _preload(models)))
     while True:
         while not conn.poll(1.0):
             if os.getppid() != parent_pid:  # the server died: nothing left to serve
@@ -207,6 +208,24 @@ def _serve(rank: int, spec: GroupSpec, conn, parent_pid: int) -> None:
             conn.send(("cancelled", steps[0]))
             continue
         conn.send(("done", steps[0]))
+
+
+def _preload(models) -> List[int]:
+    """The transformers this rank will hold anyway, loaded before the first pass asks for them, and the compiler
+    imported: the rank is idle until then, while rank 0 loads its own models and warms up its VAE. Loaded on
+    demand, they made the server's first pass-1 step wait 12-19 s for this rank on two H200s (docs/performance.md,
+    thirteenth session). Where a memory mode keeps one transformer at a time, nothing is loaded ahead."""
+    if not models.holds_every_transformer:
+        return []
+    from ..passes import PASS1, PASS2
+
+    for cfg in (PASS1, PASS2):
+        models.transformer(cfg.index)
+    if models.compile_blocks:
+        from ..accel import import_compiler
+
+        import_compiler()
+    return [PASS1.index, PASS2.index]
 
 
 def _receive(metas, device: torch.device) -> List[Optional[torch.Tensor]]:
@@ -246,6 +265,7 @@ class RankGroup:
         self._monitor: Optional[threading.Thread] = None
         self._stopping = threading.Event()
         self.last_outcome: Dict[int, tuple] = {}  # rank -> ("done" | "cancelled", steps) of the last pass
+        self.preloaded: Dict[int, List[int]] = {}  # rank -> the passes whose transformer it loaded ahead
         # Killed at interpreter exit at the latest (finalize's atexit); close() stops them earlier.
         weakref.finalize(self, RankGroup._kill, self._procs)
 
@@ -260,7 +280,8 @@ class RankGroup:
     def describe(self) -> Dict[str, object]:
         return {"ranks": self.world, "devices": [str(rank_device(torch.device(self.spec.device), r)) for r in range(self.world)],
                 "backend": _backend(self.device), "plans": {"pass1": list(pass_degrees(self.world, 1.0)),
-                                                            "pass2": list(pass_degrees(self.world, 6.0))}}
+                                                            "pass2": list(pass_degrees(self.world, 6.0))},
+                "preloaded": {"rank%d" % r: passes for r, passes in sorted(self.preloaded.items())}}
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
 
@@ -277,6 +298,7 @@ class RankGroup:
             # nccl's watchdog must not kill the server on a timeout: abort the communicators, raise in the job.
             os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2")
         self._failure = None
+        self.preloaded.clear()
         self._stopping.clear()
         store = dist.TCPStore("127.0.0.1", 0, self.world, is_master=True, wait_for_workers=False,
                               timeout=datetime.timedelta(seconds=self.start_timeout_s))
@@ -373,7 +395,11 @@ class RankGroup:
             pass
 
     def _handle(self, rank: int, msg: tuple) -> None:
-        """A worker's message: an error report fails the group; every message goes to the rank's inbox."""
+        """A worker's message: an error report fails the group; what it loaded ahead is noted (it answers nothing
+        rank 0 waits for); every other message goes to the rank's inbox."""
+        if msg[0] == "preloaded":
+            self.preloaded[rank] = list(msg[1])
+            return
         if msg[0] == "error":
             log.error("rank %d failed:\n%s", rank, msg[2])
             self._fail("rank %d (%s) failed: %s" % (rank, self._device_name(rank), msg[1]))
