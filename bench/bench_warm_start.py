@@ -44,6 +44,7 @@ def one_start(args: argparse.Namespace) -> Dict[str, object]:
     again = pipe.warm_up()
     loaded = built + first["load"]  # the weights are in at the end of the warm-up's `load` stage
     ready = built + _total(first)
+    parallel = pipe.describe().get("parallel")  # a rank group's: what each rank loaded ahead, and how long it took
     pipe.close()
     from torch._dynamo.utils import compile_times, counters
 
@@ -56,7 +57,7 @@ def one_start(args: argparse.Namespace) -> Dict[str, object]:
             "second_warm_up_total_s": _total(again), "compiled_vae": m.compile_vae,
             "vae_unit": m.vae_unit, "pin_after_vae": args.pin_after_vae,
             "vae_precompiled_events": [event for _, event in precompiled.events(m.vae)],
-            "compiled_blocks": m.compile_blocks}
+            "compiled_blocks": m.compile_blocks, "parallel": parallel}
 
 
 

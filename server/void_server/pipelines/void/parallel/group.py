@@ -179,7 +179,9 @@ def _serve(rank: int, spec: GroupSpec, conn, parent_pid: int) -> None:
     models = VoidModels(resolve_layout(Path(spec.model_dir)), device, spec.memory_mode, compile_blocks=spec.compile_blocks,
                         attention=spec.attention, fuse_gelu=spec.fuse_gelu, cuda_graphs=spec.cuda_graphs)
     conn.send(("up",))
-    conn.send(("preloaded", _preload(models)))
+    t0 = time.perf_counter()
+    passes = _preload(models)
+    conn.send(("preloaded", passes, time.perf_counter() - t0))
     while True:
         while not conn.poll(1.0):
             if os.getppid() != parent_pid:  # the server died: nothing left to serve
@@ -265,7 +267,8 @@ class RankGroup:
         self._monitor: Optional[threading.Thread] = None
         self._stopping = threading.Event()
         self.last_outcome: Dict[int, tuple] = {}  # rank -> ("done" | "cancelled", steps) of the last pass
-        self.preloaded: Dict[int, List[int]] = {}  # rank -> the passes whose transformer it loaded ahead
+        # rank -> the passes whose transformer it loaded ahead, and the seconds that took
+        self.preloaded: Dict[int, Dict[str, object]] = {}
         # Killed at interpreter exit at the latest (finalize's atexit); close() stops them earlier.
         weakref.finalize(self, RankGroup._kill, self._procs)
 
@@ -398,7 +401,7 @@ class RankGroup:
         """A worker's message: an error report fails the group; what it loaded ahead is noted (it answers nothing
         rank 0 waits for); every other message goes to the rank's inbox."""
         if msg[0] == "preloaded":
-            self.preloaded[rank] = list(msg[1])
+            self.preloaded[rank] = {"passes": list(msg[1]), "s": round(float(msg[2]), 3)}
             return
         if msg[0] == "error":
             log.error("rank %d failed:\n%s", rank, msg[2])
