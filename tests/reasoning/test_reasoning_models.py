@@ -184,7 +184,7 @@ def test_sample_indices():
     assert sample_indices(3, 10) == [0, 1, 2]
 
 
-def test_sam3_segments_every_fifth_frame_and_reuses_it(text_segmenter, monkeypatch):
+def test_sam3_segments_every_fifth_frame_in_batches(text_segmenter, monkeypatch):
     frames = list(np.random.default_rng(1).integers(0, 255, (11, 40, 64, 3), dtype=np.uint8))
     batches = []
     call = type(text_segmenter.processor).__call__
@@ -195,28 +195,64 @@ def test_sam3_segments_every_fifth_frame_and_reuses_it(text_segmenter, monkeypat
 
     monkeypatch.setattr(type(text_segmenter.processor), "__call__", recording)
     monkeypatch.setattr(text_segmenter, "batch", 2)
-    mask = text_segmenter.segment(frames, "red cup", every=5)
-    assert mask.shape == (11, 40, 64) and mask.dtype == bool
+    keys = text_segmenter.keyframes(frames, "red cup", every=5)
     assert batches == [([0, 5], ["red cup"] * 2), ([10], ["red cup"])]  # keyframes only, in batches
-    assert mask[0].any() and not np.array_equal(mask[0], mask[5])
-    assert all(np.array_equal(mask[i], mask[0]) for i in range(1, 5))
-    assert all(np.array_equal(mask[i], mask[5]) for i in range(6, 10))
+    assert sorted(keys) == [0, 5, 10] and all(m.shape == (40, 64) and m.dtype == bool for m in keys.values())
+    assert keys[0].any() and not np.array_equal(keys[0], keys[5])
+
+
+def test_sam2_takes_mask_prompts_alone_and_tracks_from_them(tracker, monkeypatch):
+    frames = np.random.default_rng(0).integers(0, 255, (T, 48, 80, 3), dtype=np.uint8)
+    first, last = np.zeros((48, 80), bool), np.zeros((48, 80), bool)
+    first[10:30, 10:40], last[12:32, 30:60] = True, True
+    sent = []
+    add = tracker.processor.add_inputs_to_inference_session
+
+    def recording(session, frame_idx, obj_ids, **kw):
+        sent.append((frame_idx, sorted(kw)))
+        if "input_masks" in kw:
+            assert np.array_equal(kw["input_masks"], {1: first, 4: last}[frame_idx])
+        return add(session, frame_idx=frame_idx, obj_ids=obj_ids, **kw)
+
+    monkeypatch.setattr(tracker.processor, "add_inputs_to_inference_session", recording)
+    # A frame with both a mask and a box sends the mask alone (SAM2 refuses the two together).
+    prompts = [Prompt(1, mask=first), Prompt(4, mask=last), Prompt(4, box=(1.0, 1.0, 9.0, 9.0))]
+    masks = tracker.track(frames, [prompts])
+    assert sent == [(1, ["input_masks"]), (4, ["input_masks"])]
+    assert masks[0].shape == (T, 48, 80) and masks[0].dtype == bool
 
 
 UNLOCATED = """{"affected": [{"name": "ghost", "kind": "other", "locations": []}], "scene": "a table"}"""
 
 
-def test_auto_segments_unlocated_objects_by_name(tracker, text_segmenter):
+def test_auto_tracks_unlocated_objects_from_their_sam3_keyframes(tracker, text_segmenter, monkeypatch):
     plate, target = clip()
     settings = AutoSettings(sample_frames=4, vlm_long_side=64, gridify=False)
     reasoner = AutoReasoner(ScriptedVLM([UNLOCATED]), tracker, settings, text_segmenter)
+    tracked = []
+    track = tracker.track
+
+    def recording(frames, objects):
+        tracked.append(objects)
+        masks = track(frames, objects)
+        tracked.append(masks)
+        return masks
+
+    monkeypatch.setattr(tracker, "track", recording)
     notes: List[str] = []
     out = reasoner.affected(ArrayFrames(plate), target, notes)
-    raw = text_segmenter.segment([display_rgb(f, "linear") for f in plate], "ghost", 5)
-    expected = keep_near(raw, near_target(target, proximity_radius(H, W)))
-    assert out.shape == (T, H, W) and np.array_equal(out, expected)
-    assert out.any() and (raw & ~out).any()  # the proximity filter dropped pieces away from the target
-    assert "ghost (other): not located, SAM3 text every 5 frames, " in " | ".join(notes)
+    near = near_target(target, proximity_radius(H, W))
+    keys = text_segmenter.keyframes([display_rgb(f, "linear") for f in plate], "ghost", 5)  # keyframes 0 and 5
+    (prompts,), (mask,) = tracked
+    # SAM2 got SAM3's keyframe masks, cut to the pieces near the target, as mask prompts: nothing else
+    assert [p.frame for p in prompts] == [k for k in sorted(keys) if keep_near(keys[k][None], near[k][None]).any()]
+    for p in prompts:
+        assert p.box is None and not p.points
+        assert np.array_equal(p.mask, keep_near(keys[p.frame][None], near[p.frame][None])[0])
+    assert prompts and any((keys[p.frame] & ~p.mask).any() for p in prompts)  # the proximity cut dropped pieces
+    # ...and what it tracked, kept near the target, is the object's region on every frame
+    assert out.shape == (T, H, W) and np.array_equal(out, keep_near(mask, near))
+    assert "ghost (other): not located, SAM3 text every 5 frames, tracked, " in " | ".join(notes)
     notes = []
     AutoReasoner(ScriptedVLM([UNLOCATED]), tracker, settings).affected(ArrayFrames(plate), target, notes)
     assert "ghost (other): not located, skipped" in " | ".join(notes)  # no SAM3 folder: as before

@@ -5,7 +5,8 @@ import numpy as np
 
 from void_server.reasoning.grid import Grid
 from void_server.reasoning.schema import AffectedObject, Location, PathPoint
-from void_server.reasoning.segment import keep_near, near_target, prompts_for, proximity_radius, sweep_along_path
+from void_server.reasoning.segment import (keep_near, mask_prompts, near_target, prompts_for, proximity_radius,
+                                          sweep_along_path)
 
 
 def test_prompts_from_cells_points_and_boxes():
@@ -18,6 +19,14 @@ def test_prompts_from_cells_points_and_boxes():
     p0, p3 = prompts_for(obj, g)
     assert (p0.frame, p0.box, p0.points) == (0, (20, 10, 49, 29), [])
     assert (p3.frame, p3.box, p3.points) == (3, (0, 0, 120, 40), [(60, 40)])
+
+
+def test_mask_prompts_skip_keyframes_with_nothing_found():
+    found = np.zeros((8, 8), bool)
+    found[2:4, 3:6] = True
+    prompts = mask_prompts({10: found, 0: np.zeros((8, 8), bool), 5: found.T.copy()})
+    assert [(p.frame, p.box, p.points) for p in prompts] == [(5, None, []), (10, None, [])]  # in frame order
+    assert np.array_equal(prompts[0].mask, found.T) and np.array_equal(prompts[1].mask, found)
 
 
 def test_proximity_radius_scales_with_resolution():

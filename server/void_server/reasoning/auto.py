@@ -2,7 +2,8 @@
 
     plate + target -> sampled frames with grid and red target -> VLM (prompt.py) -> Answer (schema.py)
       -> SAM2 prompts from cells / points / boxes, tracked forward and back (segment.py)
-      -> objects named but not located: SAM3 by name every 5th frame (text_segment.py), if MODEL_DIR/sam3 exists
+      -> objects named but not located: SAM3 by name every 5th frame (text_segment.py), if MODEL_DIR/sam3 exists,
+         its masks there SAM2's prompts, tracked through the frames between
       -> kept where they touch the target's neighbourhood (visual effects), movers swept along their path
       -> gridified like the reference -> (T, H, W) bool at plate resolution
 
@@ -22,7 +23,8 @@ from ..pipelines.base import FrameSource
 from .grid import Grid, draw_grid, label_frame, outline_target
 from .prompt import PROMPT_VERSION, build_prompt
 from .schema import VISUAL_KINDS, Answer, parse_answer
-from .segment import Sam2Tracker, keep_near, near_target, prompts_for, proximity_radius, sweep_along_path
+from .segment import (Prompt, Sam2Tracker, keep_near, mask_prompts, near_target, prompts_for, proximity_radius,
+                      sweep_along_path)
 from .text_segment import Sam3TextSegmenter
 from .vlm import LocalVLM, VLMBackend, ask
 
@@ -39,7 +41,7 @@ class AutoSettings:
     proximity_at_4k: float = 25.0  # radius in px at 3840 wide, scaled (the reference: 50x50 kernel)
     gridify: bool = True  # the reference's cell-filled grey mask, which VOID was trained on
     input_encoding: str = "linear"  # plates are scene-linear unless the job says srgb
-    text_every: int = 5  # SAM3 text segmentation on every n-th frame, reused in between (the reference's 5)
+    text_every: int = 5  # SAM3 text segmentation on every n-th frame (the reference's 5), SAM2 tracks in between
     instruction: Optional[str] = None
 
 
@@ -147,31 +149,39 @@ class AutoReasoner:
                  notes: List[str], tag: str) -> np.ndarray:
         t, h, w = target.shape
         work_grid = grid.scaled(h, w)
-        prompts = [prompts_for(o, work_grid) for o in answer.objects]
-        masks = self.tracker.track(frames, prompts)
         near = near_target(target, proximity_radius(h, w, self.settings.proximity_at_4k))
+        prompts = [prompts_for(o, work_grid) for o in answer.objects]
+        by_name = [not p and self.text_segmenter is not None for p in prompts]
+        for i, obj in enumerate(answer.objects):
+            if by_name[i]:
+                prompts[i] = self._name_prompts(frames, obj.name, near)
+        masks = self.tracker.track(frames, prompts)
         out = np.zeros((t, h, w), bool)
         described = []
-        for obj, obj_prompts, mask in zip(answer.objects, prompts, masks):
-            how = ""
-            if not obj_prompts:
-                if self.text_segmenter is None:
-                    described.append("%s (%s): not located, skipped" % (obj.name, obj.kind))
-                    continue
-                # A name matches every such thing in the shot, so whatever its kind, only pieces near the target
-                # count (the reference filters its SAM3 masks the same way).
-                mask = keep_near(self.text_segmenter.segment(frames, obj.name, self.settings.text_every), near)
-                how = "not located, SAM3 text every %d frames, " % self.settings.text_every
-            # Visual effects belong to the target: only pieces touching it count. Physical objects the VLM
-            # located stay whole (a held bag, a pushed cart), and movers also cover where they would now go.
-            region = keep_near(mask, near) if obj.kind in VISUAL_KINDS else mask
+        for obj, located, named, mask in zip(answer.objects, prompts, by_name, masks):
+            if not located and not named:
+                described.append("%s (%s): not located, skipped" % (obj.name, obj.kind))
+                continue
+            # Visual effects belong to the target: only pieces touching it count, as for anything found by its
+            # name (a name matches every such thing in the shot; the reference filters its SAM3 masks the same
+            # way). Physical objects the VLM located stay whole (a held bag, a pushed cart), and movers also
+            # cover where they would now go.
+            region = keep_near(mask, near) if obj.kind in VISUAL_KINDS or named else mask
             if obj.will_move and obj.path:
                 region = region | sweep_along_path(mask, obj.path, work_grid)
             out |= region
+            how = "not located, SAM3 text every %d frames, tracked, " % self.settings.text_every if named else ""
             described.append("%s (%s%s): %s%d frames" % (
                 obj.name, obj.kind, ", moves" if obj.will_move else "", how, int(region.any(axis=(1, 2)).sum())))
         notes.append("%s: %s" % (tag, "; ".join(described)))
         return out
+
+    def _name_prompts(self, frames: List[np.ndarray], name: str, near: np.ndarray) -> List[Prompt]:
+        """An object the VLM named but did not locate: SAM3 finds the name on keyframes; the pieces near the target
+        become SAM2 mask prompts there, so the object is tracked through the frames between (the reference holds
+        each keyframe's mask instead)."""
+        keys = self.text_segmenter.keyframes(frames, name, self.settings.text_every)
+        return mask_prompts({k: keep_near(m[None], near[k][None])[0] for k, m in keys.items()})
 
     def _to_plate(self, small: np.ndarray, grid: Grid, h: int, w: int) -> np.ndarray:
         import cv2

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -21,11 +21,18 @@ Box = Tuple[float, float, float, float]
 
 @dataclasses.dataclass
 class Prompt:
-    """A SAM2 prompt on one frame, in pixels of the frames being tracked."""
+    """A SAM2 prompt on one frame, in pixels of the frames being tracked: clicks and a box, or a mask."""
 
     frame: int
     points: List[Tuple[float, float]] = dataclasses.field(default_factory=list)  # positive clicks
     box: Optional[Box] = None
+    mask: Optional[np.ndarray] = None  # (H, W) bool at the tracked frames' size, e.g. SAM3's for a named object
+
+
+def mask_prompts(keyframes: Dict[int, np.ndarray]) -> List[Prompt]:
+    """Keyframe masks (frame -> (H, W) bool) -> mask prompts, one per keyframe where the mask has any pixel (an
+    empty one would tell SAM2 the object is absent there, where the text search may simply have missed it)."""
+    return [Prompt(frame, mask=mask) for frame, mask in sorted(keyframes.items()) if mask.any()]
 
 
 def prompts_for(obj: AffectedObject, grid: Grid) -> List[Prompt]:
@@ -101,13 +108,18 @@ class Sam2Tracker:
             merged = by_frame.setdefault(p.frame, Prompt(p.frame))
             merged.points += p.points
             merged.box = merged.box or p.box
+            if p.mask is not None:
+                merged.mask = p.mask if merged.mask is None else merged.mask | p.mask
         for frame, p in sorted(by_frame.items()):
-            kwargs = {}
-            if p.points:
-                kwargs["input_points"] = [[[list(map(float, xy)) for xy in p.points]]]
-                kwargs["input_labels"] = [[[1] * len(p.points)]]
-            if p.box:
-                kwargs["input_boxes"] = [[list(map(float, p.box))]]
+            kwargs: Dict[str, Any] = {}
+            if p.mask is not None:  # SAM2 takes a mask alone; it says more than clicks or a box would
+                kwargs["input_masks"] = p.mask.astype(bool)
+            else:
+                if p.points:
+                    kwargs["input_points"] = [[[list(map(float, xy)) for xy in p.points]]]
+                    kwargs["input_labels"] = [[[1] * len(p.points)]]
+                if p.box:
+                    kwargs["input_boxes"] = [[list(map(float, p.box))]]
             self.processor.add_inputs_to_inference_session(session, frame_idx=frame, obj_ids=[1], **kwargs)
             self.model(inference_session=session, frame_idx=frame)  # conditions the frame before propagating
 

@@ -1,13 +1,14 @@
 """Text-prompted segmentation for objects the VLM names but does not locate: SAM3 finds every instance of the name.
 
-As the reference does: SAM3 runs on every `every`-th frame (keyframes 0, every, 2*every, ...) and each keyframe's
-mask stands for the frames up to the next one. The caller keeps only pieces near the target (segment.keep_near):
-a name like "cup" matches every cup in the shot.
+As the reference does, SAM3 runs on every `every`-th frame (keyframes 0, every, 2*every, ...). The reference then
+holds each keyframe's mask up to the next one; the caller here hands the keyframes to SAM2 as mask prompts
+instead, which tracks the object through the frames between (auto.py). It keeps only pieces near the target
+(segment.keep_near): a name like "cup" matches every cup in the shot.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Dict, Sequence, Union
 
 import numpy as np
 
@@ -30,15 +31,15 @@ class Sam3TextSegmenter:
         model, processor, dtype = load_local(Sam3Model, Sam3Processor, model_dir, device)
         return cls(model, processor, device, dtype)
 
-    def segment(self, frames: Sequence[np.ndarray], name: str, every: int = 5) -> np.ndarray:
-        """uint8 RGB frames (T, H, W, 3) and an object's name -> (T, H, W) bool: the union of the instances SAM3
-        finds on each keyframe, repeated on the frames up to the next keyframe."""
+    def keyframes(self, frames: Sequence[np.ndarray], name: str, every: int = 5) -> Dict[int, np.ndarray]:
+        """uint8 RGB frames (T, H, W, 3) and an object's name -> keyframe index -> (H, W) bool, the union of the
+        instances SAM3 finds there (all False where it finds none)."""
         import torch
 
         t, h, w = len(frames), frames[0].shape[0], frames[0].shape[1]
         every = max(1, int(every))
         keys = list(range(0, t, every))
-        out = np.zeros((t, h, w), bool)
+        out = {k: np.zeros((h, w), bool) for k in keys}
         with torch.inference_mode():
             for start in range(0, len(keys), self.batch):
                 chunk = keys[start:start + self.batch]
@@ -52,7 +53,7 @@ class Sam3TextSegmenter:
                 for k, result in zip(chunk, results):
                     masks = result["masks"]
                     if len(masks):
-                        out[k:k + every] = masks.bool().any(dim=0).cpu().numpy()
+                        out[k] = masks.bool().any(dim=0).cpu().numpy()
         return out
 
     def unload(self) -> None:
