@@ -154,12 +154,21 @@ def doctor_checks(config: ServerConfig) -> List[bool]:
         problems = check_model_dir(config.model_dir)
         results.append(_check(not problems, "VOID weights in %s%s" % (config.model_dir, "".join(
             "\n             - %s" % p for p in problems)), "void-server download --model-dir %s" % config.model_dir))
+    from .reasoning.remote_vlm import RemoteVLMConfig
     from .reasoning.weights import check_reasoning_models
 
-    problems = check_reasoning_models(config.model_dir)
+    try:
+        remote = RemoteVLMConfig.from_options(config.options)
+    except ValueError as e:
+        results.append(_check(False, "remote VLM: pipeline option %s" % e, "fix the vlm_* pipeline options"))
+        remote = None
+    else:
+        if remote is not None:  # not asked here: doctor sends no frames anywhere
+            print("  %-8s auto mask mode asks %s at %s" % ("remote", remote.model, remote.url))
+    problems = check_reasoning_models(config.model_dir, remote_vlm=remote is not None)
     # Optional: without them the auto mask mode falls back to the target alone, and says so in the job.
-    print("  %-8s auto mask mode models (VLM + SAM2) in %s%s" % (
-        "ok" if not problems else "optional", config.model_dir,
+    print("  %-8s auto mask mode models (%sSAM2) in %s%s" % (
+        "ok" if not problems else "optional", "" if remote is not None else "VLM + ", config.model_dir,
         "".join("\n             - %s" % p for p in problems)
         + ("\n           fix: void-server download --reasoning --model-dir %s" % config.model_dir if problems else "")))
     try:

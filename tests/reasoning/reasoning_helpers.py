@@ -1,9 +1,12 @@
-"""Helpers for the reasoning tests: sample decoding and recorded VLM answers."""
+"""Helpers for the reasoning tests: sample decoding, recorded VLM answers, a local chat-completions endpoint."""
 from __future__ import annotations
 
+import json
 import os
-
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import List
 
 import numpy as np
 
@@ -32,3 +35,34 @@ def decode_quadmask(path: Path) -> np.ndarray:
 
 def answer(name: str) -> str:
     return (ANSWERS / name).read_text()
+
+
+class Endpoint:
+    """A chat-completions endpoint on 127.0.0.1: answers `reply` (a dict, or (status, text)) and keeps requests."""
+
+    def __init__(self) -> None:
+        self.requests: List[dict] = []
+        self.reply: object = {"choices": [{"message": {"role": "assistant", "content": "{}"}}]}
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                endpoint.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                status, text = (endpoint.reply if isinstance(endpoint.reply, tuple)
+                                else (200, json.dumps(endpoint.reply)))
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(text.encode())
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d/v1" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

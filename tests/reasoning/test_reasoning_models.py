@@ -7,13 +7,14 @@ from typing import List
 import numpy as np
 import pytest
 
-from reasoning_helpers import answer
+from reasoning_helpers import Endpoint, answer
 from tiny_models import build_tiny_qwen3_vl, build_tiny_sam2_video, build_tiny_sam3
 from void_server.media.frames import ArrayFrames
 from void_server.pipelines.base import PipelineInputs, PipelineSettings
 from void_server.reasoning.auto import AutoReasoner, AutoSettings, display_rgb, sample_indices
 from void_server.reasoning.combine import AFFECTED, KEEP, OVERLAP, REMOVE, combine
 from void_server.reasoning.quadmask import build_quadmask
+from void_server.reasoning.remote_vlm import OpenAICompatibleVLM, RemoteVLMConfig
 from void_server.reasoning.schema import parse_answer
 from void_server.reasoning.segment import Prompt, Sam2Tracker, keep_near, near_target, proximity_radius
 from void_server.reasoning.text_segment import Sam3TextSegmenter
@@ -154,6 +155,36 @@ def test_auto_end_to_end_with_scripted_answer(tmp_path, tracker):
     text = " | ".join(notes)
     assert "prompt void-nuke-quadmask/1" in text and "cup (held, moves)" in text
     assert "ghost (other): not located" in text and "an empty table" in text
+
+
+def test_auto_through_a_remote_vlm_and_its_failure(tmp_path, tracker, model_dir):
+    """The same scripted answer from an OpenAI-compatible endpoint gives the same quadmask as from a local backend;
+    the endpoint down leaves the target alone, noted. The local VLM folder is then not needed."""
+    plate, target = clip()
+    settings = AutoSettings(sample_frames=4, vlm_long_side=64)
+    want = np.asarray(build_quadmask(auto_inputs(tmp_path / "local", plate, target),
+                                     AutoReasoner(ScriptedVLM([MOVER]), tracker, settings), []))
+    endpoint = Endpoint()
+    try:
+        endpoint.reply = {"choices": [{"message": {"content": MOVER}}]}
+        remote = OpenAICompatibleVLM(RemoteVLMConfig(endpoint.url, "qwen3-vl"))
+        reasoner = AutoReasoner.from_model_dir(model_dir, device="cpu", vlm="absent", vlm_backend=remote,
+                                               settings=settings)
+        notes: List[str] = []
+        got = np.asarray(build_quadmask(auto_inputs(tmp_path / "remote", plate, target), reasoner, notes))
+        assert np.array_equal(got, want) and (got == AFFECTED).any()
+        (req,) = endpoint.requests
+        assert len(req["body"]["messages"][1]["content"]) == 5  # the 4 frames shown, then the prompt
+        assert "auto mask (qwen3-vl at 127.0.0.1:" in " | ".join(notes)
+        endpoint.reply = (503, "loading the model")
+        notes = []
+        down = np.asarray(build_quadmask(auto_inputs(tmp_path / "down", plate, target), reasoner, notes))
+        assert np.array_equal(down, np.stack([combine(t.astype(np.float32)) for t in target]))
+        assert any("HTTP 503: loading the model: target only" in n for n in notes)
+    finally:
+        endpoint.close()
+    with pytest.raises(FileNotFoundError, match="absent"):  # without the remote backend the VLM folder is needed
+        AutoReasoner.from_model_dir(model_dir, device="cpu", vlm="absent")
 
 
 def test_auto_with_tiny_vlm_falls_back_to_target(tmp_path, vlm, tracker):

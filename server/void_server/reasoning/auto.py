@@ -7,8 +7,8 @@
       -> kept where they touch the target's neighbourhood (visual effects), movers swept along their path
       -> gridified like the reference -> (T, H, W) bool at plate resolution
 
-Failures never fail the job: a malformed answer (twice) or a missing piece leaves the target alone, and the
-reason goes into `notes` (shown in the job status and the result manifest).
+Failures never fail the job: a malformed answer (twice), a remote VLM that cannot be asked (remote_vlm.py) or a
+missing piece leaves the target alone, and the reason goes into `notes` (shown in the job status and the result manifest).
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from .prompt import PROMPT_VERSION, build_prompt
 from .schema import VISUAL_KINDS, Answer, parse_answer
 from .segment import (Prompt, Sam2Tracker, keep_near, mask_prompts, near_target, prompts_for, proximity_radius,
                       sweep_along_path)
+from .remote_vlm import VLMUnavailable
 from .text_segment import Sam3TextSegmenter
 from .vlm import LocalVLM, VLMBackend, ask
 
@@ -79,18 +80,20 @@ class AutoReasoner:
     @classmethod
     def from_model_dir(cls, model_dir: Union[str, Path], device: str = "cuda", vlm: str = DEFAULT_VLM,
                        sam2: str = DEFAULT_SAM2, sam3: str = DEFAULT_SAM3,
-                       settings: Optional[AutoSettings] = None) -> "AutoReasoner":
-        """Loads MODEL_DIR/<vlm> and MODEL_DIR/<sam2>, and MODEL_DIR/<sam3> if it is there (it is optional and
-        gated); each may also be an absolute path."""
+                       settings: Optional[AutoSettings] = None,
+                       vlm_backend: Optional[VLMBackend] = None) -> "AutoReasoner":
+        """Loads MODEL_DIR/<vlm> (unless `vlm_backend` answers instead, e.g. remote_vlm.OpenAICompatibleVLM) and
+        MODEL_DIR/<sam2>, and MODEL_DIR/<sam3> if it is there (it is optional and gated); each may also be an
+        absolute path."""
         root = Path(model_dir)
         vlm_dir, sam_dir, sam3_dir = root / vlm, root / sam2, root / sam3
-        for d in (vlm_dir, sam_dir):
+        for d in ([] if vlm_backend is not None else [vlm_dir]) + [sam_dir]:
             if not (d / "config.json").is_file():
                 raise FileNotFoundError(
                     "auto mask mode needs %s (run `void-server download --reasoning`)" % d)
         text = Sam3TextSegmenter.from_pretrained(sam3_dir, device) if (sam3_dir / "config.json").is_file() else None
-        return cls(LocalVLM.from_pretrained(vlm_dir, device), Sam2Tracker.from_pretrained(sam_dir, device), settings,
-                   text)
+        backend = vlm_backend if vlm_backend is not None else LocalVLM.from_pretrained(vlm_dir, device)
+        return cls(backend, Sam2Tracker.from_pretrained(sam_dir, device), settings, text)
 
     def unload(self) -> None:
         """Frees the VLM, SAM2 and SAM3 before the diffusion passes need the memory."""
@@ -122,9 +125,13 @@ class AutoReasoner:
                                  for i in range(t)])
         shown = sample_indices(t, s.sample_frames)
         images = [self._shown(frames[i], small_target[i], grid, i) for i in shown]
-        result = ask(self.vlm, images, build_prompt(grid, shown, t, s.instruction),
-                     lambda text: parse_answer(text, grid.rows, grid.cols, t))
         tag = "auto mask (%s, prompt %s)" % (getattr(self.vlm, "name", "VLM"), PROMPT_VERSION)
+        try:
+            result = ask(self.vlm, images, build_prompt(grid, shown, t, s.instruction),
+                         lambda text: parse_answer(text, grid.rows, grid.cols, t))
+        except VLMUnavailable as e:  # a remote VLM down or refusing: like a malformed answer, not the job's end
+            notes.append("%s: %s: target only" % (tag, e))
+            return empty
         if result.answer is None:
             notes.append("%s: VLM answer malformed twice (%s): target only" % (tag, result.error))
             return empty

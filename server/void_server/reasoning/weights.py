@@ -85,13 +85,14 @@ def _check_one(ck: Checkpoint, folder: Path) -> List[str]:
     return problems
 
 
-def check_reasoning_models(model_dir: Union[str, Path]) -> List[str]:
+def check_reasoning_models(model_dir: Union[str, Path], remote_vlm: bool = False) -> List[str]:
     """Problems with the auto-mode checkpoints under MODEL_DIR, for `void-server doctor` ([] when ready).
-    Optional checkpoints are checked only if their folder exists."""
+    Optional checkpoints are checked only if their folder exists; with a remote VLM (`vlm_url`), so is the VLM's."""
     root = Path(model_dir)
     problems = []
     for ck in CHECKPOINTS:
         folder = root / ck.folder
-        if ck.required or folder.exists():
+        needed = ck.required and not (remote_vlm and ck is VLM)
+        if needed or folder.exists():
             problems += _check_one(ck, folder)
     return problems

@@ -71,7 +71,7 @@ class VoidPipeline:
                  reasoner: Optional[object] = None, compile_blocks: Optional[bool] = None, gpus: int = 1,
                  rank_timeout_s: float = 600.0, compile_vae: Optional[str] = None, attention: str = "auto",
                  vae_unit: Optional[str] = None, decode_cut: Union[int, str, None] = None,
-                 cuda_graphs: Optional[bool] = None) -> None:
+                 cuda_graphs: Optional[bool] = None, remote_vlm: Optional[object] = None) -> None:
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.layout = resolve_layout(Path(model_dir))
         self.models = VoidModels(self.layout, dev, memory_mode, compile_blocks=compile_blocks, compile_vae=compile_vae,
@@ -79,6 +79,7 @@ class VoidPipeline:
         self.model_size = (int(model_size[0]), int(model_size[1]))
         self.window_frames = int(window_frames)
         self.reasoner = reasoner
+        self.remote_vlm = remote_vlm  # reasoning.remote_vlm.RemoteVLMConfig: the auto mode asks it, not a local VLM
         self._raft = None
         self._second = self._second_vae(int(gpus), decode_cut)  # before the ranks start: a bad cut fails at once
         self._group = self._rank_group(int(gpus), rank_timeout_s)
@@ -112,6 +113,7 @@ class VoidPipeline:
             rank_timeout_s=float(options.get("rank_timeout_s", 600.0)),
             decode_cut=options.get("decode_cut"),
             cuda_graphs=_cuda_graphs_option(options.get("cuda_graphs"), int(getattr(config, "concurrency", 1) or 1)),
+            remote_vlm=_remote_vlm_option(options),
         )
 
     def _rank_group(self, gpus: int, timeout_s: float):
@@ -346,8 +348,14 @@ class VoidPipeline:
         if self.reasoner is None:
             from ...reasoning.auto import AutoReasoner
 
+            backend = None
+            if self.remote_vlm is not None:
+                from ...reasoning.remote_vlm import OpenAICompatibleVLM
+
+                backend = OpenAICompatibleVLM(self.remote_vlm)
             try:
-                self.reasoner = AutoReasoner.from_model_dir(self.layout.root, device=str(self.models.device))
+                self.reasoner = AutoReasoner.from_model_dir(self.layout.root, device=str(self.models.device),
+                                                            vlm_backend=backend)
             except FileNotFoundError as e:
                 notes.append("auto mask mode unavailable: %s" % e)
                 return None
@@ -558,6 +566,16 @@ def _cuda_graphs_option(requested: object, concurrency: int) -> Optional[bool]:
                                       "each other's graph memory); drop the option or run one job at a time")
         return False
     return requested
+
+
+def _remote_vlm_option(options: Dict[str, object]) -> Optional[object]:
+    """The `vlm_url` / `vlm_model` / `vlm_api_key_env` options (reasoning/remote_vlm.py), checked at start."""
+    from ...reasoning.remote_vlm import RemoteVLMConfig
+
+    try:
+        return RemoteVLMConfig.from_options(options)
+    except ValueError as e:
+        raise PipelineUnavailable("pipeline option %s" % e)
 
 
 def _result(value: Union[None, torch.Tensor, "Future[torch.Tensor]"]) -> Optional[torch.Tensor]:
