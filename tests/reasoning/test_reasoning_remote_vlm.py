@@ -54,7 +54,8 @@ def test_the_request_carries_the_conversation_and_the_key(endpoint, monkeypatch)
 
 
 def test_content_parts_in_the_reply_are_joined(endpoint):
-    endpoint.reply = {"choices": [{"message": {"content": [{"type": "text", "text": "{\"a\""}, {"type": "text", "text": ": 1}"}]}}]}
+    parts = [{"type": "text", "text": '{"a"'}, {"type": "text", "text": ": 1}"}]
+    endpoint.reply = {"choices": [{"message": {"content": parts}}]}
     vlm = OpenAICompatibleVLM(RemoteVLMConfig(endpoint.url, "m"))
     assert vlm.chat(_messages(np.zeros((8, 8, 3), np.uint8))) == '{"a": 1}'
     assert "Authorization" not in endpoint.requests[0]["headers"]  # no key configured, none sent

@@ -8,7 +8,8 @@
       -> gridified like the reference -> (T, H, W) bool at plate resolution
 
 Failures never fail the job: a malformed answer (twice), a remote VLM that cannot be asked (remote_vlm.py) or a
-missing piece leaves the target alone, and the reason goes into `notes` (shown in the job status and the result manifest).
+missing piece leaves the target alone, and the reason goes into `notes` (shown in the job status and the result
+manifest).
 """
 from __future__ import annotations
 

@@ -49,7 +49,8 @@ class RemoteVLMConfig:
             raise ValueError("vlm_url must be an http(s) URL such as http://vlm-box:8000/v1, not %r" % (url,))
         model = options.get("vlm_model")
         if not model:
-            raise ValueError("vlm_url needs vlm_model: the model name the endpoint serves (e.g. Qwen/Qwen3-VL-8B-Instruct)")
+            raise ValueError("vlm_url needs vlm_model: the model name the endpoint serves "
+                             "(e.g. Qwen/Qwen3-VL-8B-Instruct)")
         key_env = options.get("vlm_api_key_env")
         if key_env and not os.environ.get(str(key_env)):
             raise ValueError("vlm_api_key_env names %s, which is not set in the server's environment" % key_env)
