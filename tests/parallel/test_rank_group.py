@@ -164,22 +164,20 @@ def test_step_cache_goes_to_every_rank_and_avoids_sequence_parallelism(model_dir
     assert not np.array_equal(np.stack(list(plain.clean.values())), np.stack(list(ref.clean.values())))
 
 
-def test_rank_one_loads_both_transformers_before_the_first_pass_asks(model_dir):
-    """A fresh group: rank 1 loads its transformers while rank 0 has not asked for a pass yet (it was idle
-    until then, and the first pass waited for its loading)."""
-    pipe = VoidPipeline.from_config(Config(model_dir, gpus_per_worker=2))
-    try:
-        deadline = time.monotonic() + 120
-        while not pipe._group.preloaded and time.monotonic() < deadline:
-            time.sleep(0.1)
-        preloaded = pipe.describe()["parallel"]["preloaded"]
-        assert list(preloaded) == ["rank1"] and preloaded["rank1"]["passes"] == [1, 2]
-        assert preloaded["rank1"]["s"] > 0
-        assert pipe._group.last_outcome == {}  # no pass has run: the loading was the rank's own doing
-        sink = _run(pipe, Path(pipe.layout.root).parent / "job-after-preload")  # the protocol is undisturbed
-        assert len(sink.clean) == 6
-    finally:
-        pipe.close()
+def test_rank_one_loads_both_transformers_before_the_first_pass_asks(two_ranks, tmp_path):
+    """Fresh workers (the module's group started again: one group per process): rank 1 loads its transformers
+    while rank 0 has not asked for a pass yet (it was idle until then, and the first pass waited for its
+    loading)."""
+    group = two_ranks._group
+    group.shutdown()
+    group.start()
+    deadline = time.monotonic() + 120
+    while not group.preloaded and time.monotonic() < deadline:
+        time.sleep(0.1)
+    preloaded = two_ranks.describe()["parallel"]["preloaded"]
+    assert list(preloaded) == ["rank1"] and preloaded["rank1"]["passes"] == [1, 2]
+    assert preloaded["rank1"]["s"] > 0
+    assert len(_run(two_ranks, tmp_path / "after-preload").clean) == 6  # the protocol is undisturbed
 
 
 def test_warm_up_runs_each_pass_through_the_rank_group(two_ranks):
