@@ -38,7 +38,8 @@ def answer(name: str) -> str:
 
 
 class Endpoint:
-    """A chat-completions endpoint on 127.0.0.1: answers `reply` (a dict, or (status, text)) and keeps requests."""
+    """A chat-completions endpoint on 127.0.0.1 that keeps the requests it gets. `reply` is a dict (sent as JSON),
+    a (status, text) or (status, text, headers) tuple, or a list of those, answered in turn (the last one stays)."""
 
     def __init__(self) -> None:
         self.requests: List[dict] = []
@@ -49,10 +50,15 @@ class Endpoint:
             def do_POST(self):  # noqa: N802 - http.server's name
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 endpoint.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                status, text = (endpoint.reply if isinstance(endpoint.reply, tuple)
-                                else (200, json.dumps(endpoint.reply)))
+                reply = endpoint.reply
+                if isinstance(reply, list):
+                    reply = reply.pop(0) if len(reply) > 1 else reply[0]
+                status, text, headers = ((reply + ({},))[:3] if isinstance(reply, tuple)
+                                         else (200, json.dumps(reply), {}))
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(text.encode())
 

@@ -157,9 +157,12 @@ def test_auto_end_to_end_with_scripted_answer(tmp_path, tracker):
     assert "ghost (other): not located" in text and "an empty table" in text
 
 
-def test_auto_through_a_remote_vlm_and_its_failure(tmp_path, tracker, model_dir):
+def test_auto_through_a_remote_vlm_and_its_failure(tmp_path, tracker, model_dir, monkeypatch):
     """The same scripted answer from an OpenAI-compatible endpoint gives the same quadmask as from a local backend;
     the endpoint down leaves the target alone, noted. The local VLM folder is then not needed."""
+    from void_server.reasoning import remote_vlm
+
+    monkeypatch.setattr(remote_vlm, "_sleep", lambda s: None)  # the tries after a busy answer, without the waits
     plate, target = clip()
     settings = AutoSettings(sample_frames=4, vlm_long_side=64)
     want = np.asarray(build_quadmask(auto_inputs(tmp_path / "local", plate, target),
@@ -180,7 +183,7 @@ def test_auto_through_a_remote_vlm_and_its_failure(tmp_path, tracker, model_dir)
         notes = []
         down = np.asarray(build_quadmask(auto_inputs(tmp_path / "down", plate, target), reasoner, notes))
         assert np.array_equal(down, np.stack([combine(t.astype(np.float32)) for t in target]))
-        assert any("HTTP 503: loading the model: target only" in n for n in notes)
+        assert any("HTTP 503: loading the model (3 tries): target only" in n for n in notes)
     finally:
         endpoint.close()
     with pytest.raises(FileNotFoundError, match="absent"):  # without the remote backend the VLM folder is needed

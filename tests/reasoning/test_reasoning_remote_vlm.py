@@ -13,6 +13,7 @@ from reasoning_helpers import Endpoint
 
 from void_server.pipelines.base import PipelineUnavailable
 from void_server.pipelines.void.pipeline import _remote_vlm_option
+from void_server.reasoning import remote_vlm
 from void_server.reasoning.remote_vlm import OpenAICompatibleVLM, RemoteVLMConfig, VLMUnavailable
 from void_server.reasoning.weights import check_reasoning_models
 
@@ -22,6 +23,14 @@ def endpoint():
     e = Endpoint()
     yield e
     e.close()
+
+
+@pytest.fixture(autouse=True)
+def sleeps(monkeypatch):
+    """The waits between tries, recorded instead of slept."""
+    waited = []
+    monkeypatch.setattr(remote_vlm, "_sleep", waited.append)
+    return waited
 
 
 def _messages(image: np.ndarray) -> list:
@@ -76,12 +85,33 @@ def test_every_failure_is_vlm_unavailable_naming_the_endpoint(endpoint, reply, s
     assert "m at 127.0.0.1" in str(e.value)
 
 
-def test_an_unreachable_endpoint_is_vlm_unavailable():
+def test_an_unreachable_endpoint_is_tried_again_then_vlm_unavailable(sleeps):
     closed = Endpoint()
     url = closed.url
     closed.close()  # nothing listens there now
-    with pytest.raises(VLMUnavailable, match="could not be reached"):
+    with pytest.raises(VLMUnavailable, match=r"could not be reached.*\(3 tries\)"):
         OpenAICompatibleVLM(RemoteVLMConfig(url, "m", timeout_s=5)).chat(_messages(np.zeros((8, 8, 3), np.uint8)))
+    assert sleeps == [2.0, 4.0]
+
+
+def test_a_busy_endpoint_is_asked_again_as_long_as_it_says(endpoint, sleeps):
+    ok = {"choices": [{"message": {"content": "fine"}}]}
+    endpoint.reply = [(503, "loading", {"Retry-After": "7"}), (429, "slow down"), ok]
+    vlm = OpenAICompatibleVLM(RemoteVLMConfig(endpoint.url, "m"))
+    assert vlm.chat(_messages(np.zeros((8, 8, 3), np.uint8))) == "fine"
+    assert len(endpoint.requests) == 3 and sleeps == [7.0, 4.0]  # its Retry-After, then the backoff's second wait
+    endpoint.reply = [(503, "still loading", {"Retry-After": "3600"})]
+    once_more = OpenAICompatibleVLM(RemoteVLMConfig(endpoint.url, "m", retries=1))
+    with pytest.raises(VLMUnavailable, match=r"HTTP 503: still loading \(2 tries\)"):
+        once_more.chat(_messages(np.zeros((8, 8, 3), np.uint8)))
+    assert sleeps[2:] == [remote_vlm.RETRY_AFTER_MAX_S]  # an hour is capped
+
+
+def test_a_refusal_is_not_asked_again(endpoint, sleeps):
+    endpoint.reply = (401, "bad key")
+    with pytest.raises(VLMUnavailable, match="HTTP 401: bad key$"):
+        OpenAICompatibleVLM(RemoteVLMConfig(endpoint.url, "m")).chat(_messages(np.zeros((8, 8, 3), np.uint8)))
+    assert len(endpoint.requests) == 1 and sleeps == []
 
 
 def test_options_are_checked_at_start(monkeypatch):
@@ -96,6 +126,7 @@ def test_options_are_checked_at_start(monkeypatch):
         ({"vlm_url": "http://vlm-box/v1", "vlm_model": "m", "vlm_api_key_env": "NO_SUCH_KEY_VAR"}, "NO_SUCH_KEY_VAR"),
         ({"vlm_url": "http://vlm-box/v1", "vlm_model": "m", "vlm_timeout_s": 0}, "positive"),
         ({"vlm_url": "http://vlm-box/v1", "vlm_model": "m", "vlm_max_tokens": "many"}, "numbers"),
+        ({"vlm_url": "http://vlm-box/v1", "vlm_model": "m", "vlm_retries": -1}, "0 or more"),
     ]:
         with pytest.raises(PipelineUnavailable, match="pipeline option .*" + says):
             _remote_vlm_option(options)

@@ -12,6 +12,7 @@ import base64
 import dataclasses
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 from typing import Any, Dict, List, Mapping, Optional
@@ -22,10 +23,23 @@ import numpy as np
 from .vlm import Message
 
 CHAT_PATH = "/chat/completions"
+# Answers worth asking again: rate limits and a busy or restarting server (hosted endpoints send these under load).
+RETRY_STATUSES = (429, 502, 503, 504)
+RETRY_BASE_S = 2.0  # waits 2 s, 4 s, ... unless the endpoint says how long (Retry-After, up to RETRY_AFTER_MAX_S)
+RETRY_AFTER_MAX_S = 60.0
+_sleep = time.sleep  # tests replace it
 
 
 class VLMUnavailable(RuntimeError):
     """The VLM could not be asked (transport, HTTP status, a reply without text); the message says which."""
+
+
+class _Busy(VLMUnavailable):
+    """A failure that may pass: asked again after `wait` seconds (None: the default backoff)."""
+
+    def __init__(self, message: str, wait: Optional[float] = None) -> None:
+        super().__init__(message)
+        self.wait = wait
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +51,7 @@ class RemoteVLMConfig:
     api_key_env: Optional[str] = None  # the environment variable that holds the key, if the endpoint needs one
     timeout_s: float = 300.0
     max_tokens: int = 1536
+    retries: int = 2  # more tries after a busy answer or a failed connection
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Optional["RemoteVLMConfig"]:
@@ -56,11 +71,12 @@ class RemoteVLMConfig:
             raise ValueError("vlm_api_key_env names %s, which is not set in the server's environment" % key_env)
         try:
             timeout, max_tokens = float(options.get("vlm_timeout_s", 300.0)), int(options.get("vlm_max_tokens", 1536))
+            retries = int(options.get("vlm_retries", 2))
         except (TypeError, ValueError):
-            raise ValueError("vlm_timeout_s and vlm_max_tokens are numbers")
-        if timeout <= 0 or max_tokens <= 0:
-            raise ValueError("vlm_timeout_s and vlm_max_tokens must be positive")
-        return cls(str(url).rstrip("/"), str(model), str(key_env) if key_env else None, timeout, max_tokens)
+            raise ValueError("vlm_timeout_s, vlm_max_tokens and vlm_retries are numbers")
+        if timeout <= 0 or max_tokens <= 0 or retries < 0:
+            raise ValueError("vlm_timeout_s and vlm_max_tokens must be positive, vlm_retries 0 or more")
+        return cls(str(url).rstrip("/"), str(model), str(key_env) if key_env else None, timeout, max_tokens, retries)
 
 
 class OpenAICompatibleVLM:
@@ -78,13 +94,27 @@ class OpenAICompatibleVLM:
             headers["Authorization"] = "Bearer " + os.environ.get(self.config.api_key_env, "")
         request = urllib.request.Request(self.config.url + CHAT_PATH, data=json.dumps(body).encode(),
                                          headers=headers, method="POST")
+        for attempt in range(self.config.retries + 1):
+            try:
+                return self._ask(request)
+            except _Busy as e:
+                if attempt == self.config.retries:
+                    raise VLMUnavailable("%s (%d tries)" % (e, attempt + 1))
+                _sleep(e.wait if e.wait is not None else RETRY_BASE_S * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    def _ask(self, request: "urllib.request.Request") -> str:
+        """One request -> the reply's text; _Busy for what may pass, VLMUnavailable for what will not."""
         try:
             with urllib.request.urlopen(request, timeout=self.config.timeout_s) as response:
                 reply = json.loads(response.read().decode("utf-8"))
         except urllib.error.HTTPError as e:
-            raise VLMUnavailable("%s answered HTTP %d: %s" % (self.name, e.code, _error_text(e)))
+            message = "%s answered HTTP %d: %s" % (self.name, e.code, _error_text(e))
+            if e.code in RETRY_STATUSES:
+                raise _Busy(message, _retry_after(e))
+            raise VLMUnavailable(message)
         except (urllib.error.URLError, OSError) as e:  # refused, unresolvable, timed out
-            raise VLMUnavailable("%s could not be reached: %s" % (self.name, getattr(e, "reason", e)))
+            raise _Busy("%s could not be reached: %s" % (self.name, getattr(e, "reason", e)))
         except ValueError as e:
             raise VLMUnavailable("%s sent a reply that is not JSON: %s" % (self.name, e))
         try:
@@ -120,6 +150,14 @@ def png_data_url(image: np.ndarray) -> str:
     if not ok:
         raise ValueError("could not encode a frame of shape %s as PNG" % (image.shape,))
     return "data:image/png;base64," + base64.b64encode(png.tobytes()).decode("ascii")
+
+
+def _retry_after(e: "urllib.error.HTTPError") -> Optional[float]:
+    """The endpoint's Retry-After in seconds (capped), where it gives one as a number."""
+    try:
+        return min(RETRY_AFTER_MAX_S, max(0.0, float(e.headers.get("Retry-After", ""))))
+    except (TypeError, ValueError, AttributeError):
+        return None
 
 
 def _error_text(e: "urllib.error.HTTPError") -> str:
