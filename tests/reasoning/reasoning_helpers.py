@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import List
@@ -44,23 +45,28 @@ class Endpoint:
     def __init__(self) -> None:
         self.requests: List[dict] = []
         self.reply: object = {"choices": [{"message": {"role": "assistant", "content": "{}"}}]}
+        self.delay_s = 0.0  # how long it thinks before answering
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - http.server's name
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 endpoint.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                time.sleep(endpoint.delay_s)
                 reply = endpoint.reply
                 if isinstance(reply, list):
                     reply = reply.pop(0) if len(reply) > 1 else reply[0]
                 status, text, headers = ((reply + ({},))[:3] if isinstance(reply, tuple)
                                          else (200, json.dumps(reply), {}))
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(text.encode())
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(text.encode())
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting (a timeout test)
+                    pass
 
             def log_message(self, *args):
                 pass

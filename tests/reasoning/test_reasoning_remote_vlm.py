@@ -107,6 +107,14 @@ def test_a_busy_endpoint_is_asked_again_as_long_as_it_says(endpoint, sleeps):
     assert sleeps[2:] == [remote_vlm.RETRY_AFTER_MAX_S]  # an hour is capped
 
 
+def test_a_timeout_is_not_asked_again(endpoint, sleeps):
+    endpoint.delay_s = 3.0
+    slow = OpenAICompatibleVLM(RemoteVLMConfig(endpoint.url, "m", timeout_s=0.5))
+    with pytest.raises(VLMUnavailable, match=r"did not answer within 0.5 s \(vlm_timeout_s\)"):
+        slow.chat(_messages(np.zeros((8, 8, 3), np.uint8)))
+    assert len(endpoint.requests) == 1 and sleeps == []
+
+
 def test_a_refusal_is_not_asked_again(endpoint, sleeps):
     endpoint.reply = (401, "bad key")
     with pytest.raises(VLMUnavailable, match="HTTP 401: bad key$"):

@@ -12,6 +12,7 @@ import base64
 import dataclasses
 import json
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -113,7 +114,11 @@ class OpenAICompatibleVLM:
             if e.code in RETRY_STATUSES:
                 raise _Busy(message, _retry_after(e))
             raise VLMUnavailable(message)
-        except (urllib.error.URLError, OSError) as e:  # refused, unresolvable, timed out
+        except (urllib.error.URLError, OSError) as e:  # refused, reset, unresolvable, timed out
+            if isinstance(e, socket.timeout) or isinstance(getattr(e, "reason", None), socket.timeout):
+                # not asked again: each try would wait the whole timeout once more
+                raise VLMUnavailable("%s did not answer within %g s (vlm_timeout_s)" % (self.name,
+                                                                                     self.config.timeout_s))
             raise _Busy("%s could not be reached: %s" % (self.name, getattr(e, "reason", e)))
         except ValueError as e:
             raise VLMUnavailable("%s sent a reply that is not JSON: %s" % (self.name, e))
