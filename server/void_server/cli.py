@@ -163,8 +163,13 @@ def doctor_checks(config: ServerConfig) -> List[bool]:
         results.append(_check(False, "remote VLM: pipeline option %s" % e, "fix the vlm_* pipeline options"))
         remote = None
     else:
-        if remote is not None:  # not asked here: doctor sends no frames anywhere
-            print("  %-8s auto mask mode asks %s at %s" % ("remote", remote.model, remote.url))
+        if remote is not None:  # asked for its model list only: doctor sends no frames anywhere
+            from .reasoning.remote_vlm import probe
+
+            problem = probe(remote)
+            results.append(_check(problem is None, "auto mask mode asks %s at %s%s" % (
+                remote.model, remote.url, "" if problem is None else ": " + problem),
+                "start the VLM server, or fix vlm_url / vlm_model / the key's variable"))
     problems = check_reasoning_models(config.model_dir, remote_vlm=remote is not None)
     # Optional: without them the auto mask mode falls back to the target alone, and says so in the job.
     print("  %-8s auto mask mode models (%sSAM2) in %s%s" % (

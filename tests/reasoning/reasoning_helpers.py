@@ -46,9 +46,18 @@ class Endpoint:
         self.requests: List[dict] = []
         self.reply: object = {"choices": [{"message": {"role": "assistant", "content": "{}"}}]}
         self.delay_s = 0.0  # how long it thinks before answering
+        self.models: List[str] = ["m"]  # what GET /models lists
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                endpoint.requests.append({"path": self.path, "headers": dict(self.headers), "body": None})
+                found = self.path == "/v1/models"
+                self.send_response(200 if found else 404)
+                self.end_headers()
+                self.wfile.write(json.dumps({"object": "list", "data": [{"id": m} for m in endpoint.models]}
+                                            if found else {"error": "no such path"}).encode())
+
             def do_POST(self):  # noqa: N802 - http.server's name
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 endpoint.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})

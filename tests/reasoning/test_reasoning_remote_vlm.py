@@ -14,7 +14,7 @@ from reasoning_helpers import Endpoint
 from void_server.pipelines.base import PipelineUnavailable
 from void_server.pipelines.void.pipeline import _remote_vlm_option
 from void_server.reasoning import remote_vlm
-from void_server.reasoning.remote_vlm import OpenAICompatibleVLM, RemoteVLMConfig, VLMUnavailable
+from void_server.reasoning.remote_vlm import OpenAICompatibleVLM, RemoteVLMConfig, VLMUnavailable, probe
 from void_server.reasoning.weights import check_reasoning_models
 
 
@@ -138,6 +138,24 @@ def test_options_are_checked_at_start(monkeypatch):
     ]:
         with pytest.raises(PipelineUnavailable, match="pipeline option .*" + says):
             _remote_vlm_option(options)
+
+
+def test_doctors_probe_asks_for_the_model_list_only(endpoint, monkeypatch):
+    monkeypatch.setenv("STUDIO_VLM_KEY", "s3cret")
+    cfg = RemoteVLMConfig(endpoint.url, "qwen3-vl", api_key_env="STUDIO_VLM_KEY")
+    endpoint.models = ["llama", "qwen3-vl"]
+    assert probe(cfg) is None
+    (req,) = endpoint.requests
+    assert (req["path"], req["body"], req["headers"]["Authorization"]) == ("/v1/models", None, "Bearer s3cret")
+    endpoint.models = ["models/gemini-2.5-pro"]  # a hosted API's prefixed ids
+    assert probe(RemoteVLMConfig(endpoint.url, "gemini-2.5-pro")) is None
+    endpoint.models = ["llama"]
+    assert "does not list the model 'qwen3-vl' (it lists llama)" in probe(cfg)
+    assert "HTTP 404 to GET /models" in probe(RemoteVLMConfig(endpoint.url + "/wrong-base", "m"))
+    closed = Endpoint()
+    url = closed.url
+    closed.close()
+    assert "could not be reached" in probe(RemoteVLMConfig(url, "m"), timeout_s=5)
 
 
 def test_doctor_needs_no_local_vlm_with_a_remote_one(tmp_path):

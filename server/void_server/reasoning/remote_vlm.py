@@ -133,6 +133,30 @@ class OpenAICompatibleVLM:
         return content
 
 
+def probe(config: RemoteVLMConfig, timeout_s: float = 10.0) -> Optional[str]:
+    """For `doctor`: does the endpoint answer, take the key and serve the model? Asks `GET {url}/models` (the
+    OpenAI-compatible model list), which sends no frames. None when all is well, else what is wrong."""
+    headers = {}
+    if config.api_key_env:
+        headers["Authorization"] = "Bearer " + os.environ.get(config.api_key_env, "")
+    request = urllib.request.Request(config.url + "/models", headers=headers, method="GET")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            listing = json.loads(response.read().decode("utf-8"))
+    except urllib.error.HTTPError as e:
+        return "%s answered HTTP %d to GET /models: %s" % (config.url, e.code, _error_text(e))
+    except (urllib.error.URLError, OSError) as e:
+        return "%s could not be reached: %s" % (config.url, getattr(e, "reason", e))
+    except ValueError:
+        return "%s/models did not answer JSON: is vlm_url the API's base (ending in /v1)?" % config.url
+    served = [m.get("id") for m in listing.get("data", []) if isinstance(m, dict)] if isinstance(listing, dict) else []
+    # Hosted APIs list ids with a prefix ("models/gemini-..."): a suffix match is enough.
+    if served and not any(i == config.model or str(i).endswith("/" + config.model) for i in served):
+        return "%s does not list the model %r (it lists %s)" % (config.url, config.model,
+                                                                 ", ".join(map(str, served[:8])))
+    return None
+
+
 def _message(m: Message) -> Dict[str, Any]:
     parts = []
     for block in m["content"]:
