@@ -90,11 +90,9 @@ class OpenAICompatibleVLM:
     def chat(self, messages: List[Message]) -> str:
         body = {"model": self.config.model, "messages": [_message(m) for m in messages],
                 "max_tokens": self.config.max_tokens, "temperature": 0}  # greedy, as the local model decodes
-        headers = {"Content-Type": "application/json"}
-        if self.config.api_key_env:
-            headers["Authorization"] = "Bearer " + os.environ.get(self.config.api_key_env, "")
         request = urllib.request.Request(self.config.url + CHAT_PATH, data=json.dumps(body).encode(),
-                                         headers=headers, method="POST")
+                                         headers=dict(_auth(self.config), **{"Content-Type": "application/json"}),
+                                         method="POST")
         for attempt in range(self.config.retries + 1):
             try:
                 return self._ask(request)
@@ -136,10 +134,7 @@ class OpenAICompatibleVLM:
 def probe(config: RemoteVLMConfig, timeout_s: float = 10.0) -> Optional[str]:
     """For `doctor`: does the endpoint answer, take the key and serve the model? Asks `GET {url}/models` (the
     OpenAI-compatible model list), which sends no frames. None when all is well, else what is wrong."""
-    headers = {}
-    if config.api_key_env:
-        headers["Authorization"] = "Bearer " + os.environ.get(config.api_key_env, "")
-    request = urllib.request.Request(config.url + "/models", headers=headers, method="GET")
+    request = urllib.request.Request(config.url + "/models", headers=_auth(config), method="GET")
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             listing = json.loads(response.read().decode("utf-8"))
@@ -155,6 +150,13 @@ def probe(config: RemoteVLMConfig, timeout_s: float = 10.0) -> Optional[str]:
         return "%s does not list the model %r (it lists %s)" % (config.url, config.model,
                                                                  ", ".join(map(str, served[:8])))
     return None
+
+
+def _auth(config: RemoteVLMConfig) -> Dict[str, str]:
+    """The key as a bearer token, read from its variable at each request (a rotated key is picked up)."""
+    if not config.api_key_env:
+        return {}
+    return {"Authorization": "Bearer " + os.environ.get(config.api_key_env, "")}
 
 
 def _message(m: Message) -> Dict[str, Any]:

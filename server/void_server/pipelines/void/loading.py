@@ -21,7 +21,7 @@ import json
 import logging
 import weakref
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -285,6 +285,17 @@ class VoidModels:
     def holds_every_transformer(self) -> bool:
         """False where loading one pass's transformer drops the other's (sequential offload)."""
         return self.placement.mode != "sequential_offload"
+
+    def load_resident_transformers(self) -> List[int]:
+        """Every pass's transformer, loaded now where the memory mode keeps them all (the server's warm-up, a rank
+        group's worker before its first pass); none where it holds one at a time (each pass then loads its own).
+        Returns the passes loaded."""
+        if not self.holds_every_transformer:
+            return []
+        passes = sorted(self.layout.pass_files)
+        for index in passes:
+            self.transformer(index)
+        return passes
 
     @property
     def device(self) -> torch.device:

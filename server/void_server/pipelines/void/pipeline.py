@@ -196,8 +196,6 @@ class VoidPipeline:
         m, dev = self.models, self.models.device
         t_lat, (h, w) = latent_frames(self.window_frames), (self.model_size[0] // 8, self.model_size[1] // 8)
         passes = (PASS1, PASS2)
-        # Both transformers' weights now, unless the memory mode holds one at a time (then each pass loads its own)
-        ahead = [cfg.index for cfg in passes] if m.holds_every_transformer else []
         loading = clock.child("load")
         with clock("load"):  # every model's weights
             with loading("vae"):
@@ -205,8 +203,7 @@ class VoidPipeline:
             with loading("text"):
                 m.text
             with loading("transformers"):
-                for index in ahead:
-                    m.transformer(index)
+                m.load_resident_transformers()
         # T5's 9.5 GB pinned beside the VAE's warm-up, not beside the transformers' reading: both copy from the
         # page cache (with the pinning beside them the two took 5.1-5.3 s on an H100, 2.5-3.3 s alone on another).
         parked_text = self._pin_text_encoder_ahead() if pin_text_ahead else None

@@ -217,17 +217,12 @@ def _preload(models) -> List[int]:
     imported: the rank is idle until then, while rank 0 loads its own models and warms up its VAE. Loaded on
     demand, they made the server's first pass-1 step wait 12-19 s for this rank on two H200s (docs/performance.md,
     thirteenth session). Where a memory mode keeps one transformer at a time, nothing is loaded ahead."""
-    if not models.holds_every_transformer:
-        return []
-    from ..passes import PASS1, PASS2
-
-    for cfg in (PASS1, PASS2):
-        models.transformer(cfg.index)
-    if models.compile_blocks:
+    passes = models.load_resident_transformers()
+    if passes and models.compile_blocks:
         from ..accel import import_compiler
 
         import_compiler()
-    return [PASS1.index, PASS2.index]
+    return passes
 
 
 def _receive(metas, device: torch.device) -> List[Optional[torch.Tensor]]:
