@@ -6,6 +6,8 @@ object) goes through quadmask -> pass 1 -> warped noise -> pass 2 -> plate-resol
 
   cold      first job: loads every model, compiles the transformer blocks
   warm      the same job again with the models resident: the headline figure
+  busy      a warm job under torch's profiler (CUDA activity only): the GPU's busy and idle time per stage and the
+            longest idle gaps (gpu_busy.py), i.e. what overlapping host work could still win
   sdpa      the same job with diffusers' own attention processor instead of `--attention`'s choice (with auto on a
             Hopper GPU that has flash-attn-4: FlashAttention-4 against SDPA, same weights); run it twice, as its first
             job recompiles the blocks
@@ -49,7 +51,7 @@ from void_server.pipelines.void.tiny import build_random_model_dir  # noqa: E402
 
 
 # The 1-GPU jobs --runs may name (main's dispatch): plain, attention, lossy.
-RUNS = ("cold", "warm", "sdpa", "eager", "steps", "stepcache", "fp8", "fastest")
+RUNS = ("cold", "warm", "busy", "sdpa", "eager", "steps", "stepcache", "fp8", "fastest")
 
 
 def cuda_stubs_for_cpu() -> None:
@@ -110,6 +112,26 @@ def run_job(pipe: VoidPipeline, plate, quad, workdir: Path, progress: Optional[C
         pass1 = np.stack(layers) if all(x is not None for x in layers) else None
         out.update(clean=clean, pass1=pass1, finite=bool(np.isfinite(clean).all()))
     return out
+
+
+def busy_job(pipe: VoidPipeline, plate, quad, workdir: Path, **settings) -> Dict[str, object]:
+    """`run_job` under torch's profiler, CUDA activity only; the result gains `gpu_busy` (gpu_busy.busy_table)."""
+    import gpu_busy
+    from torch.profiler import ProfilerActivity, profile
+
+    # --smoke (no GPU): CPU activity, so the script runs as written; its table then shows no GPU work
+    activities = [ProfilerActivity.CUDA] if torch.cuda.is_available() else [ProfilerActivity.CPU]
+    with profile(activities=activities) as prof:
+        with gpu_busy.stage_spans() as spans:
+            start = time.time_ns()
+            res = run_job(pipe, plate, quad, workdir, **settings)
+            end = time.time_ns()
+    shift = gpu_busy.clock_shift(prof.profiler.kineto_results.trace_start_ns())
+    spans = [(name, s + shift, e + shift) for name, s, e in spans]
+    intervals = gpu_busy.gpu_intervals(prof)
+    res["gpu_busy"] = gpu_busy.busy_table(gpu_busy.merge(intervals), spans, (start + shift, end + shift))
+    res["gpu_busy"]["gpu_activities"] = len(intervals)
+    return res
 
 
 def psnr(a: np.ndarray, b: np.ndarray, where: Optional[np.ndarray] = None) -> float:
@@ -300,6 +322,8 @@ def main() -> None:
         workdir = Path("/tmp/void-bench-jobs") / ("%s-%s" % (run, time.time()))
         if run in ("cold", "warm"):
             res = run_job(pipe, plate, quad, workdir, **common)
+        elif run == "busy":
+            res = busy_job(pipe, plate, quad, workdir, **common)
         elif run == "sdpa":
             with diffusers_attention(pipe):
                 res = run_job(pipe, plate, quad, workdir, **common)
@@ -359,6 +383,20 @@ def main() -> None:
             print("%-20s %7.2fx %10.2f %10.2f %10.4f %10.4f %10s" % (
                 r["run"], r["speedup_vs_warm"], r["psnr_vs_warm_edit_db"], r["psnr_vs_warm_db"], r["ssim_vs_warm_edit"],
                 r["ssim_vs_warm"], "%.0f%%" % (100 * r["step_cache_hit_rate"]) if "step_cache_hit_rate" in r else "-"))
+
+    for r in rows:
+        if "gpu_busy" in r:
+            print_busy(r["run"], r["gpu_busy"])
+
+
+def print_busy(run: str, table: Dict[str, object]) -> None:
+    job = table["job"]
+    print("\n%s: GPU busy %.2f of %.2f s, idle %.2f s" % (run, job["gpu_busy_s"], job["wall_s"], job["gpu_idle_s"]))
+    print("%-28s %8s %8s %8s" % ("stage", "wall s", "busy s", "idle s"))
+    for name, st in table["stages"].items():
+        print("%-28s %8.3f %8.3f %8.3f" % (name, st["wall_s"], st["gpu_busy_s"], st["gpu_idle_s"]))
+    print("longest idle gaps: " + ", ".join("%.1f ms at %.2f s (%s)" % (1e3 * g["idle_s"], g["at_s"], g["stage"])
+                                             for g in table["longest_gaps"][:10]))
 
 
 if __name__ == "__main__":

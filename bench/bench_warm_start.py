@@ -6,8 +6,8 @@
 Each start is a fresh process sharing one inductor cache folder (what `DATA_DIR/compile-cache` is to a server): the
 first start finds it empty, the second finds what the first compiled. Each process runs `VoidPipeline.warm_up()` as
 a server does: it loads every model (the weights' time, its `load` stage) and compiles every graph a one-window job
-runs (one window's VAE encode and decode, one step of each pass); then the same warm-up again, which is the speed
-the first job would then get.
+runs (a short clip's VAE encode and decode, one step of each pass); then, with `--first-jobs N`, N full jobs (does
+the first run at full speed?); then the same warm-up again.
 Prints a table and writes JSON under $OUT.
 """
 from __future__ import annotations
@@ -26,6 +26,25 @@ from typing import Dict, List
 HERE = Path(__file__).resolve().parent
 
 
+def first_jobs(pipe, n: int) -> List[Dict[str, object]]:
+    """`n` of bench_pipeline's jobs (85 frames of a 1080p plate, both passes) right after the warm-up: whether the
+    first runs as fast as the next is whether the server was at full speed when it said ready."""
+    sys.path.insert(0, str(HERE))
+    from bench_pipeline import cuda_stubs_for_cpu, run_job, synthetic_clip
+
+    smoke = pipe.models.device.type == "cpu"  # --smoke: a small clip, pass 1 only (RAFT needs larger frames)
+    if smoke:
+        cuda_stubs_for_cpu()
+    plate, quad = synthetic_clip(9, 90, 160) if smoke else synthetic_clip(85, 1080, 1920)
+    out = []
+    for i in range(n):
+        res = run_job(pipe, plate, quad, Path(tempfile.mkdtemp(prefix="void-first-job-")), frames=False,
+                      noise_mode="reference", roi=True, passes=1 if smoke else 2)
+        out.append({"total_s": res["total_s"], "stages_s": res["stages_s"]})
+        print("job %d after the warm-up: %.2f s" % (i + 1, res["total_s"]), file=sys.stderr, flush=True)
+    return out
+
+
 def one_start(args: argparse.Namespace) -> Dict[str, object]:
     """In the child: load, warm up twice, report."""
     sys.path.insert(0, str(HERE.parents[0] / "server"))
@@ -40,10 +59,11 @@ def one_start(args: argparse.Namespace) -> Dict[str, object]:
     pipe = VoidPipeline(Path(args.model_dir), memory_mode="gpu", gpus=args.gpus, vae_unit=args.vae_unit, **small)
     m = pipe.models
     built = time.perf_counter() - t0
-    first = pipe.warm_up(pin_text_ahead=not args.pin_after_vae)
-    again = pipe.warm_up()
+    first = pipe.warm_up(pin_text_ahead=not args.pin_after_vae, import_compiler_ahead=args.import_ahead)
     loaded = built + first["load"]  # the weights are in at the end of the warm-up's `load` stage
     ready = built + _total(first)
+    jobs = first_jobs(pipe, args.first_jobs) if args.first_jobs else None
+    again = pipe.warm_up()
     parallel = pipe.describe().get("parallel")  # a rank group's: what each rank loaded ahead, and how long it took
     pipe.close()
     from torch._dynamo.utils import compile_times, counters
@@ -55,7 +75,8 @@ def one_start(args: argparse.Namespace) -> Dict[str, object]:
             "load_s": loaded, "ready_s": ready, "after_load_s": ready - loaded,
             "warm_up_s": first, "warm_up_total_s": _total(first), "second_warm_up_s": again,
             "second_warm_up_total_s": _total(again), "compiled_vae": m.compile_vae,
-            "vae_unit": m.vae_unit, "pin_after_vae": args.pin_after_vae,
+            "vae_unit": m.vae_unit, "pin_after_vae": args.pin_after_vae, "import_ahead": args.import_ahead,
+            "first_jobs": jobs,
             "vae_precompiled_events": [event for _, event in precompiled.events(m.vae)],
             "compiled_blocks": m.compile_blocks, "parallel": parallel}
 
@@ -80,6 +101,10 @@ def main() -> None:
                     help="how the VAE is compiled (default: accel.VAE_COMPILE_UNIT's choice per part)")
     ap.add_argument("--pin-after-vae", action="store_true",
                     help="pin T5's host copy after the VAE's warm-up instead of beside it (does the pinning slow it?)")
+    ap.add_argument("--import-ahead", action="store_true",
+                    help="the warm-up imports torch's compiler stack on a thread beside the transformers' reading")
+    ap.add_argument("--first-jobs", type=int, default=0, metavar="N",
+                    help="run N full jobs right after the warm-up (in each process): is the first at full speed?")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--cache", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -98,7 +123,8 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--child", "--cache", cache, "--model-dir", args.model_dir,
                    "--gpus", str(args.gpus)] + (["--smoke"] if args.smoke else []) + (
                        ["--vae-unit", args.vae_unit] if args.vae_unit else []) + (
-                       ["--pin-after-vae"] if args.pin_after_vae else [])
+                       ["--pin-after-vae"] if args.pin_after_vae else []) + (
+                       ["--import-ahead"] if args.import_ahead else []) + ["--first-jobs", str(args.first_jobs)]
             t0 = time.perf_counter()
             # Triton's kernel cache too (default ~/.triton/cache): a machine that compiled these graphs before
             # would otherwise hand the first process its kernels
@@ -117,6 +143,8 @@ def main() -> None:
     for r in rows:
         print("%-12s %8.1f %15.1f %13.1f %16.1f %11.1f" % (r["start"], r["load_s"], r["ready_s"], r["after_load_s"],
                                                         r["second_warm_up_total_s"], r["process_s"]))
+        if r.get("first_jobs"):
+            print("%12s jobs after the warm-up: %s s" % ("", " / ".join("%.2f" % j["total_s"] for j in r["first_jobs"])))
 
 
 if __name__ == "__main__":

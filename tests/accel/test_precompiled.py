@@ -351,3 +351,64 @@ def test_the_cogvideox_decoder_precompiled_matches_eager_and_a_new_process_loads
     second = run(seed=1)  # other weights: the files hold code, not weights
     assert second["events"] == ["loaded"] * len(first["events"])
     assert second["max_diff"] < 1e-5
+
+
+LENGTHS_CHILD = textwrap.dedent("""
+    import json, sys, torch
+    from diffusers import AutoencoderKLCogVideoX
+    from void_server.pipelines.void import precompiled
+    from void_server.pipelines.void.accel import compile_vae
+    from void_server.pipelines.void.conditioning import encode_mask, vae_encode
+    from void_server.pipelines.void.decode import decode_latents
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLCogVideoX(**json.loads(sys.argv[1])).eval().requires_grad_(False)
+    gen = torch.Generator().manual_seed(1)
+    clips = {n: torch.rand(1, 3, n, 16, 24, generator=gen) for n in (21, 85)}
+    masks = {n: torch.rand(1, 1, n, 16, 24, generator=gen) for n in (21, 85)}
+    latents = {n: torch.randn(1, n, 16, 8, 12, generator=gen) for n in (6, 22)}
+    want = {("e", n): vae_encode(vae, clips[n]) for n in clips}
+    want.update({("m", n): encode_mask(vae, masks[n]) for n in masks})
+    want.update({("d", n): decode_latents(vae, latents[n]) for n in latents})
+    compile_vae(vae, "both", unit="precompiled")
+    out, new = {}, {}
+    for n, t in ((21, 6), (85, 22)):  # the short clip first, as the warm-up runs it
+        before = len(precompiled.events(vae))
+        out[("e", n)], out[("m", n)], out[("d", t)] = vae_encode(vae, clips[n]), encode_mask(vae, masks[n]), decode_latents(vae, latents[t])
+        new[n] = len(precompiled.events(vae)) - before
+    print(json.dumps({"new": new, "max_diff": max(float((out[k] - want[k]).abs().max()) for k in want),
+                      "fell_back": [w.fell_back for w in precompiled.wrappers(vae)]}))
+""")
+
+
+def test_a_short_clip_readies_the_precompiled_vae_for_every_clip_length_and_the_mask(tmp_path):
+    # Chunks are views of their clip: keyed by their own strides, an 85-frame clip (and the mask, expanded to three
+    # channels) would build functions the 21-frame clip did not. Canonical strides make one set serve every length.
+    from void_server.pipelines.void.tiny import VAE_CONFIGS
+
+    small = dict(VAE_CONFIGS["tiny"], block_out_channels=[8, 16],
+                 down_block_types=VAE_CONFIGS["tiny"]["down_block_types"][:2],
+                 up_block_types=VAE_CONFIGS["tiny"]["up_block_types"][:2])
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "server"), TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, "-c", LENGTHS_CHILD, json.dumps(small)], env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["fell_back"] and not any(got["fell_back"])
+    assert got["new"]["21"] > 0 and got["new"]["85"] == 0
+    assert got["max_diff"] < 1e-5
+
+
+def test_inputs_get_canonical_strides_as_views_where_the_memory_allows():
+    from void_server.pipelines.void.precompiled import contiguous_inputs
+
+    clip = torch.randn(1, 22, 16, 4, 6).permute(0, 2, 1, 3, 4)  # the decode's (B, C, T, h, w) view of its latents
+    single, pair = clip[:, :, 21:22], clip[:, :, 1:3]
+    assert single.is_contiguous() and single.stride() != (384, 24, 24, 6, 1)  # torch ignores size-1 strides
+    (a, b), kw = contiguous_inputs((single, pair), {"cache": {"x": pair}, "n": 3})
+    assert a.stride() == (384, 24, 24, 6, 1) and a.data_ptr() == single.data_ptr()  # a view: nothing copied
+    assert b.stride() == (768, 48, 24, 6, 1) and kw["cache"]["x"].stride() == b.stride() and kw["n"] == 3
+    assert torch.equal(a, single) and torch.equal(b, pair)
+    plain = torch.zeros(2, 3)
+    same_args, same_kwargs = contiguous_inputs((plain,), {})
+    assert same_args[0] is plain

@@ -273,6 +273,39 @@ def test_warm_up_loads_every_model_and_changes_no_result(tiny_model_dir, bigben,
     assert np.array_equal(results[0], results[1])
 
 
+def test_the_warm_ups_short_vae_clip_readies_every_vae_function_a_longer_job_runs(tiny_model_dir, bigben, tmp_path,
+                                                                                   monkeypatch):
+    # The precompiled VAE is keyed on its chunks' shapes and strides. A chunk is a view of its clip, so unless its
+    # strides are made canonical every clip length (and the mask against the plate) needs functions of its own,
+    # built or loaded during the job: the warm-up's 21 frames must cover a 29-frame job's every call. The store is
+    # replaced by one that records keys and runs the module eagerly (nothing is compiled here).
+    from void_server.pipelines.void import precompiled
+
+    asked = []
+
+    class Eager:
+        def guard_check(self, *args, **kwargs):
+            return True
+
+        def __call__(self, module, *args, **kwargs):
+            return type(module).forward(module, *args, **kwargs)
+
+    monkeypatch.setattr(precompiled.FunctionStore, "function",
+                        lambda self, name, key, build, f_globals: asked.append((name, key)) or Eager())
+    _stub_noise(monkeypatch, [])
+    pipe = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))
+    pipe.models.compile_vae = "both"  # what the gpu memory mode compiles (precompiled, the default unit)
+    pipe.warm_up()
+    warmed = set(asked)
+    assert {name for name, _ in warmed} == {"vae-encoder", "vae-decoder-block"}
+    del asked[:]
+    plate, mask = (np.concatenate([x, x[::-1], x[:1]]) for x in bigben)  # 25 frames: a 29-frame clip, 8 latents
+    sink = MemorySink()
+    pipe.run(_inputs(plate, mask, tmp_path / "job", noise_mode="aligned"), sink, lambda p: None, lambda: False)
+    assert len(sink.clean) == 25 and asked
+    assert set(asked) <= warmed
+
+
 def test_a_warm_up_that_holds_one_transformer_at_a_time_loads_each_once(tiny_model_dir, monkeypatch):
     from void_server.pipelines.void import loading
 

@@ -36,6 +36,10 @@ from .passes import PASS1, PASS2, PassConfig, pass_mask_latents, run_pass
 from .weights import check_model_dir, resolve_layout
 
 Box = Tuple[int, int, int, int]
+# The warm-up's VAE clip: the encode's first frame batch (13 frames) and a later one (8), and the decode's first
+# latent, a pair after it, a pair after a pair and the trailing single latent (decode.decode_chunks): every kind of
+# chunk a clip of any padded length (8k + 5 frames) runs.
+VAE_WARM_UP_FRAMES = 21
 
 
 @dataclasses.dataclass
@@ -178,18 +182,22 @@ class VoidPipeline:
         return self.models.device.type == "cuda"
 
     @torch.no_grad()
-    def warm_up(self, pin_text_ahead: bool = True) -> Dict[str, float]:
+    def warm_up(self, pin_text_ahead: bool = True, import_compiler_ahead: bool = False) -> Dict[str, float]:
         """Load every model a job uses and compile every graph of a one-window job, on inputs of zeros, so the
         first job runs at full speed; a warm compile cache (DATA_DIR/compile-cache) makes this much shorter.
-        Runs the VAE's encode and decode, one denoising step of each pass (through the rank group when there
-        is one, so every rank compiles its own shapes), T5 on the guidance's empty prompt (kept: pass 2 uses it),
-        loads RAFT and warps the default (reference) pass-2 noise one step. Clips longer than one window compile
-        their other window length, and aligned noise its warp size, on first use.
+        Runs the VAE's encode and decode of a short clip (`_warm_up_vae`: its graphs serve every clip length),
+        one denoising step of each pass (through the rank group when there is one, so every rank compiles its own
+        shapes), T5 on the guidance's empty prompt (kept: pass 2 uses it), loads RAFT and warps the default
+        (reference) pass-2 noise one step. Clips longer than one window compile their other window length, and
+        aligned noise its warp size, on first use.
 
-        Returns seconds per stage, `load` the weights' (its sub-stages per model). Dynamo re-traces the VAE's
-        graphs at every start, even from a warm cache (~20 s on an H100): tracing it on a thread beside the loading
-        did not shorten the start (docs/performance.md, eighth session), both wanting the GIL. `pin_text_ahead`
-        False pins T5's host copy at the text stage instead of beside the VAE."""
+        Returns seconds per stage, `load` the weights' (its sub-stages per model). With a warm compile cache the
+        VAE's graphs are loaded, not traced (precompiled.py); tracing them on a thread beside the loading did not
+        shorten the start (docs/performance.md, eighth session), both wanting the GIL. `pin_text_ahead` False pins
+        T5's host copy at the text stage instead of beside the VAE. `import_compiler_ahead` imports torch's
+        compiler stack (accel.import_compiler: seconds of Python the first compiled call would otherwise run) on a
+        thread beside the transformers' reading, which is one copy per file and holds no GIL."""
+        from .accel import import_compiler
         from .denoise import denoise
 
         clock = StageClock()
@@ -202,13 +210,17 @@ class VoidPipeline:
                 m.vae
             with loading("text"):
                 m.text
+            compiler = on_thread("void-import-compiler", import_compiler) if import_compiler_ahead else None
             with loading("transformers"):
                 m.load_resident_transformers()
+        if compiler is not None:
+            with clock("import_compiler"):  # what is left of it
+                compiler.result()
         # T5's 9.5 GB pinned beside the VAE's warm-up, not beside the transformers' reading: both copy from the
         # page cache (with the pinning beside them the two took 5.1-5.3 s on an H100, 2.5-3.3 s alone on another).
         parked_text = self._pin_text_encoder_ahead() if pin_text_ahead else None
         with clock("vae"):
-            self._warm_up_vae(t_lat, h, w)
+            self._warm_up_vae()
         with clock("text"):
             if parked_text is not None:
                 parked_text.result()
@@ -235,21 +247,23 @@ class VoidPipeline:
         return self.warmed_up
 
     @torch.no_grad()
-    def _warm_up_vae(self, t_lat: int, h: int, w: int) -> None:
-        """One window's encode and decode: every graph of the VAE a one-window job runs, traced and compiled (the
-        second GPU's too, in a rank group)."""
+    def _warm_up_vae(self) -> None:
+        """An encode and a decode of a `VAE_WARM_UP_FRAMES` clip: every graph of the VAE any job runs, traced and
+        compiled (the second GPU's too, in a rank group). The compiled parts see their chunks with canonical strides
+        (precompiled.contiguous_inputs), so the graphs do not depend on the clip's length, and the shortest clip that
+        holds every kind of chunk readies them all for a quarter of a window's GPU work."""
         from .conditioning import vae_encode
         from .decode import decode_latents
 
         m, dev = self.models, self.models.device
+        clip = (1, 3, VAE_WARM_UP_FRAMES) + self.model_size
+        latents = (1, latent_frames(VAE_WARM_UP_FRAMES), 16, self.model_size[0] // 8, self.model_size[1] // 8)
         with m.placement.use(m.vae):
-            vae_encode(m.vae, torch.zeros((1, 3, self.window_frames) + self.model_size, device=dev))
-            decode_latents(m.vae, torch.zeros((1, t_lat, 16, h, w), device=dev, dtype=m.dtype),
-                           pipelined=self._decode_plan())
+            vae_encode(m.vae, torch.zeros(clip, device=dev))
+            decode_latents(m.vae, torch.zeros(latents, device=dev, dtype=m.dtype), pipelined=self._decode_plan())
         if self._second is not None:  # its encoder's graphs: pass 2's mask and the plate
-            self._second.encode_mask(PASS2, torch.zeros((1, 1, self.window_frames) + self.model_size, device=dev))
-            self._second.encode_plate(torch.zeros((1, 3, self.window_frames) + self.model_size, device=dev), 0,
-                                      None).result()
+            self._second.encode_mask(PASS2, torch.zeros((1, 1) + clip[2:], device=dev))
+            self._second.encode_plate(torch.zeros(clip, device=dev), 0, None).result()
 
     def _pin_text_encoder_ahead(self) -> Optional["Future[object]"]:
         """Where T5 waits in host memory between prompts (models.park_text_encoder), its 9.5 GB are pinned once,

@@ -286,6 +286,7 @@ class PrecompiledForward:
         return key
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        args, kwargs = contiguous_inputs(args, kwargs)
         if self._fallback is not None:
             return self._fallback(*args, **kwargs)
         key = self._key(args, kwargs)
@@ -300,6 +301,37 @@ class PrecompiledForward:
             self._fall_back("%s: %s" % (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else ""))
             return self._fallback(*args, **kwargs)
         return function(self.module, *args, **kwargs)
+
+
+def contiguous_inputs(args: tuple, kwargs: dict) -> Tuple[tuple, dict]:
+    """`(args, kwargs)` with every tensor in contiguous memory with canonical strides. A chunk of a clip is a view
+    with the clip's strides (the VAE's frame batches, the decode's latents, a mask expanded to three channels), and
+    even a contiguous view keeps the clip's strides on its dimensions of size 1: keyed and guarded as they come,
+    every clip length, and the mask against the plate, would need functions of their own, each built (a minute on
+    an H100) or loaded on first use. Made canonical (a view where the memory already is contiguous, else a copy of
+    the chunk, small beside its work), one function serves them all, and a warm-up on a short clip readies every
+    length."""
+    leaves, spec = pytree.tree_flatten((args, kwargs))
+    if not any(isinstance(x, torch.Tensor) and x.stride() != _canonical_strides(x.shape) for x in leaves):
+        return args, kwargs
+    return pytree.tree_unflatten([_canonical(x) if isinstance(x, torch.Tensor) else x for x in leaves], spec)
+
+
+def _canonical_strides(shape: Tuple[int, ...]) -> Tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(int(size), 1)
+    return tuple(reversed(strides))
+
+
+def _canonical(x: torch.Tensor) -> torch.Tensor:
+    want = _canonical_strides(x.shape)
+    if x.stride() == want:
+        return x
+    if x.is_contiguous():  # only size-1 dimensions' strides differ, and those address nothing
+        return x.as_strided(x.shape, want)
+    return x.contiguous()
 
 
 def precompile(module: torch.nn.Module, name: str, backend: str = "inductor",
