@@ -125,7 +125,7 @@ def busy_job(pipe: VoidPipeline, plate, quad, workdir: Path, **settings) -> Dict
         with gpu_busy.stage_spans() as spans:
             start = time.time_ns()
             res = run_job(pipe, plate, quad, workdir, **settings)
-            end = time.time_ns()
+    end = start + int(res["total_s"] * 1e9)  # the job's own end, not run_job's stacking of its frames after it
     shift = gpu_busy.clock_shift(prof.profiler.kineto_results.trace_start_ns())
     spans = [(name, s + shift, e + shift) for name, s, e in spans]
     intervals = gpu_busy.gpu_intervals(prof)

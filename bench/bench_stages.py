@@ -29,6 +29,7 @@ from full_size import random_vae, rel_l2  # noqa: E402
 from void_server.pipelines.void.accel import compile_vae  # noqa: E402
 from void_server.pipelines.void.conditioning import vae_encode  # noqa: E402
 from void_server.pipelines.void.decode import decode_latents  # noqa: E402
+from void_server.pipelines.void import flow as flow_module  # noqa: E402
 from void_server.pipelines.void.flow import iter_flow, load_raft  # noqa: E402
 from void_server.pipelines.void.warped_noise import aligned_warped_noise, reference_warped_noise  # noqa: E402
 
@@ -181,14 +182,27 @@ def noise_rows(args: argparse.Namespace, device: torch.device, row: Callable[[st
     """RAFT alone, the reference and aligned warped noise (the warp compiled, as the pipeline runs it; with
     --eager-warp also not compiled, and the two compared), and --profile-warp's profiled step."""
     raft = load_raft(None, device)
-    clip = torch.rand(args.frames, 3, 384, 672, device=device)
+    clip = torch.rand(args.frames, 3, 384, 672)  # on the host, as the pipeline hands pass 1's frames over
     small = torch.rand(72, 3, 240, 360, device=device)
-    row("RAFT flows alone (72 frames, 240x360)", timed(lambda: list(iter_flow(raft, small)), reps=1))
+    eager_flows = {}
+    row("RAFT flows alone (72 frames, 240x360), eager", timed(
+        lambda: eager_flows.__setitem__("f", torch.stack(list(iter_flow(raft, small, graphs=False)))), reps=1))
+    graphed = {}
+    row("RAFT flows alone, CUDA graphs (first call captures)", timed(
+        lambda: graphed.__setitem__("f", torch.stack(list(iter_flow(raft, small, graphs=True)))), reps=1))
+    rows[-1]["max_abs_diff_vs_eager"] = float((graphed["f"] - eager_flows["f"]).abs().max())
     torch.cuda.reset_peak_memory_stats()
     ref_noise = {}
     # reps=1: the first run compiles the warp step (first_s), the second is the job's time
     row("warped noise, reference", timed(lambda: ref_noise.__setitem__("n", reference_warped_noise(
         clip, raft, torch.Generator(device).manual_seed(0))), reps=1))
+    flow_module.CUDA_GRAPHS = False
+    out = {}
+    row("warped noise, reference, RAFT eager", timed(lambda: out.__setitem__("n", reference_warped_noise(
+        clip, raft, torch.Generator(device).manual_seed(0))), reps=1))
+    flow_module.CUDA_GRAPHS = True
+    # the same draws: a difference is the warp's scatter-add order (two runs differ by ~4e-6), or the flows
+    rows[-1]["max_abs_diff_vs_default"] = float(abs(out["n"] - ref_noise["n"]).max())
     if args.eager_warp:
         with eager_warp():
             out = {}

@@ -101,8 +101,9 @@ def main() -> None:
                     help="how the VAE is compiled (default: accel.VAE_COMPILE_UNIT's choice per part)")
     ap.add_argument("--pin-after-vae", action="store_true",
                     help="pin T5's host copy after the VAE's warm-up instead of beside it (does the pinning slow it?)")
-    ap.add_argument("--import-ahead", action="store_true",
-                    help="the warm-up imports torch's compiler stack on a thread beside the transformers' reading")
+    ap.add_argument("--no-import-ahead", dest="import_ahead", action="store_false",
+                    help="the warm-up imports torch's compiler stack at its first compiled call, not on a thread "
+                    "beside the transformers' reading (the default before the fourteenth session)")
     ap.add_argument("--first-jobs", type=int, default=0, metavar="N",
                     help="run N full jobs right after the warm-up (in each process): is the first at full speed?")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -124,7 +125,7 @@ def main() -> None:
                    "--gpus", str(args.gpus)] + (["--smoke"] if args.smoke else []) + (
                        ["--vae-unit", args.vae_unit] if args.vae_unit else []) + (
                        ["--pin-after-vae"] if args.pin_after_vae else []) + (
-                       ["--import-ahead"] if args.import_ahead else []) + ["--first-jobs", str(args.first_jobs)]
+                       [] if args.import_ahead else ["--no-import-ahead"]) + ["--first-jobs", str(args.first_jobs)]
             t0 = time.perf_counter()
             # Triton's kernel cache too (default ~/.triton/cache): a machine that compiled these graphs before
             # would otherwise hand the first process its kernels

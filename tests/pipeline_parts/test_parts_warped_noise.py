@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from void_server.pipelines.base import PipelineUnavailable
-from void_server.pipelines.void.flow import RAFT_FILE, compute_flow, iter_flow, iter_flow_ahead, load_raft
+from void_server.pipelines.void import flow as flow_module
+from void_server.pipelines.void.flow import (RAFT_FILE, batch_sizes, compute_flow, iter_flow, iter_flow_ahead, load_raft,
+                                             raft_flow)
 from void_server.pipelines.void.warped_noise import (
     aligned_warped_noise,
     cover_and_crop,
@@ -68,6 +70,36 @@ def test_flow_ahead_raises_rafts_error_and_stops_when_the_consumer_does(raft):
     next(flows)
     flows.close()  # the consumer gives up (a cancelled job): the RAFT thread must end, not block on a full queue
     assert not [t for t in threading.enumerate() if t.name == "void-raft"]
+
+
+def test_the_flow_warm_up_knows_every_batch_iter_flow_asks_raft_for(raft, monkeypatch):
+    # The warm-up captures RAFT's CUDA graphs for these batch sizes: a size it missed would be captured mid-job.
+    asked = []
+    real = flow_module.raft_flow
+
+    def recording(model, first, second, graphs=None):
+        asked.append(first.shape[0])
+        return real(model, first, second, graphs)
+
+    monkeypatch.setattr(flow_module, "raft_flow", recording)
+    for frames in (2, 5, 7, 10):
+        del asked[:]
+        list(iter_flow(raft, torch.rand(frames, 3, 128, 128), batch=4))
+        assert asked == batch_sizes(frames, 4), frames
+    assert sorted(set(batch_sizes(72, 4))) == [3, 4]  # the reference noise maker's 71 pairs
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_rafts_cuda_graph_gives_the_eager_flow_and_is_captured_once():
+    torch.manual_seed(0)
+    model = load_raft(None, "cuda")
+    frames = (_moving_square(5, 128, 136).cuda() * 2 - 1)
+    eager = raft_flow(model, frames[:-1], frames[1:], graphs=False)
+    graphed = raft_flow(model, frames[:-1], frames[1:], graphs=True)
+    again = raft_flow(model, frames[1:], frames[:-1], graphs=True)  # the same graph, other values
+    assert torch.equal(graphed, eager)
+    assert torch.equal(again, raft_flow(model, frames[1:], frames[:-1], graphs=False))
+    assert len(flow_module._GRAPHS[model]) == 1
 
 
 def test_retime_and_crop_helpers():

@@ -5,10 +5,12 @@ consecutive frames only. Weights come from a local file; nothing is downloaded.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import queue
 import threading
+import weakref
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -44,10 +46,81 @@ def _device(module: torch.nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
+@dataclasses.dataclass
+class _Graph:
+    graph: "torch.cuda.CUDAGraph"
+    first: torch.Tensor  # the inputs' and output's fixed places: a replay reads and writes only these
+    second: torch.Tensor
+    flow: torch.Tensor
+
+
+CUDA_GRAPHS = True  # raft_flow's default (benches switch it off to compare)
+# Per RAFT module, per (shape, dtype, device) of its inputs; weakly held, so a dropped RAFT takes its graphs along.
+_GRAPHS: "weakref.WeakKeyDictionary[torch.nn.Module, Dict[Tuple[object, ...], _Graph]]" = weakref.WeakKeyDictionary()
+_GRAPHS_LOCK = threading.Lock()
+
+
 @torch.no_grad()
-def iter_flow(raft: torch.nn.Module, frames01: torch.Tensor, batch: int = 4) -> Iterator[torch.Tensor]:
+def raft_flow(raft: torch.nn.Module, first: torch.Tensor, second: torch.Tensor,
+              graphs: Optional[bool] = None) -> torch.Tensor:
+    """RAFT's last flow prediction (B, 2, H, W) for image pairs (first[i], second[i]) in [-1, 1].
+
+    On a GPU its forward is replayed as a CUDA graph, one per input shape, captured on first use: RAFT-large's
+    12 update iterations launch ~1,300 small kernels a call, and issued from Python they took 2-3x the GPU's time
+    (84 ms against ~31 ms a batch of 4 pairs beside the noise warp, H100, docs/performance.md), so the warp waited
+    on the flows. A replay runs the same kernels on the same values: the same flow. The graph reads RAFT's weights
+    where they were at capture (load_state_dict copies into them in place, which keeps it right; moving the module
+    does not). `graphs` False calls it as it is; None: `CUDA_GRAPHS`."""
+    if not ((CUDA_GRAPHS if graphs is None else graphs) and first.is_cuda):
+        return raft(first, second, num_flow_updates=FLOW_UPDATES)[-1]
+    key = (tuple(first.shape), first.dtype, first.device)
+    with _GRAPHS_LOCK:  # one capture at a time, and one caller between a replay's inputs and its output
+        made = _GRAPHS.setdefault(raft, {})
+        g = made.get(key)
+        if g is None:
+            g = made[key] = _capture(raft, first, second)
+        g.first.copy_(first)
+        g.second.copy_(second)
+        g.graph.replay()
+        flow = g.flow.clone()
+        # The next caller (another job's thread, on another stream) overwrites the inputs: this replay must be done.
+        torch.cuda.current_stream(first.device).synchronize()
+    return flow
+
+
+def _capture(raft: torch.nn.Module, first: torch.Tensor, second: torch.Tensor) -> _Graph:
+    a, b = first.clone(), second.clone()
+    for _ in range(2):  # eagerly first: cuDNN's and cuBLAS's handles and workspaces exist before the capture
+        raft(a, b, num_flow_updates=FLOW_UPDATES)
+    graph = torch.cuda.CUDAGraph()
+    # thread_local: the job's other threads may use the GPU meanwhile (RAFT runs beside the noise warp)
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        flow = raft(a, b, num_flow_updates=FLOW_UPDATES)[-1]
+    return _Graph(graph, a, b, flow)
+
+
+@torch.no_grad()
+def warm_up_flow(raft: torch.nn.Module, frames: int, hw: Tuple[int, int], batch: int = 4) -> None:
+    """Capture the CUDA graphs `iter_flow` replays for a clip of `frames` frames of `hw` (a multiple of 8): its
+    full batches and its last one, so a job does not capture them (nothing to do off a GPU)."""
+    dev = _device(raft)
+    if dev.type != "cuda":
+        return
+    for n in sorted(set(batch_sizes(frames, batch))):
+        x = torch.zeros((n, 3) + tuple(hw), device=dev)
+        raft_flow(raft, x, x)
+
+
+def batch_sizes(frames: int, batch: int = 4) -> List[int]:
+    """How many pairs each of `iter_flow`'s RAFT calls takes for a clip of `frames` frames."""
+    return [min(batch, frames - 1 - start) for start in range(0, frames - 1, batch)]
+
+
+@torch.no_grad()
+def iter_flow(raft: torch.nn.Module, frames01: torch.Tensor, batch: int = 4,
+              graphs: Optional[bool] = None) -> Iterator[torch.Tensor]:
     """Yield the (2, H, W) forward flow of each consecutive pair of (T, 3, H, W) frames in [0, 1], in order,
-    `batch` pairs per RAFT call, so a long clip's flow never sits in memory whole."""
+    `batch` pairs per RAFT call, so a long clip's flow never sits in memory whole. `graphs`: `raft_flow`'s."""
     if frames01.ndim != 4 or frames01.shape[1] != 3:
         raise ValueError("frames must be (T, 3, H, W), got %s" % (tuple(frames01.shape),))
     T, _, H, W = frames01.shape
@@ -61,7 +134,7 @@ def iter_flow(raft: torch.nn.Module, frames01: torch.Tensor, batch: int = 4) -> 
         if (h8, w8) != (H, W):  # RAFT needs multiples of 8: floor, as the reference does
             chunk = F.interpolate(chunk, size=(h8, w8), mode="bilinear", align_corners=False, antialias=True)
         chunk = chunk * 2 - 1
-        flow = raft(chunk[:-1], chunk[1:], num_flow_updates=FLOW_UPDATES)[-1].float()
+        flow = raft_flow(raft, chunk[:-1], chunk[1:], graphs).float()
         if (h8, w8) != (H, W):
             # Back to the frame size. Unlike the reference we also rescale the values to the new pixel size
             # (the reference's own 240x360 never needs this resize, so parity is unaffected).

@@ -182,13 +182,13 @@ class VoidPipeline:
         return self.models.device.type == "cuda"
 
     @torch.no_grad()
-    def warm_up(self, pin_text_ahead: bool = True, import_compiler_ahead: bool = False) -> Dict[str, float]:
+    def warm_up(self, pin_text_ahead: bool = True, import_compiler_ahead: bool = True) -> Dict[str, float]:
         """Load every model a job uses and compile every graph of a one-window job, on inputs of zeros, so the
         first job runs at full speed; a warm compile cache (DATA_DIR/compile-cache) makes this much shorter.
         Runs the VAE's encode and decode of a short clip (`_warm_up_vae`: its graphs serve every clip length),
         one denoising step of each pass (through the rank group when there is one, so every rank compiles its own
-        shapes), T5 on the guidance's empty prompt (kept: pass 2 uses it), loads RAFT and warps the default
-        (reference) pass-2 noise one step. Clips longer than one window compile their other window length, and
+        shapes), T5 on the guidance's empty prompt (kept: pass 2 uses it), loads RAFT (capturing its CUDA graphs
+        for the reference noise's flows) and warps the default (reference) pass-2 noise one step. Clips longer than one window compile their other window length, and
         aligned noise its warp size, on first use.
 
         Returns seconds per stage, `load` the weights' (its sub-stages per model). With a warm compile cache the
@@ -196,7 +196,9 @@ class VoidPipeline:
         shorten the start (docs/performance.md, eighth session), both wanting the GIL. `pin_text_ahead` False pins
         T5's host copy at the text stage instead of beside the VAE. `import_compiler_ahead` imports torch's
         compiler stack (accel.import_compiler: seconds of Python the first compiled call would otherwise run) on a
-        thread beside the transformers' reading, which is one copy per file and holds no GIL."""
+        thread beside the transformers' reading, which is one copy per file and holds no GIL (H100, fourteenth
+        session: ready 25.9-27.8 s after the process started against 28.9-32.3 s; the VAE's stage 2-3 s shorter,
+        the transformers' reading ~1 s longer)."""
         from .accel import import_compiler
         from .denoise import denoise
 
@@ -236,10 +238,10 @@ class VoidPipeline:
                     run(transformer, m.scheduler(cfg.scheduler), latents, inpaint, empty, empty if guided else None,
                         cfg.guidance, 1, t_lat)
         if self.layout.raft is not None and self.layout.raft.is_file():
-            from .warped_noise import warm_up_reference_warp
+            from .warped_noise import warm_up_reference_flow, warm_up_reference_warp
 
             with clock("raft"):
-                self._raft_model()
+                warm_up_reference_flow(self._raft_model())
             if dev.type == "cuda":  # only there is the warp compiled; a CPU step at this size is ~20 s of nothing
                 with clock("noise_warp"):
                     warm_up_reference_warp(dev)

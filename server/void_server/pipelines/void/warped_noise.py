@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..frame_pool import map_frames
-from .flow import _device, iter_flow_ahead
+from .flow import _device, iter_flow_ahead, warm_up_flow
 from .noise_warp import NoiseWarper, area_downscale
 
 # The reference noise maker's framing: cover 480x720, flow at half that, the warp 8x the flow's size.
@@ -81,6 +81,14 @@ def _flow_hw(cover_hw: Tuple[int, int], frame_scale: float) -> Tuple[int, int]:
     return int(round(cover_hw[0] * frame_scale)), int(round(cover_hw[1] * frame_scale))
 
 
+REFERENCE_FRAMES = 72  # the reference noise maker's re-timed clip
+
+
+def warm_up_reference_flow(raft: torch.nn.Module) -> None:
+    """RAFT's CUDA graphs for the reference noise maker's flows (flow.warm_up_flow), so a job finds them captured."""
+    warm_up_flow(raft, REFERENCE_FRAMES, _flow_hw(REFERENCE_COVER_HW, REFERENCE_FRAME_SCALE))
+
+
 @torch.no_grad()
 def warm_up_reference_warp(device: torch.device, channels: int = 16) -> None:
     """One warp step at the reference noise maker's default size, on zeros: on a GPU the step is compiled
@@ -96,7 +104,7 @@ def reference_warped_noise(
     video01: torch.Tensor,
     raft: torch.nn.Module,
     generator: torch.Generator,
-    frames: int = 72,
+    frames: int = REFERENCE_FRAMES,
     cover_hw: Tuple[int, int] = REFERENCE_COVER_HW,
     frame_scale: float = REFERENCE_FRAME_SCALE,
     warp_factor: int = REFERENCE_WARP_FACTOR,
