@@ -382,8 +382,9 @@ LENGTHS_CHILD = textwrap.dedent("""
 
 
 def test_a_short_clip_readies_the_precompiled_vae_for_every_clip_length_and_the_mask(tmp_path):
-    # Chunks are views of their clip: keyed by their own strides, an 85-frame clip (and the mask, expanded to three
-    # channels) would build functions the 21-frame clip did not. Canonical strides make one set serve every length.
+    # Chunks are views of their clip: keyed by their own strides, an 85-frame clip (and, in float32, where no dtype
+    # conversion copies it, the mask expanded to three channels) would build functions the 21-frame clip did not.
+    # Canonical strides make one set serve every length.
     from void_server.pipelines.void.tiny import VAE_CONFIGS
 
     small = dict(VAE_CONFIGS["tiny"], block_out_channels=[8, 16],

@@ -276,7 +276,7 @@ def test_warm_up_loads_every_model_and_changes_no_result(tiny_model_dir, bigben,
 def test_the_warm_ups_short_vae_clip_readies_every_vae_function_a_longer_job_runs(tiny_model_dir, bigben, tmp_path,
                                                                                    monkeypatch):
     # The precompiled VAE is keyed on its chunks' shapes and strides. A chunk is a view of its clip, so unless its
-    # strides are made canonical every clip length (and the mask against the plate) needs functions of its own,
+    # strides are made canonical every clip length needs functions of its own,
     # built or loaded during the job: the warm-up's 21 frames must cover a 29-frame job's every call. The store is
     # replaced by one that records keys and runs the module eagerly (nothing is compiled here).
     from void_server.pipelines.void import precompiled

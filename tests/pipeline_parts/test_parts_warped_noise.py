@@ -89,6 +89,19 @@ def test_the_flow_warm_up_knows_every_batch_iter_flow_asks_raft_for(raft, monkey
     assert sorted(set(batch_sizes(72, 4))) == [3, 4]  # the reference noise maker's 71 pairs
 
 
+def test_while_rafts_graph_is_captured_its_host_constants_are_made_on_the_device(raft):
+    # torchvision's RAFT builds its coordinate grid and lookup offsets on the host each call; a capture cannot copy
+    # them over, so they are made where the graph runs: the same values, and only those two factories move.
+    with flow_module._ConstantsOn(torch.device("meta")):
+        assert torch.arange(3).device.type == "meta" and torch.linspace(-4, 4, 9, device="cpu").device.type == "meta"
+        assert torch.zeros(2).device.type == "cpu"
+    a, b = torch.rand(2, 3, 128, 128) * 2 - 1, torch.rand(2, 3, 128, 128) * 2 - 1
+    with torch.no_grad(), flow_module._ConstantsOn(torch.device("cpu")):
+        inside = raft(a, b, num_flow_updates=2)[-1]
+    with torch.no_grad():
+        assert torch.equal(inside, raft(a, b, num_flow_updates=2)[-1])
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_rafts_cuda_graph_gives_the_eager_flow_and_is_captured_once():
     torch.manual_seed(0)

@@ -14,6 +14,7 @@ from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
 from ..base import PipelineUnavailable
 
@@ -94,9 +95,25 @@ def _capture(raft: torch.nn.Module, first: torch.Tensor, second: torch.Tensor) -
         raft(a, b, num_flow_updates=FLOW_UPDATES)
     graph = torch.cuda.CUDAGraph()
     # thread_local: the job's other threads may use the GPU meanwhile (RAFT runs beside the noise warp)
-    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"), _ConstantsOn(first.device):
         flow = raft(a, b, num_flow_updates=FLOW_UPDATES)[-1]
     return _Graph(graph, a, b, flow)
+
+
+class _ConstantsOn(TorchFunctionMode):
+    """torchvision's RAFT makes a few constants on the host at every call and copies them over (the coordinate
+    grid, `torch.arange`; the lookup window's offsets, `torch.linspace`), which a CUDA graph cannot capture. While
+    it is captured they are made on its device instead: the same small integers, computed there."""
+
+    def __init__(self, device: torch.device) -> None:
+        super().__init__()
+        self.device = device
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func in (torch.arange, torch.linspace):
+            kwargs["device"] = self.device
+        return func(*args, **kwargs)
 
 
 @torch.no_grad()

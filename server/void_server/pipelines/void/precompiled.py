@@ -305,10 +305,10 @@ class PrecompiledForward:
 
 def contiguous_inputs(args: tuple, kwargs: dict) -> Tuple[tuple, dict]:
     """`(args, kwargs)` with every tensor in contiguous memory with canonical strides. A chunk of a clip is a view
-    with the clip's strides (the VAE's frame batches, the decode's latents, a mask expanded to three channels), and
-    even a contiguous view keeps the clip's strides on its dimensions of size 1: keyed and guarded as they come,
-    every clip length, and the mask against the plate, would need functions of their own, each built (a minute on
-    an H100) or loaded on first use. Made canonical (a view where the memory already is contiguous, else a copy of
+    with the clip's strides (the VAE's frame batches, the decode's latents; a mask expanded to three channels where
+    no dtype conversion copies it), and even a contiguous view keeps the clip's strides on its dimensions of size 1:
+    keyed and guarded as they come, every clip length would need functions of its own, each built (a minute or two
+    on an H100) or loaded on first use. Made canonical (a view where the memory already is contiguous, else a copy of
     the chunk, small beside its work), one function serves them all, and a warm-up on a short clip readies every
     length."""
     leaves, spec = pytree.tree_flatten((args, kwargs))
