@@ -102,6 +102,23 @@ def test_while_rafts_graph_is_captured_its_host_constants_are_made_on_the_device
         assert torch.equal(inside, raft(a, b, num_flow_updates=2)[-1])
 
 
+def test_a_shape_whose_graph_cannot_be_captured_is_asked_once_then_runs_as_it_is(raft, monkeypatch, caplog):
+    tries = []
+
+    def failing(model, first, second):
+        tries.append(tuple(first.shape))
+        raise RuntimeError("operation not permitted when stream is capturing\nmore")
+
+    monkeypatch.setattr(flow_module, "_capture", failing)
+    x = torch.zeros(2, 3, 128, 128)
+    with caplog.at_level("WARNING"):
+        assert flow_module._graph_for(raft, x, x) is None
+        assert flow_module._graph_for(raft, x, x) is None
+    assert tries == [(2, 3, 128, 128)]  # not captured again at every call
+    assert "could not be captured (RuntimeError: operation not permitted" in caplog.text
+    flow_module._GRAPHS.pop(raft)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_rafts_cuda_graph_gives_the_eager_flow_and_is_captured_once():
     torch.manual_seed(0)
@@ -113,6 +130,10 @@ def test_rafts_cuda_graph_gives_the_eager_flow_and_is_captured_once():
     assert torch.equal(graphed, eager)
     assert torch.equal(again, raft_flow(model, frames[1:], frames[:-1], graphs=False))
     assert len(flow_module._GRAPHS[model]) == 1
+    # where a capture fails, that shape runs as it is: the same flow
+    odd = frames[:3]
+    flow_module._GRAPHS[model][(tuple(odd[:-1].shape), odd.dtype, odd.device)] = None
+    assert torch.equal(raft_flow(model, odd[:-1], odd[1:]), raft_flow(model, odd[:-1], odd[1:], graphs=False))
 
 
 def test_retime_and_crop_helpers():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import queue
 import threading
 import weakref
@@ -17,6 +18,8 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from ..base import PipelineUnavailable
+
+log = logging.getLogger(__name__)
 
 RAFT_FILE = "raft_large_C_T_SKHT_V2-ff5fadd5.pth"  # torchvision's Raft_Large_Weights.C_T_SKHT_V2
 FLOW_UPDATES = 12
@@ -57,7 +60,8 @@ class _Graph:
 
 CUDA_GRAPHS = True  # raft_flow's default (benches switch it off to compare)
 # Per RAFT module, per (shape, dtype, device) of its inputs; weakly held, so a dropped RAFT takes its graphs along.
-_GRAPHS: "weakref.WeakKeyDictionary[torch.nn.Module, Dict[Tuple[object, ...], _Graph]]" = weakref.WeakKeyDictionary()
+_GRAPHS: "weakref.WeakKeyDictionary[torch.nn.Module, Dict[Tuple[object, ...], Optional[_Graph]]]" = (
+    weakref.WeakKeyDictionary())
 _GRAPHS_LOCK = threading.Lock()
 
 
@@ -74,29 +78,48 @@ def raft_flow(raft: torch.nn.Module, first: torch.Tensor, second: torch.Tensor,
     does not). `graphs` False calls it as it is; None: `CUDA_GRAPHS`."""
     if not ((CUDA_GRAPHS if graphs is None else graphs) and first.is_cuda):
         return raft(first, second, num_flow_updates=FLOW_UPDATES)[-1]
-    key = (tuple(first.shape), first.dtype, first.device)
     with _GRAPHS_LOCK:  # one capture at a time, and one caller between a replay's inputs and its output
-        made = _GRAPHS.setdefault(raft, {})
-        g = made.get(key)
-        if g is None:
-            g = made[key] = _capture(raft, first, second)
-        g.first.copy_(first)
-        g.second.copy_(second)
-        g.graph.replay()
-        flow = g.flow.clone()
-        # The next caller (another job's thread, on another stream) overwrites the inputs: this replay must be done.
-        torch.cuda.current_stream(first.device).synchronize()
+        g = _graph_for(raft, first, second)
+        if g is None:  # it could not be captured: as it is
+            return raft(first, second, num_flow_updates=FLOW_UPDATES)[-1]
+        # On RAFT's device (a rank group's second GPU): a replay goes to the current device's current stream.
+        with torch.cuda.device(first.device):
+            g.first.copy_(first)
+            g.second.copy_(second)
+            g.graph.replay()
+            flow = g.flow.clone()
+            # The next caller (another job's thread, on another stream) overwrites the inputs: this one must be done.
+            torch.cuda.current_stream(first.device).synchronize()
     return flow
 
 
+def _graph_for(raft: torch.nn.Module, first: torch.Tensor, second: torch.Tensor) -> Optional[_Graph]:
+    """The graph for these inputs' shape, captured now if it is new; None where the capture failed (logged once,
+    then that shape runs as it is: the flows stay right, only slower)."""
+    made = _GRAPHS.setdefault(raft, {})
+    key = (tuple(first.shape), first.dtype, first.device)
+    if key not in made:
+        try:
+            made[key] = _capture(raft, first, second)
+        except Exception as exc:  # noqa: BLE001 - a torch or torchvision this capture does not suit: keep working
+            log.warning("RAFT's CUDA graph for inputs %s on %s could not be captured (%s: %s); it runs as it is",
+                        key[0], key[2], type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            made[key] = None
+    return made[key]
+
+
 def _capture(raft: torch.nn.Module, first: torch.Tensor, second: torch.Tensor) -> _Graph:
-    a, b = first.clone(), second.clone()
-    for _ in range(2):  # eagerly first: cuDNN's and cuBLAS's handles and workspaces exist before the capture
-        raft(a, b, num_flow_updates=FLOW_UPDATES)
-    graph = torch.cuda.CUDAGraph()
-    # thread_local: the job's other threads may use the GPU meanwhile (RAFT runs beside the noise warp)
-    with torch.cuda.graph(graph, capture_error_mode="thread_local"), _ConstantsOn(first.device):
-        flow = raft(a, b, num_flow_updates=FLOW_UPDATES)[-1]
+    dev = first.device
+    with torch.cuda.device(dev):
+        a, b = first.clone(), second.clone()
+        for _ in range(2):  # eagerly first: cuDNN's and cuBLAS's handles and workspaces exist before the capture
+            raft(a, b, num_flow_updates=FLOW_UPDATES)
+        graph = torch.cuda.CUDAGraph()
+        # A capture stream of RAFT's device (torch's default one is made once, on whichever device came first);
+        # thread_local: the job's other threads may use the GPU meanwhile (RAFT runs beside the noise warp).
+        with torch.cuda.graph(graph, stream=torch.cuda.Stream(dev), capture_error_mode="thread_local"), \
+                _ConstantsOn(dev):
+            flow = raft(a, b, num_flow_updates=FLOW_UPDATES)[-1]
     return _Graph(graph, a, b, flow)
 
 
