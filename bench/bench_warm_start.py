@@ -145,7 +145,8 @@ def main() -> None:
         print("%-12s %8.1f %15.1f %13.1f %16.1f %11.1f" % (r["start"], r["load_s"], r["ready_s"], r["after_load_s"],
                                                         r["second_warm_up_total_s"], r["process_s"]))
         if r.get("first_jobs"):
-            print("%12s jobs after the warm-up: %s s" % ("", " / ".join("%.2f" % j["total_s"] for j in r["first_jobs"])))
+            totals = " / ".join("%.2f" % j["total_s"] for j in r["first_jobs"])
+            print("%12s jobs after the warm-up: %s s" % ("", totals))
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ import torch
 
 from void_server.pipelines.base import PipelineUnavailable
 from void_server.pipelines.void import flow as flow_module
-from void_server.pipelines.void.flow import (RAFT_FILE, batch_sizes, compute_flow, iter_flow, iter_flow_ahead, load_raft,
-                                             raft_flow)
+from void_server.pipelines.void.flow import (RAFT_FILE, batch_sizes, compute_flow, iter_flow, iter_flow_ahead,
+                                             load_raft, raft_flow)
 from void_server.pipelines.void.warped_noise import (
     aligned_warped_noise,
     cover_and_crop,

@@ -188,8 +188,8 @@ class VoidPipeline:
         Runs the VAE's encode and decode of a short clip (`_warm_up_vae`: its graphs serve every clip length),
         one denoising step of each pass (through the rank group when there is one, so every rank compiles its own
         shapes), T5 on the guidance's empty prompt (kept: pass 2 uses it), loads RAFT (capturing its CUDA graphs
-        for the reference noise's flows) and warps the default (reference) pass-2 noise one step. Clips longer than one window compile their other window length, and
-        aligned noise its warp size, on first use.
+        for the reference noise's flows) and warps the default (reference) pass-2 noise one step. Clips longer than
+        one window compile their other window length, and aligned noise its warp size, on first use.
 
         Returns seconds per stage, `load` the weights' (its sub-stages per model). With a warm compile cache the
         VAE's graphs are loaded, not traced (precompiled.py); tracing them on a thread beside the loading did not
@@ -212,7 +212,8 @@ class VoidPipeline:
                 m.vae
             with loading("text"):
                 m.text
-            compiler = on_thread("void-import-compiler", import_compiler) if import_compiler_ahead else None
+            ahead = import_compiler_ahead and (m.compile_blocks or m.compile_vae != "none")
+            compiler = on_thread("void-import-compiler", import_compiler) if ahead else None
             with loading("transformers"):
                 m.load_resident_transformers()
         if compiler is not None:

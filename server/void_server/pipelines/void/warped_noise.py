@@ -24,6 +24,7 @@ from .noise_warp import NoiseWarper, area_downscale
 REFERENCE_COVER_HW = (480, 720)
 REFERENCE_FRAME_SCALE = 0.5
 REFERENCE_WARP_FACTOR = 8
+REFERENCE_FRAMES = 72  # the re-timed clip it warps along
 
 
 def retime_indices(n: int, frames: int) -> np.ndarray:
@@ -79,9 +80,6 @@ def _warp_through(frames: torch.Tensor, raft: torch.nn.Module, warper: NoiseWarp
 
 def _flow_hw(cover_hw: Tuple[int, int], frame_scale: float) -> Tuple[int, int]:
     return int(round(cover_hw[0] * frame_scale)), int(round(cover_hw[1] * frame_scale))
-
-
-REFERENCE_FRAMES = 72  # the reference noise maker's re-timed clip
 
 
 def warm_up_reference_flow(raft: torch.nn.Module) -> None:
