@@ -306,6 +306,39 @@ def test_the_warm_ups_short_vae_clip_readies_every_vae_function_a_longer_job_run
     assert set(asked) <= warmed
 
 
+def test_the_compiler_is_imported_beside_the_loading_and_a_failed_import_does_not_fail_the_warm_up(
+        tiny_model_dir, monkeypatch, caplog):
+    import threading
+
+    from void_server.pipelines.void import accel, precompiled
+
+    class Eager:
+        def guard_check(self, *args, **kwargs):
+            return True
+
+        def __call__(self, module, *args, **kwargs):
+            return type(module).forward(module, *args, **kwargs)
+
+    monkeypatch.setattr(precompiled.FunctionStore, "function", lambda self, name, key, build, f_globals: Eager())
+    ran_on = []
+
+    def failing():
+        ran_on.append(threading.current_thread().name)
+        raise ImportError("cannot import name 'x' from partially initialized module 'torch._inductor.y'")
+
+    monkeypatch.setattr(accel, "import_compiler", failing)
+    pipe = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))
+    pipe.models.compile_vae = "both"  # something compiles, so the import goes ahead
+    with caplog.at_level("WARNING"):
+        timings = pipe.warm_up()
+    assert ran_on and ran_on[0].startswith("void-import-compiler")
+    assert "import_compiler" in timings and "pass2" in timings  # the warm-up went on
+    assert "importing torch's compiler ahead failed (ImportError" in caplog.text
+    ran_on.clear()
+    plain = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))  # nothing compiles on this CPU: no import
+    assert "import_compiler" not in plain.warm_up() and not ran_on
+
+
 def test_a_warm_up_that_holds_one_transformer_at_a_time_loads_each_once(tiny_model_dir, monkeypatch):
     from void_server.pipelines.void import loading
 

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
@@ -34,6 +35,8 @@ from .latent_noise import reference_noise_to_latents
 from .loading import VoidModels
 from .passes import PASS1, PASS2, PassConfig, pass_mask_latents, run_pass
 from .weights import check_model_dir, resolve_layout
+
+log = logging.getLogger(__name__)
 
 Box = Tuple[int, int, int, int]
 # The warm-up's VAE clip: the encode's first frame batch (13 frames) and a later one (8), and the decode's first
@@ -218,7 +221,11 @@ class VoidPipeline:
                 m.load_resident_transformers()
         if compiler is not None:
             with clock("import_compiler"):  # what is left of it
-                compiler.result()
+                try:
+                    compiler.result()
+                except Exception as exc:  # noqa: BLE001 - only time is at stake: the first compiled call imports it
+                    log.warning("importing torch's compiler ahead failed (%s: %s); it is imported when first used",
+                                type(exc).__name__, exc)
         # T5's 9.5 GB pinned beside the VAE's warm-up, not beside the transformers' reading: both copy from the
         # page cache (with the pinning beside them the two took 5.1-5.3 s on an H100, 2.5-3.3 s alone on another).
         parked_text = self._pin_text_encoder_ahead() if pin_text_ahead else None
