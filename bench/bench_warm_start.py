@@ -56,7 +56,8 @@ def one_start(args: argparse.Namespace) -> Dict[str, object]:
     compile_cache_dir(Path(args.cache))
     t0 = time.perf_counter()
     small = dict(model_size=(64, 112), window_frames=21, device="cpu") if args.smoke else {}
-    pipe = VoidPipeline(Path(args.model_dir), memory_mode="gpu", gpus=args.gpus, vae_unit=args.vae_unit, **small)
+    pipe = VoidPipeline(Path(args.model_dir), memory_mode="gpu", gpus=args.gpus, vae_unit=args.vae_unit,
+                        transformer_unit=args.transformer_unit, **small)
     m = pipe.models
     built = time.perf_counter() - t0
     first = pipe.warm_up(pin_text_ahead=not args.pin_after_vae, import_compiler_ahead=args.import_ahead)
@@ -106,6 +107,8 @@ def main() -> None:
                     "beside the transformers' reading (the default before the fourteenth session)")
     ap.add_argument("--first-jobs", type=int, default=0, metavar="N",
                     help="run N full jobs right after the warm-up (in each process): is the first at full speed?")
+    ap.add_argument("--transformer-unit", default=None, choices=("compiled", "precompiled"),
+                    help="how the transformers' blocks are compiled (pipeline option transformer_unit)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--cache", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -125,7 +128,8 @@ def main() -> None:
                    "--gpus", str(args.gpus)] + (["--smoke"] if args.smoke else []) + (
                        ["--vae-unit", args.vae_unit] if args.vae_unit else []) + (
                        ["--pin-after-vae"] if args.pin_after_vae else []) + (
-                       [] if args.import_ahead else ["--no-import-ahead"]) + ["--first-jobs", str(args.first_jobs)]
+                       [] if args.import_ahead else ["--no-import-ahead"]) + ["--first-jobs", str(args.first_jobs)] + (
+                       ["--transformer-unit", args.transformer_unit] if args.transformer_unit else [])
             t0 = time.perf_counter()
             # Triton's kernel cache too (default ~/.triton/cache): a machine that compiled these graphs before
             # would otherwise hand the first process its kernels

@@ -414,3 +414,94 @@ def test_inputs_get_canonical_strides_as_views_where_the_memory_allows():
     plain = torch.zeros(2, 3)
     same_args, same_kwargs = contiguous_inputs((plain,), {})
     assert same_args[0] is plain
+
+
+TRANSFORMER_CHILD = textwrap.dedent("""
+    import copy, json, sys, torch
+    from diffusers import CogVideoXTransformer3DModel
+    from void_server.pipelines.void import precompiled
+    from void_server.pipelines.void.accel import accelerate_transformer
+    from void_server.pipelines.void.tiny import TRANSFORMER_CONFIGS
+
+    torch.manual_seed(int(sys.argv[1]))
+    cfg = TRANSFORMER_CONFIGS["tiny"]
+    model = CogVideoXTransformer3DModel(**cfg).eval().requires_grad_(False)
+    plain = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(1)
+    latents = torch.randn(1, 2, cfg["in_channels"], 8, 14, generator=gen)
+    text = torch.randn(1, 226, cfg["text_embed_dim"], generator=gen)
+    accelerate_transformer(model, compile_blocks=True, unit="precompiled")
+    with torch.no_grad():
+        want = plain(latents, text, torch.tensor([500])).sample
+        got = model(latents, text, torch.tensor([500])).sample
+    from torch._dynamo.utils import counters
+    blocks = model.transformer_blocks
+    print(json.dumps({"max_diff": float((got - want).abs().max()), "scale": float(want.abs().max()),
+                      "events": [e for _, e in precompiled.events(blocks[0])], "blocks": len(blocks),
+                      "fell_back": [b.forward.fell_back for b in blocks],
+                      "attn": type(blocks[0].attn1).__name__,
+                      "traced_frames": counters["stats"].get("unique_graphs", 0)}))
+""")
+
+
+def test_transformer_blocks_precompile_share_one_function_and_load_in_a_new_process(tmp_path):
+    # Opt-in (pipeline option transformer_unit=precompiled): diffusers' Attention.forward inspects its processor's
+    # signature, which dynamo guards on a code object's identity that no saved function can keep; the blocks' attn1
+    # calls the processor directly instead (direct_attention.py).
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "server"), TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "cache"))
+
+    def run(seed: int) -> dict:
+        done = subprocess.run([sys.executable, "-c", TRANSFORMER_CHILD, str(seed)], env=env, capture_output=True,
+                              text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    first = run(seed=0)
+    assert first["blocks"] >= 2 and not any(first["fell_back"]) and first["attn"] == "DirectAttention"
+    assert first["events"] == ["built"]  # every block of one shape shares it
+    assert first["max_diff"] < 1e-5 * max(1.0, first["scale"])
+    second = run(seed=1)  # other weights, same shapes
+    assert second["events"] == ["loaded"] and second["traced_frames"] == 0
+    assert second["max_diff"] < 1e-5 * max(1.0, second["scale"])
+
+
+def test_the_direct_attention_is_diffusers_call_and_the_key_names_the_processor():
+    from diffusers import CogVideoXTransformer3DModel
+    from diffusers.models.attention_processor import CogVideoXAttnProcessor2_0
+
+    from void_server.pipelines.void import precompiled
+    from void_server.pipelines.void.accel import FastCogVideoXAttnProcessor
+    from void_server.pipelines.void.direct_attention import make_direct
+    from void_server.pipelines.void.tiny import TRANSFORMER_CONFIGS
+
+    torch.manual_seed(0)
+    block = CogVideoXTransformer3DModel(**TRANSFORMER_CONFIGS["tiny"]).eval().transformer_blocks[0]
+    attn = block.attn1
+    d = attn.heads * attn.to_q.weight.shape[0] // attn.heads
+    x, text = torch.randn(1, 12, d), torch.randn(1, 5, d)
+    with torch.no_grad():
+        want = attn(hidden_states=x, encoder_hidden_states=text, image_rotary_emb=None)
+        assert make_direct(attn) and not make_direct(attn)  # a DirectAttention is left as it is
+        got = attn(hidden_states=x, encoder_hidden_states=text, image_rotary_emb=None)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+    wrapper = precompiled.PrecompiledForward(block, "transformer-block")
+    args = {"hidden_states": torch.zeros(1, 12, d), "encoder_hidden_states": torch.zeros(1, 5, d),
+            "temb": torch.zeros(1, TRANSFORMER_CONFIGS["tiny"]["time_embed_dim"]), "image_rotary_emb": None}
+    keys = []
+    for processor in (CogVideoXAttnProcessor2_0(), FastCogVideoXAttnProcessor("math"),
+                      FastCogVideoXAttnProcessor("efficient"), FastCogVideoXAttnProcessor("math")):
+        block.attn1.set_processor(processor)
+        keys.append(wrapper._key((), args))
+    assert len(set(keys[:3])) == 3 and keys[3] == keys[1]  # a saved function keeps no identity checks
+
+
+def test_an_unknown_transformer_unit_is_refused(tmp_path):
+    from void_server.pipelines.void.loading import VoidModels
+    from void_server.pipelines.void.tiny import build_random_model_dir
+    from void_server.pipelines.void.weights import resolve_layout
+
+    layout = resolve_layout(build_random_model_dir(tmp_path / "models", size="tiny"))
+    with pytest.raises(ValueError, match="transformer_unit must be one of compiled, precompiled"):
+        VoidModels(layout, torch.device("cpu"), transformer_unit="aot")
+    assert VoidModels(layout, torch.device("cpu")).describe()["transformer_unit"] == "compiled"

@@ -323,33 +323,50 @@ def _allow_recompiles() -> None:
     torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit, 1024)
 
 
+# How the transformer's blocks are compiled: "compiled", torch.compile (traced at every start); "precompiled", dynamo's
+# precompile kept on disk as the VAE's are (precompiled.py): opt-in, not yet measured on a GPU (docs/performance.md).
+TRANSFORMER_UNITS = ("compiled", "precompiled")
+
+
 def accelerate_transformer(
     transformer: torch.nn.Module,
     attention: Optional[str] = None,
     compile_blocks: bool = True,
     compile_mode: Optional[str] = None,
     fuse_gelu: bool = False,
+    unit: str = "compiled",
 ) -> torch.nn.Module:
     """Compile each block in place (and, with `attention`, swap in the lean processor; with `fuse_gelu`, the
-    feed-forward's GELU into its GEMM); returns the same module.
+    feed-forward's GELU into its GEMM); returns the same module. `unit` is one of `TRANSFORMER_UNITS`
+    ("precompiled" needs no `compile_mode`: CUDA graphs go through torch.compile).
 
     Measured on the H100 (docs/performance.md): block compilation is worth 1.38x; the lean processor adds nothing
     once compiled, so the server's default keeps diffusers' processor (`attention=None`)."""
+    if unit not in TRANSFORMER_UNITS:
+        raise ValueError("unknown transformer compile unit %r (one of %s)" % (unit, ", ".join(TRANSFORMER_UNITS)))
     if fuse_gelu:
         fuse_feed_forward_gelu(transformer)
     if attention is not None:
         processor = FastCogVideoXAttnProcessor(attention)
         for block in transformer.transformer_blocks:
             block.attn1.set_processor(processor)
-    if compile_blocks:
+    if compile_blocks and unit == "precompiled" and compile_mode is None:
+        from .direct_attention import make_direct
+        from .precompiled import precompile
+
+        for block in transformer.transformer_blocks:
+            make_direct(block.attn1)  # diffusers' Attention inspects its processor: no saved function can keep that
+            # One function per window length x batch x processor x linears' class, shared by every block.
+            precompile(block, "transformer-block")
+    elif compile_blocks:
         # One graph per window length x batch (1, or the CFG pair) x bf16 or float8 linears (fp8_linear.py).
         _allow_recompiles()
         for block in transformer.transformer_blocks:
             # dynamic=False: window lengths are few (a full window, perhaps one shorter last window), so a
             # specialised graph per length beats a symbolic one.
             block.compile(fullgraph=True, dynamic=False, mode=compile_mode)
-    log.info("transformer accelerated: attention=%s compile=%s mode=%s fused GELU=%s", attention, compile_blocks,
-             compile_mode, fuse_gelu)
+    log.info("transformer accelerated: attention=%s compile=%s (%s) mode=%s fused GELU=%s", attention, compile_blocks,
+             unit, compile_mode, fuse_gelu)
     return transformer
 
 

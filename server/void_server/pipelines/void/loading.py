@@ -242,7 +242,7 @@ class VoidModels:
     def __init__(self, layout: ModelLayout, device: torch.device, memory_mode: str = "auto",
                  compile_blocks: Optional[bool] = None, compile_vae: Optional[str] = None,
                  attention: str = "auto", fuse_gelu: Optional[bool] = None, vae_unit: Optional[str] = None,
-                 cuda_graphs: Optional[bool] = None) -> None:
+                 cuda_graphs: Optional[bool] = None, transformer_unit: Optional[str] = None) -> None:
         self.layout = layout
         self.placement = Placement(device, memory_mode)
         # Block compilation (accel.py) is lossless and 1.38x faster on the GPU, and the feed-forward's GELU in its
@@ -259,7 +259,7 @@ class VoidModels:
         self.cuda_graphs = use_cuda_graphs(cuda_graphs, self.compile_blocks, self.placement.mode, device)
         # The VAE compiles with the blocks in the `gpu` mode (2x faster, and closer to float32 than eager bf16); the
         # memory-saving modes keep it eager unless asked (its compiled decode's peak is higher).
-        from .accel import VAE_COMPILE_PARTS, VAE_COMPILE_UNITS, resolve_attention
+        from .accel import TRANSFORMER_UNITS, VAE_COMPILE_PARTS, VAE_COMPILE_UNITS, resolve_attention
 
         if compile_vae is None:
             compile_vae = "both" if compile_blocks and self.placement.mode == "gpu" else "none"
@@ -269,6 +269,10 @@ class VoidModels:
         if vae_unit is not None and vae_unit not in VAE_COMPILE_UNITS:
             raise ValueError("vae_unit must be one of %s, not %r" % (", ".join(VAE_COMPILE_UNITS), vae_unit))
         self.vae_unit = vae_unit  # None: accel.VAE_COMPILE_UNIT's choice per part
+        if transformer_unit is not None and transformer_unit not in TRANSFORMER_UNITS:
+            raise ValueError("transformer_unit must be one of %s, not %r" % (", ".join(TRANSFORMER_UNITS),
+                                                                            transformer_unit))
+        self.transformer_unit = transformer_unit or TRANSFORMER_UNITS[0]
         # None = diffusers' own attention processor; "fa4" where FlashAttention-4 is installed and runs here.
         self.attention = resolve_attention(attention, device)
         self.dtype = self.placement.dtype
@@ -355,7 +359,7 @@ class VoidModels:
                 from .accel import accelerate_transformer
 
                 accelerate_transformer(model, attention=self.attention, compile_blocks=self.compile_blocks,
-                                       fuse_gelu=self.fuse_gelu,
+                                       fuse_gelu=self.fuse_gelu, unit=self.transformer_unit,
                                        compile_mode="reduce-overhead" if self.cuda_graphs else None)
             self._transformers[pass_index] = model
         return self._transformers[pass_index]
@@ -370,6 +374,7 @@ class VoidModels:
             "dtype": str(self.dtype).replace("torch.", ""),
             "memory_mode": self.placement.mode,
             "compiled_blocks": self.compile_blocks,
+            "transformer_unit": self.transformer_unit,
             "cuda_graphs": self.cuda_graphs,
             "compiled_vae": self.compile_vae,
             "vae_unit": self.vae_unit,

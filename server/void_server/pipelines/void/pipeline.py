@@ -78,11 +78,13 @@ class VoidPipeline:
                  reasoner: Optional[object] = None, compile_blocks: Optional[bool] = None, gpus: int = 1,
                  rank_timeout_s: float = 600.0, compile_vae: Optional[str] = None, attention: str = "auto",
                  vae_unit: Optional[str] = None, decode_cut: Union[int, str, None] = None,
-                 cuda_graphs: Optional[bool] = None, remote_vlm: Optional[object] = None) -> None:
+                 cuda_graphs: Optional[bool] = None, remote_vlm: Optional[object] = None,
+                 transformer_unit: Optional[str] = None) -> None:
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.layout = resolve_layout(Path(model_dir))
         self.models = VoidModels(self.layout, dev, memory_mode, compile_blocks=compile_blocks, compile_vae=compile_vae,
-                                 attention=attention, vae_unit=vae_unit, cuda_graphs=cuda_graphs)
+                                 attention=attention, vae_unit=vae_unit, cuda_graphs=cuda_graphs,
+                                 transformer_unit=transformer_unit)
         self.model_size = (int(model_size[0]), int(model_size[1]))
         self.window_frames = int(window_frames)
         self.reasoner = reasoner
@@ -115,6 +117,7 @@ class VoidPipeline:
             compile_blocks=options.get("compile"),
             compile_vae=options.get("compile_vae"),
             vae_unit=options.get("vae_unit"),
+            transformer_unit=options.get("transformer_unit"),
             attention=str(options.get("attention", "auto")),
             gpus=int(getattr(config, "gpus_per_worker", 1) or 1),
             rank_timeout_s=float(options.get("rank_timeout_s", 600.0)),

@@ -271,7 +271,10 @@ class PrecompiledForward:
         swapped for another with the same weights), a forward patched for the call (decode.py's upsampling), the
         weights' devices (a mode that offloads them)."""
         modules = tuple((n, type(m), "forward" in m.__dict__) for n, m in self.module.named_modules() if n)
-        return modules + tuple(sorted({str(p.device) for p in self.module.parameters()}))
+        # An attention processor is an attribute the traced code reads, not a module: its class and settings count.
+        processors = tuple((n, type(m.processor), _settings(m.processor)) for n, m in self.module.named_modules()
+                           if hasattr(m, "processor"))
+        return modules + processors + tuple(sorted({str(p.device) for p in self.module.parameters()}))
 
     def _key(self, args: tuple, kwargs: dict) -> str:
         leaves, spec = pytree.tree_flatten((args, kwargs))
@@ -301,6 +304,19 @@ class PrecompiledForward:
             self._fall_back("%s: %s" % (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else ""))
             return self._fallback(*args, **kwargs)
         return function(self.module, *args, **kwargs)
+
+
+def _settings(obj: object) -> tuple:
+    """An object's plain attributes (strings, numbers, flags, None), nested one level into its other attributes:
+    what distinguishes one configured attention processor from another (FastCogVideoXAttnProcessor's backend)."""
+    out = []
+    for name, value in sorted(vars(obj).items()) if hasattr(obj, "__dict__") else ():
+        if value is None or isinstance(value, (str, int, float, bool)):
+            out.append((name, value))
+        elif hasattr(value, "__dict__") and not isinstance(value, (torch.nn.Module, torch.Tensor)):
+            out.append((name, type(value).__qualname__, tuple(
+                (k, v) for k, v in sorted(vars(value).items()) if v is None or isinstance(v, (str, int, float, bool)))))
+    return tuple(out)
 
 
 def contiguous_inputs(args: tuple, kwargs: dict) -> Tuple[tuple, dict]:
