@@ -9,10 +9,11 @@ Python runtime, and the module's parameters stay inputs of the graph, read at ea
 every module of one class and shape shares one function (the VAE's resnet blocks).
 
 One file per key: the module's class and the source of its file, its parameters' names, shapes and dtypes, its
-submodules' classes, patched forwards and weights' devices at the call, the call's input structure, shapes, strides,
-dtypes and devices, grad mode, and the torch / diffusers / GPU it was built on. Dynamo's saved guards check the
-inputs again but leave out identity checks, and nothing here looks at other attributes a module's code may read (an
-attention processor object): precompile only modules whose code depends on nothing else (the VAE's). A missing file
+submodules' classes, patched forwards, attention processors (class and plain settings) and weights' devices at the
+call, the call's input structure, shapes, (canonical) strides, dtypes and devices, grad mode, and the torch /
+diffusers / GPU it was built on. Dynamo's saved guards check the inputs again but leave out identity checks, and
+nothing here looks at other attributes a module's code may read: precompile only modules whose code depends on
+nothing else (the VAE's; a transformer block with its attention made direct, direct_attention.py). A missing file
 is built on first use (the usual compile time, once per machine and version) and written whole (temporary file, then
 rename); later processes load it. The source of every function dynamo inlined is checked when a file loads, so an
 edited model file rebuilds instead of running stale code. Files unused for `UNUSED_DAYS` are deleted when a
@@ -268,8 +269,9 @@ class PrecompiledForward:
 
     def _state(self) -> tuple:
         """What about the module a trace depends on that may change between calls: each submodule's class (one
-        swapped for another with the same weights), a forward patched for the call (decode.py's upsampling), the
-        weights' devices (a mode that offloads them)."""
+        swapped for another with the same weights), a forward patched for the call (decode.py's upsampling), each
+        attention processor's class and settings (a transformer block's), the weights' devices (a mode that
+        offloads them)."""
         modules = tuple((n, type(m), "forward" in m.__dict__) for n, m in self.module.named_modules() if n)
         # An attention processor is an attribute the traced code reads, not a module: its class and settings count.
         processors = tuple((n, type(m.processor), _settings(m.processor)) for n, m in self.module.named_modules()
