@@ -39,6 +39,25 @@ def _stub_noise(monkeypatch, calls):
     monkeypatch.setattr(warped_noise, "aligned_warped_noise", aligned)
 
 
+def _eager_precompiled_store(monkeypatch) -> list:
+    """Precompiled functions (precompiled.py) replaced by the module's own forward, nothing compiled; returns the
+    list the (name, key) of every function asked for is appended to."""
+    from void_server.pipelines.void import precompiled
+
+    asked = []
+
+    class Eager:
+        def guard_check(self, *args, **kwargs):
+            return True
+
+        def __call__(self, module, *args, **kwargs):
+            return type(module).forward(module, *args, **kwargs)
+
+    monkeypatch.setattr(precompiled.FunctionStore, "function",
+                        lambda self, name, key, build, f_globals: asked.append((name, key)) or Eager())
+    return asked
+
+
 def _inputs(plate, mask, workdir, **settings):
     s = PipelineSettings(prompt="buildings reflecting on a calm river", mask_mode="quadmask", input_encoding="srgb",
                          roi=False, steps_pass1=3, steps_pass2=2, **settings)
@@ -279,19 +298,7 @@ def test_the_warm_ups_short_vae_clip_readies_every_vae_function_a_longer_job_run
     # strides are made canonical every clip length needs functions of its own,
     # built or loaded during the job: the warm-up's 21 frames must cover a 29-frame job's every call. The store is
     # replaced by one that records keys and runs the module eagerly (nothing is compiled here).
-    from void_server.pipelines.void import precompiled
-
-    asked = []
-
-    class Eager:
-        def guard_check(self, *args, **kwargs):
-            return True
-
-        def __call__(self, module, *args, **kwargs):
-            return type(module).forward(module, *args, **kwargs)
-
-    monkeypatch.setattr(precompiled.FunctionStore, "function",
-                        lambda self, name, key, build, f_globals: asked.append((name, key)) or Eager())
+    asked = _eager_precompiled_store(monkeypatch)
     _stub_noise(monkeypatch, [])
     pipe = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))
     pipe.models.compile_vae = "both"  # what the gpu memory mode compiles (precompiled, the default unit)
@@ -310,16 +317,9 @@ def test_the_compiler_is_imported_beside_the_loading_and_a_failed_import_does_no
         tiny_model_dir, monkeypatch, caplog):
     import threading
 
-    from void_server.pipelines.void import accel, precompiled
+    from void_server.pipelines.void import accel
 
-    class Eager:
-        def guard_check(self, *args, **kwargs):
-            return True
-
-        def __call__(self, module, *args, **kwargs):
-            return type(module).forward(module, *args, **kwargs)
-
-    monkeypatch.setattr(precompiled.FunctionStore, "function", lambda self, name, key, build, f_globals: Eager())
+    _eager_precompiled_store(monkeypatch)
     ran_on = []
 
     def failing():

@@ -169,8 +169,10 @@ def iter_flow(raft: torch.nn.Module, frames01: torch.Tensor, batch: int = 4,
         raise ValueError("frames of %dx%d are too small for RAFT (its correlation pyramid needs at least %dx%d)"
                          % (W, H, MIN_SIDE, MIN_SIDE))
     dev = _device(raft)
-    for start in range(0, T - 1, batch):
-        chunk = frames01[start:min(start + batch + 1, T)].to(dev, torch.float32)
+    start = 0
+    for pairs in batch_sizes(T, batch):  # what warm_up_flow captures graphs for
+        chunk = frames01[start:start + pairs + 1].to(dev, torch.float32)
+        start += pairs
         if (h8, w8) != (H, W):  # RAFT needs multiples of 8: floor, as the reference does
             chunk = F.interpolate(chunk, size=(h8, w8), mode="bilinear", align_corners=False, antialias=True)
         chunk = chunk * 2 - 1

@@ -272,11 +272,14 @@ class PrecompiledForward:
         swapped for another with the same weights), a forward patched for the call (decode.py's upsampling), each
         attention processor's class and settings (a transformer block's), the weights' devices (a mode that
         offloads them)."""
-        modules = tuple((n, type(m), "forward" in m.__dict__) for n, m in self.module.named_modules() if n)
-        # An attention processor is an attribute the traced code reads, not a module: its class and settings count.
-        processors = tuple((n, type(m.processor), _settings(m.processor)) for n, m in self.module.named_modules()
-                           if hasattr(m, "processor"))
-        return modules + processors + tuple(sorted({str(p.device) for p in self.module.parameters()}))
+        state = []
+        for n, m in self.module.named_modules():  # once a call: the VAE's blocks are called hundreds of times a decode
+            if n:
+                state.append((n, type(m), "forward" in m.__dict__))
+            # An attention processor is an attribute the traced code reads, not a module: its class and settings count.
+            if hasattr(m, "processor"):
+                state.append((n, type(m.processor), _settings(m.processor)))
+        return tuple(state) + tuple(sorted({str(p.device) for p in self.module.parameters()}))
 
     def _key(self, args: tuple, kwargs: dict) -> str:
         leaves, spec = pytree.tree_flatten((args, kwargs))
