@@ -74,11 +74,13 @@ def test_fa4_backend_is_wired_in_its_own_layout(monkeypatch):
 
     calls = []
 
-    def bshd_attention(q, k, v):
+    def bshd_attention(q, k, v, causal):
+        assert causal is False
         calls.append(q.shape)
         return _bshd_attention(q, k, v)
 
-    monkeypatch.setattr(accel, "_fa4_op", bshd_attention)
+    # the kernel the registered op calls (the op itself is the real one, called by name)
+    monkeypatch.setattr(accel, "_fa4_kernel", bshd_attention)
     model = _tiny_transformer()
     x, text, rot = _inputs()
     expected = _run(model, x, text, rot)
@@ -93,7 +95,7 @@ def test_fa4_backend_without_its_package_is_a_clear_error(monkeypatch):
 
     from void_server.pipelines.void import accel
 
-    monkeypatch.setattr(accel, "_fa4_op", None)
+    monkeypatch.setattr(accel, "_fa4_kernel", None)
     monkeypatch.setitem(sys.modules, "flash_attn.cute", None)  # import fails as if not installed
     with pytest.raises(RuntimeError, match="flash-attn-4"):
         FastCogVideoXAttnProcessor("fa4")
@@ -119,7 +121,7 @@ def test_sequence_parallel_keeps_the_transformers_attention(monkeypatch):
     from void_server.pipelines.void.parallel.plan import Axis
     from void_server.pipelines.void.parallel.ulysses import UlyssesAttnProcessor, sequence_parallel
 
-    monkeypatch.setattr(accel, "_fa4_op", lambda q, k, v: q)
+    monkeypatch.setattr(accel, "_fa4_kernel", lambda q, k, v, causal: q)
     model = accelerate_transformer(_tiny_transformer(), attention="fa4", compile_blocks=False)
     before = [b.attn1.processor for b in model.transformer_blocks]
     with sequence_parallel(model, Axis(rank=0, size=2)):
@@ -137,14 +139,14 @@ def test_fa4_self_check_catches_a_failing_or_wrong_kernel(monkeypatch):
     cpu = torch.device("cpu")
     exact = _bshd_attention
 
-    def broken(q, k, v):
+    def broken(q, k, v, causal):
         raise RuntimeError("JIT compile failed")
 
-    monkeypatch.setattr(accel, "_fa4_op", exact)
+    monkeypatch.setattr(accel, "_fa4_kernel", lambda q, k, v, causal: exact(q, k, v))
     assert accel.fa4_self_check(cpu) is None
-    monkeypatch.setattr(accel, "_fa4_op", lambda q, k, v: exact(q, k, v) * 1.1)
+    monkeypatch.setattr(accel, "_fa4_kernel", lambda q, k, v, causal: exact(q, k, v) * 1.1)
     assert "differs from SDPA" in accel.fa4_self_check(cpu)
-    monkeypatch.setattr(accel, "_fa4_op", broken)
+    monkeypatch.setattr(accel, "_fa4_kernel", broken)
     assert "JIT compile failed" in accel.fa4_self_check(cpu)
     # auto then falls back to SDPA on that GPU (once per device, with a warning), instead of failing every job
     monkeypatch.setattr(accel, "_fa4_checked", {})

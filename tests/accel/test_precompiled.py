@@ -266,6 +266,19 @@ def test_where_precompiling_is_not_possible_the_module_is_compiled_the_usual_way
     assert other.forward.fell_back and torch.equal(got, want)
     assert not list(tmp_path.iterdir())  # nothing half-written left behind either
 
+    # a module sharing that key falls back at once: no second trace and compile to meet the same failure (the
+    # transformers' 84 blocks each built and failed before)
+    builds = []
+    build = precompiled.PrecompiledForward._build
+    monkeypatch.setattr(precompiled.PrecompiledForward, "_build", lambda self, *a: builds.append(1) or build(self, *a))
+    third = torch.nn.Conv2d(2, 2, 3).eval()
+    with torch.no_grad():
+        want = third(x)
+        precompiled.precompile(third, "conv", backend="eager", folder=tmp_path)
+        got = third(x)
+    assert third.forward.fell_back and torch.equal(got, want) and builds == []
+    assert caplog.text.count("not precompiled (") == 3  # each module says so; the reason is the first build's
+
 
 def test_a_module_with_a_graph_break_falls_back_and_still_runs(tmp_path, caplog):
     from void_server.pipelines.void import precompiled
@@ -430,7 +443,9 @@ TRANSFORMER_CHILD = textwrap.dedent("""
     gen = torch.Generator().manual_seed(1)
     latents = torch.randn(1, 2, cfg["in_channels"], 8, 14, generator=gen)
     text = torch.randn(1, 226, cfg["text_embed_dim"], generator=gen)
-    accelerate_transformer(model, compile_blocks=True, unit="precompiled")
+    # as on a GPU: the feed-forward's fused GELU and our processor call torch custom ops (FlashAttention-4 there,
+    # which this CPU lacks: SDPA's math backend here)
+    accelerate_transformer(model, attention="math", compile_blocks=True, fuse_gelu=True, unit="precompiled")
     with torch.no_grad():
         want = plain(latents, text, torch.tensor([500])).sample
         got = model(latents, text, torch.tensor([500])).sample

@@ -383,7 +383,7 @@ def test_models_take_the_attention_option(tiny_model_dir, monkeypatch):
     with pytest.raises(ValueError, match="unknown attention"):
         VoidModels(layout, torch.device("cpu"), attention="fastest")
     # A backend asked for is installed on every block, also without compilation.
-    monkeypatch.setattr(accel, "_fa4_op", lambda q, k, v: q.transpose(1, 2))
+    monkeypatch.setattr(accel, "_fa4_kernel", lambda q, k, v, causal: q)
     models = VoidModels(layout, torch.device("cpu"), attention="fa4")
     blocks = models.transformer(1).transformer_blocks
     assert all(b.attn1.processor.backend == "fa4" for b in blocks)

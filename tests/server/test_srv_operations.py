@@ -80,11 +80,11 @@ def test_doctor_says_which_attention_runs(monkeypatch):
     from void_server.cli import attention_state
     from void_server.pipelines.void import accel
 
-    monkeypatch.setattr(accel, "_fa4_op", None)
+    monkeypatch.setattr(accel, "_fa4_kernel", None)
     monkeypatch.setitem(sys.modules, "flash_attn.cute", None)  # not installed
     said = attention_state()
     assert said.startswith("attention: SDPA") and accel.FA4_INSTALL in said
-    monkeypatch.setattr(accel, "_fa4_op", lambda q, k, v: q)  # installed ...
+    monkeypatch.setattr(accel, "_fa4_kernel", lambda q, k, v, causal: q)  # installed ...
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # ... but no GPU to run it
     assert "installed but not used: it runs on CUDA GPUs only" in attention_state()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

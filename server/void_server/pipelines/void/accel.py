@@ -31,23 +31,26 @@ ATTENTION_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math", "fa4")
 # cu13 for torch's CUDA 13 builds; a CUDA 12 torch takes plain nvidia-cutlass-dsl (install.sh picks)
 FA4_INSTALL = "pip install 'flash-attn-4>=4.0.0b36' 'nvidia-cutlass-dsl[cu13]>=4.8'"
 _fa4_op = None
+_fa4_kernel = None  # flash_attn.cute's flash_attn_func, looked up by the op at each call (tests stand in for it)
 FA4_CACHE_FOLDER = "flash-attn-4"  # FlashAttention-4's compiled kernels, inside the compile cache
 
 
 def fa4_attention_op():
-    """FlashAttention-4 (the `flash-attn-4` package: CuTe DSL kernels, FA3's algorithm on Hopper) as a torch custom
-    op on (B, S, heads, d) tensors, so compiled blocks keep it whole. Exact attention like SDPA's backends; an
-    optional extra (`FA4_INSTALL`; install.sh adds it on Hopper and Blackwell GPUs), never needed."""
-    global _fa4_op
-    if _fa4_op is None:
+    """FlashAttention-4 (the `flash-attn-4` package: CuTe DSL kernels, FA3's algorithm on Hopper) as the torch custom
+    op `void::fa4_attention` on (B, S, heads, d) tensors, so compiled blocks keep it whole. Exact attention like
+    SDPA's backends; an optional extra (`FA4_INSTALL`; install.sh adds it on Hopper and Blackwell GPUs), never
+    needed. Callers call it by name (`torch.ops.void.fa4_attention`) once this has registered it."""
+    global _fa4_op, _fa4_kernel
+    if _fa4_kernel is None:
         try:
             from flash_attn.cute import flash_attn_func
         except ImportError as exc:
             raise RuntimeError("attention backend 'fa4' needs the flash-attn-4 package (%s): %s" % (exc, FA4_INSTALL)) from exc
-
+        _fa4_kernel = flash_attn_func
+    if _fa4_op is None:
         @torch.library.custom_op("void::fa4_attention", mutates_args=())
         def fa4_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            out = flash_attn_func(q, k, v, causal=False)
+            out = _fa4_kernel(q, k, v, causal=False)
             return (out[0] if isinstance(out, tuple) else out).contiguous()
 
         @fa4_attention.register_fake
@@ -159,12 +162,15 @@ class ExactAttention:
 
     def __init__(self, backend: Optional[str] = None) -> None:
         self.backend = backend
-        self._fa4 = fa4_attention_op() if backend == "fa4" else None
+        if backend == "fa4":
+            fa4_attention_op()  # registered now: dynamo cannot trace an op's registration
         self._backends = _sdpa_backends(backend) if backend not in (None, "fa4") else None
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        if self._fa4 is not None:
-            return self._fa4(*(t.transpose(1, 2).contiguous() for t in (q, k, v)))
+        if self.backend == "fa4":
+            # Called by name, not through the op object: a precompiled block pickles what its modules hold, and
+            # an op object holds its torch.library registration, which does not pickle.
+            return torch.ops.void.fa4_attention(*(t.transpose(1, 2).contiguous() for t in (q, k, v)))
         if self._backends is None:
             return F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False).transpose(1, 2)
         from torch.nn.attention import sdpa_kernel
@@ -242,12 +248,13 @@ class FusedGELUProjection(torch.nn.Module):
     def __init__(self, gelu: torch.nn.Module) -> None:
         super().__init__()
         self.proj = gelu.proj
-        self._op = linear_gelu_tanh_op()  # registered now: dynamo cannot trace an op's registration
+        linear_gelu_tanh_op()  # registered now: dynamo cannot trace an op's registration
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # inference only: the op has no backward formula
+        # inference only: the op has no backward formula. By name, as ExactAttention calls FlashAttention-4: an
+        # attribute holding the op object would not pickle into a precompiled block's guards.
         if type(self.proj) is torch.nn.Linear and not torch.is_grad_enabled():
-            return self._op(x, self.proj.weight, self.proj.bias)
+            return torch.ops.void.linear_gelu_tanh(x, self.proj.weight, self.proj.bias)
         return F.gelu(self.proj(x), approximate="tanh")
 
 

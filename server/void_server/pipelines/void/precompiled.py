@@ -24,6 +24,7 @@ process, with a warning: a server never stops over this. Builds and loads hold d
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import inspect
@@ -120,6 +121,9 @@ class FunctionStore:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._functions: Dict[str, Any] = {}
+        # Keys whose build failed in this process, and why: every module sharing the key falls back at once
+        # instead of tracing and compiling again to meet the same failure (84 transformer blocks).
+        self._failed: Dict[str, str] = {}
         # What this process did, per key: "built" or "loaded" (tests and benches read it).
         self.events: List[Tuple[str, str]] = []
 
@@ -147,6 +151,8 @@ class FunctionStore:
         return self.folder / ("%s-%s.bin" % (name, key))
 
     def function(self, name: str, key: str, build: Callable[[], Any], f_globals: Dict[str, object]) -> Any:
+        if key in self._failed:
+            raise RuntimeError(self._failed[key])
         found = self._functions.get(key)
         if found is None:
             path = self.path(name, key)
@@ -167,13 +173,19 @@ class FunctionStore:
     def rebuild(self, name: str, key: str, build: Callable[[], Any]) -> Any:
         path = self.path(name, key)
         log.info("precompiling %s (once per shape, machine and version)", path.name)
-        with compile_lock():
-            function = build()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Whole or absent: another process (a second worker on the same cache) may be loading that name.
         tmp = path.with_name("%s.tmp%d" % (path.name, os.getpid()))
-        function.save_compiled_function(str(tmp))
-        os.replace(tmp, path)
+        try:
+            with compile_lock():
+                function = build()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Whole or absent: another process (a second worker on the same cache) may be loading that name.
+            function.save_compiled_function(str(tmp))
+            os.replace(tmp, path)
+        except Exception as exc:
+            self._failed[key] = "%s: %s" % (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            with contextlib.suppress(OSError):  # a save that failed half-way
+                tmp.unlink()
+            raise
         self._keep(key, function, "built")
         return function
 
