@@ -60,7 +60,9 @@ def one_start(args: argparse.Namespace) -> Dict[str, object]:
                         transformer_unit=args.transformer_unit, **small)
     m = pipe.models
     built = time.perf_counter() - t0
-    first = pipe.warm_up(pin_text_ahead=not args.pin_after_vae, import_compiler_ahead=args.import_ahead)
+    first = pipe.warm_up(pin_text_ahead=not args.pin_after_vae, import_compiler_ahead=args.import_ahead,
+                         defer_decoder=args.defer_decoder)
+    deferred = m.decoder_warming is not None  # the decoder still warming up behind ready
     loaded = built + first["load"]  # the weights are in at the end of the warm-up's `load` stage
     ready = built + _total(first)
     jobs = first_jobs(pipe, args.first_jobs) if args.first_jobs else None
@@ -77,7 +79,8 @@ def one_start(args: argparse.Namespace) -> Dict[str, object]:
             "warm_up_s": first, "warm_up_total_s": _total(first), "second_warm_up_s": again,
             "second_warm_up_total_s": _total(again), "compiled_vae": m.compile_vae,
             "vae_unit": m.vae_unit, "pin_after_vae": args.pin_after_vae, "import_ahead": args.import_ahead,
-            "first_jobs": jobs,
+            "first_jobs": jobs, "defer_decoder": args.defer_decoder,
+            "decoder_deferred": deferred,
             "vae_precompiled_events": [event for _, event in precompiled.events(m.vae)],
             "compiled_blocks": m.compile_blocks, "parallel": parallel}
 
@@ -105,6 +108,9 @@ def main() -> None:
     ap.add_argument("--no-import-ahead", dest="import_ahead", action="store_false",
                     help="the warm-up imports torch's compiler stack at its first compiled call, not on a thread "
                     "beside the transformers' reading (the default before the fourteenth session)")
+    ap.add_argument("--no-defer-decoder", dest="defer_decoder", action="store_false",
+                    help="the warm-up decodes before it returns, not on a thread behind ready (the default before "
+                    "the fifteenth session)")
     ap.add_argument("--first-jobs", type=int, default=0, metavar="N",
                     help="run N full jobs right after the warm-up (in each process): is the first at full speed?")
     ap.add_argument("--transformer-unit", default=None, choices=("compiled", "precompiled"),
@@ -128,7 +134,8 @@ def main() -> None:
                    "--gpus", str(args.gpus)] + (["--smoke"] if args.smoke else []) + (
                        ["--vae-unit", args.vae_unit] if args.vae_unit else []) + (
                        ["--pin-after-vae"] if args.pin_after_vae else []) + (
-                       [] if args.import_ahead else ["--no-import-ahead"]) + ["--first-jobs", str(args.first_jobs)] + (
+                       [] if args.import_ahead else ["--no-import-ahead"]) + (
+                       [] if args.defer_decoder else ["--no-defer-decoder"]) + ["--first-jobs", str(args.first_jobs)] + (
                        ["--transformer-unit", args.transformer_unit] if args.transformer_unit else [])
             t0 = time.perf_counter()
             # Triton's kernel cache too (default ~/.triton/cache): a machine that compiled these graphs before

@@ -519,4 +519,37 @@ def test_an_unknown_transformer_unit_is_refused(tmp_path):
     layout = resolve_layout(build_random_model_dir(tmp_path / "models", size="tiny"))
     with pytest.raises(ValueError, match="transformer_unit must be one of compiled, precompiled"):
         VoidModels(layout, torch.device("cpu"), transformer_unit="aot")
-    assert VoidModels(layout, torch.device("cpu")).describe()["transformer_unit"] == "compiled"
+    assert VoidModels(layout, torch.device("cpu")).describe()["transformer_unit"] == "precompiled"  # the default
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU's transformer: bf16, fused GELU, FlashAttention-4")
+def test_on_a_gpu_precompiled_blocks_give_what_torch_compile_gives(tmp_path, monkeypatch):
+    # The server's default unit on a GPU: the same graph as the torch.compile unit, so the same numbers (a guard
+    # or a key that let the wrong function run would not be). bf16, with the fused GELU and FlashAttention-4 where
+    # installed, as a job runs them.
+    from diffusers import CogVideoXTransformer3DModel
+
+    from void_server.pipelines.void import precompiled
+    from void_server.pipelines.void.accel import accelerate_transformer, fa4_usable
+    from void_server.pipelines.void.tiny import TRANSFORMER_CONFIGS
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    dev = torch.device("cuda")
+    cfg = TRANSFORMER_CONFIGS["tiny"]
+    attention = "fa4" if fa4_usable(dev) else None
+    outs = {}
+    for unit in ("compiled", "precompiled"):
+        torch.manual_seed(0)
+        model = CogVideoXTransformer3DModel(**cfg).eval().requires_grad_(False).to(dev, torch.bfloat16)
+        accelerate_transformer(model, attention=attention, compile_blocks=True, fuse_gelu=True, unit=unit)
+        gen = torch.Generator(dev).manual_seed(1)
+        latents = torch.randn(1, 2, cfg["in_channels"], 8, 14, generator=gen, device=dev, dtype=torch.bfloat16)
+        text = torch.randn(1, 226, cfg["text_embed_dim"], generator=gen, device=dev, dtype=torch.bfloat16)
+        with torch.no_grad():
+            outs[unit] = model(latents, text, torch.tensor([500], device=dev)).sample.float()
+        if unit == "precompiled":
+            assert not any(b.forward.fell_back for b in model.transformer_blocks)
+            assert [e for _, e in precompiled.events(model.transformer_blocks[0])] == ["built"]
+    diff = float((outs["precompiled"] - outs["compiled"]).norm() / outs["compiled"].norm())
+    print("precompiled vs compiled, rel. L2: %.3g (attention %s)" % (diff, attention or "sdpa"))
+    assert diff < 1e-6

@@ -322,6 +322,32 @@ def test_mask_latents_and_noise_handed_in_ahead_give_the_same_conditioning(tiny_
     assert torch.equal(ahead, inline)
 
 
+def test_passes_share_a_mask_encode_only_where_their_masks_are_equal(tiny_model_dir, monkeypatch):
+    """Pass 2's binary mask is pass 1's tri-level one when the quadmask has no affected-only (127) pixel: one encode
+    serves both. With an affected region the two masks differ and each pass gets its own."""
+    from void_server.pipelines.void import conditioning, passes
+    from void_server.pipelines.void.loading import VoidModels
+    from void_server.pipelines.void.passes import PASS1, PASS2, pass_mask_latents, passes_mask_latents
+
+    models = VoidModels(resolve_layout(tiny_model_dir), torch.device("cpu"))
+    quad = torch.full((1, 1, 5, 64, 112), 255.0)
+    quad[..., 10:30, 20:50] = 0.0  # the object
+    quad[..., 25:35, 45:60] = 63.0  # object and affected region overlap: "remove" under both rules
+    encodes = []
+    real = conditioning.encode_mask
+    monkeypatch.setattr(passes, "encode_mask", lambda vae, mask: encodes.append(mask) or real(vae, mask))
+    for affected, n_encodes in ((False, 1), (True, 2)):
+        if affected:
+            quad[..., 40:60, 20:50] = 127.0  # its shadow, say: pass 1 sees grey, pass 2 regenerates it
+        inverted = (255.0 - quad) / 255.0
+        encodes.clear()
+        both = passes_mask_latents(models.vae, [PASS1, PASS2], inverted)
+        assert len(encodes) == n_encodes
+        for cfg in (PASS1, PASS2):  # what each pass encoding its own mask gives
+            assert torch.equal(both[cfg.index], pass_mask_latents(models.vae, cfg, inverted))
+    assert not torch.equal(both[PASS1.index], both[PASS2.index])
+
+
 def test_vae_compile_parts_wrap_the_modules_and_keep_the_output(tiny_model_dir):
     from void_server.pipelines.void.accel import compile_vae
     from void_server.pipelines.void.loading import VoidModels

@@ -303,6 +303,7 @@ def test_the_warm_ups_short_vae_clip_readies_every_vae_function_a_longer_job_run
     pipe = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))
     pipe.models.compile_vae = "both"  # what the gpu memory mode compiles (precompiled, the default unit)
     pipe.warm_up()
+    pipe.models.wait_for_decoder()  # warmed up behind ready
     warmed = set(asked)
     assert {name for name, _ in warmed} == {"vae-encoder", "vae-decoder-block"}
     del asked[:]
@@ -311,6 +312,75 @@ def test_the_warm_ups_short_vae_clip_readies_every_vae_function_a_longer_job_run
     pipe.run(_inputs(plate, mask, tmp_path / "job", noise_mode="aligned"), sink, lambda p: None, lambda: False)
     assert len(sink.clean) == 25 and asked
     assert set(asked) <= warmed
+
+
+def test_the_decoder_warms_up_behind_ready_and_the_first_decode_waits_for_it(tiny_model_dir, bigben, tmp_path,
+                                                                              monkeypatch, caplog):
+    # Where the VAE is compiled, the warm-up returns before the decoder's functions are loaded: a thread does that
+    # while the first job runs its encodes and its pass-1 loop, and the job's first decode waits for that thread.
+    import threading
+
+    from void_server.pipelines.void import precompiled
+
+    asked = _eager_precompiled_store(monkeypatch)
+    _stub_noise(monkeypatch, [])
+    plate, mask = bigben[0][:5], bigben[1][:5]
+    release = threading.Event()
+    calls = []  # (thread, name) of every precompiled function asked for
+    store_function = precompiled.FunctionStore.function
+
+    def recording(self, name, key, build, f_globals):
+        if name.startswith("vae-decoder") and threading.current_thread().name.startswith("void-warm-decoder"):
+            assert release.wait(60)  # held until the job has started its loop
+        calls.append((threading.current_thread().name, name))
+        return store_function(self, name, key, build, f_globals)
+
+    monkeypatch.setattr(precompiled.FunctionStore, "function", recording)
+    results = []
+    for defer in (True, False):
+        pipe = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))
+        pipe.models.compile_vae = "both"  # what the gpu memory mode compiles
+        calls.clear()
+        pipe.warm_up(defer_decoder=defer)
+        ready = list(calls)
+        assert any(n == "vae-encoder" for _, n in ready)
+        assert any(n.startswith("vae-decoder") for _, n in ready) is not defer  # deferred: none yet at ready
+        assert (pipe.models.decoder_warming is not None) is defer
+        sink = MemorySink()
+        progress = (lambda p: release.set()) if defer else (lambda p: None)
+        pipe.run(_inputs(plate, mask, tmp_path / str(defer), noise_mode="aligned", passes=1), sink, progress,
+                 lambda: False)
+        decoder = [t for t, n in calls if n.startswith("vae-decoder")]
+        if defer:  # every call of the warm-up's thread came before the job's first decode
+            first_job_call = next(i for i, t in enumerate(decoder) if not t.startswith("void-warm-decoder"))
+            assert first_job_call > 0 and all(t.startswith("void-warm-decoder") for t in decoder[:first_job_call])
+            assert not any(t.startswith("void-warm-decoder") for t in decoder[first_job_call:])
+        results.append(np.stack([sink.clean[i] for i in range(len(plate))]))
+        pipe.close()
+    assert np.array_equal(results[0], results[1]) and asked
+
+    # a cold cache (the encoder's functions were built, not loaded): the decoder's would build for minutes during
+    # the first job, so the warm-up waits for them
+    events = precompiled.events
+    monkeypatch.setattr(precompiled, "events", lambda module: [("key", "built")])
+    pipe = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))
+    pipe.models.compile_vae = "both"
+    calls.clear()
+    pipe.warm_up()
+    assert pipe.models.decoder_warming is None and any(n.startswith("vae-decoder") for _, n in calls)
+    monkeypatch.setattr(precompiled, "events", events)
+
+    # a warm-up of the decoder that fails costs the job nothing but time: the decode runs regardless
+    pipe = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))
+    pipe.models.compile_vae = "both"
+    monkeypatch.setattr(VoidPipeline, "_warm_up_decode", lambda self: 1 / 0)
+    pipe.warm_up()
+    sink = MemorySink()
+    with caplog.at_level("WARNING"):
+        pipe.run(_inputs(plate, mask, tmp_path / "failed", noise_mode="aligned", passes=1), sink, lambda p: None,
+                 lambda: False)
+    assert "the VAE decoder's warm-up failed (ZeroDivisionError" in caplog.text
+    assert np.array_equal(np.stack([sink.clean[i] for i in range(len(plate))]), results[0])
 
 
 def test_the_compiler_is_imported_beside_the_loading_and_a_failed_import_does_not_fail_the_warm_up(
@@ -334,6 +404,7 @@ def test_the_compiler_is_imported_beside_the_loading_and_a_failed_import_does_no
     assert ran_on and ran_on[0].startswith("void-import-compiler")
     assert "import_compiler" in timings and "pass2" in timings  # the warm-up went on
     assert "importing torch's compiler ahead failed (ImportError" in caplog.text
+    pipe.close()  # its decoder's warm-up too, while the store is still the eager one
     ran_on.clear()
     plain = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))  # nothing compiles on this CPU: no import
     assert "import_compiler" not in plain.warm_up() and not ran_on

@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import weakref
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -272,7 +273,9 @@ class VoidModels:
         if transformer_unit is not None and transformer_unit not in TRANSFORMER_UNITS:
             raise ValueError("transformer_unit must be one of %s, not %r" % (", ".join(TRANSFORMER_UNITS),
                                                                             transformer_unit))
-        self.transformer_unit = transformer_unit or TRANSFORMER_UNITS[0]
+        # Precompiled by default: a warm start loads the blocks' function instead of tracing them (2 s, H100,
+        # fifteenth session). CUDA graphs need torch.compile's.
+        self.transformer_unit = transformer_unit or ("compiled" if self.cuda_graphs else "precompiled")
         # None = diffusers' own attention processor; "fa4" where FlashAttention-4 is installed and runs here.
         self.attention = resolve_attention(attention, device)
         self.dtype = self.placement.dtype
@@ -284,6 +287,20 @@ class VoidModels:
         # keeps the resident set to the two transformers and the VAE (docs/performance.md).
         self.park_text_encoder = device.type == "cuda" and self.placement.mode in ("gpu", "fp8")
         self._transformers: Dict[int, torch.nn.Module] = {}
+        # The decoder's warm-up where the server's left it running behind ready (VoidPipeline.warm_up).
+        self.decoder_warming: Optional["Future[None]"] = None
+
+    def wait_for_decoder(self) -> None:
+        """Before a decode: the decoder's warm-up, if one is still running on its thread, has finished. Its failure
+        costs only time (the decode then compiles or loads what it needs), so it is logged, not raised."""
+        warming, self.decoder_warming = self.decoder_warming, None
+        if warming is None:
+            return
+        try:
+            warming.result()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("the VAE decoder's warm-up failed (%s: %s); the first decode compiles what it needs",
+                        type(exc).__name__, exc)
 
     @property
     def holds_every_transformer(self) -> bool:

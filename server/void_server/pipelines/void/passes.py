@@ -7,7 +7,7 @@ steps, guidance 6 against an empty prompt, binary mask.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -71,7 +71,24 @@ def embed_prompts(models: VoidModels, prompt: str, negative: Optional[str]):
 def pass_mask_latents(vae, cfg: PassConfig, mask: torch.Tensor) -> torch.Tensor:
     """The pass's conditioning mask latents: its mask rule applied to the inverted quadmask, VAE-encoded (the VAE
     must be on its device, `models.placement.use`), on the VAE's device."""
-    return encode_mask(vae, apply_mask_rule(mask.to(execution_device(vae)), cfg.mask_rule))
+    return passes_mask_latents(vae, [cfg], mask)[cfg.index]
+
+
+@torch.no_grad()
+def passes_mask_latents(vae, cfgs: Sequence[PassConfig], mask: torch.Tensor) -> Dict[int, torch.Tensor]:
+    """`pass_mask_latents` of several passes, by pass index. Passes whose rules give the same mask share one encode:
+    pass 2's binary mask equals pass 1's tri-level one wherever the quadmask has no affected-only (127) pixel (a
+    rig or wire removal without reasoning), and the encode is a function of its input (the distribution's mode), so
+    that is the same result for one encode fewer (~0.6 s on an H100)."""
+    mask = mask.to(execution_device(vae))
+    ruled: Dict[int, torch.Tensor] = {}
+    out: Dict[int, torch.Tensor] = {}
+    for cfg in cfgs:
+        this = apply_mask_rule(mask, cfg.mask_rule)
+        same = next((index for index, other in ruled.items() if torch.equal(other, this)), None)
+        out[cfg.index] = out[same] if same is not None else encode_mask(vae, this)
+        ruled[cfg.index] = this
+    return out
 
 
 @torch.no_grad()
@@ -136,6 +153,7 @@ def run_pass(
         latents = (denoiser or denoise)(transformer, scheduler, latents, inpaint, embeds, neg, cfg.guidance, cfg.steps,
                                         window, overlap, on_step, should_cancel, observer, parallel, **lossy)
     with clock("decode"), models.placement.use(vae):
+        models.wait_for_decoder()
         video = decode_latents(vae, latents, on_chunk=on_decoded, pipelined=pipelined_decode)
     return PassResult(latents=latents, video=video, noise_augmented_video=augmented,
                       video_latents=inpaint[:, :, LATENT_CHANNELS:], step_cache=stats)

@@ -33,7 +33,7 @@ from .decoded_frames import DecodedFrames
 from .denoise import WINDOW_LATENTS
 from .latent_noise import reference_noise_to_latents
 from .loading import VoidModels
-from .passes import PASS1, PASS2, PassConfig, pass_mask_latents, run_pass
+from .passes import PASS1, PASS2, PassConfig, passes_mask_latents, run_pass
 from .weights import check_model_dir, resolve_layout
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,8 @@ class VoidPipeline:
         self.layout = resolve_layout(Path(model_dir))
         self.models = VoidModels(self.layout, dev, memory_mode, compile_blocks=compile_blocks, compile_vae=compile_vae,
                                  attention=attention, vae_unit=vae_unit, cuda_graphs=cuda_graphs,
-                                 transformer_unit=transformer_unit)
+                                 # a rank group's sequence parallelism swaps the blocks' processors: not precompiled
+                                 transformer_unit=transformer_unit or (None if int(gpus) <= 1 else "compiled"))
         self.model_size = (int(model_size[0]), int(model_size[1]))
         self.window_frames = int(window_frames)
         self.reasoner = reasoner
@@ -159,6 +160,7 @@ class VoidPipeline:
     def close(self) -> None:
         """Stop the other ranks' processes and the second GPU's VAE (a multi-GPU pipeline); the pipeline is not used
         afterwards."""
+        self.models.wait_for_decoder()
         if self._second is not None:
             self._second.close()
         if self._group is not None:
@@ -188,10 +190,11 @@ class VoidPipeline:
         return self.models.device.type == "cuda"
 
     @torch.no_grad()
-    def warm_up(self, pin_text_ahead: bool = True, import_compiler_ahead: bool = True) -> Dict[str, float]:
+    def warm_up(self, pin_text_ahead: bool = True, import_compiler_ahead: bool = True,
+                defer_decoder: bool = True) -> Dict[str, float]:
         """Load every model a job uses and compile every graph of a one-window job, on inputs of zeros, so the
         first job runs at full speed; a warm compile cache (DATA_DIR/compile-cache) makes this much shorter.
-        Runs the VAE's encode and decode of a short clip (`_warm_up_vae`: its graphs serve every clip length),
+        Runs the VAE's encode and decode of a short clip (`_warm_up_encode`, `_warm_up_decode`: their graphs serve every clip length),
         one denoising step of each pass (through the rank group when there is one, so every rank compiles its own
         shapes), T5 on the guidance's empty prompt (kept: pass 2 uses it), loads RAFT (capturing its CUDA graphs
         for the reference noise's flows) and warps the default (reference) pass-2 noise one step. Clips longer than
@@ -204,7 +207,11 @@ class VoidPipeline:
         compiler stack (accel.import_compiler: seconds of Python the first compiled call would otherwise run) on a
         thread beside the transformers' reading, which is one copy per file and holds no GIL (H100, fourteenth
         session: ready 25.9-27.8 s after the process started against 28.9-32.3 s; the VAE's stage 2-3 s shorter,
-        the transformers' reading ~1 s longer)."""
+        the transformers' reading ~1 s longer). `defer_decoder` (where the VAE is compiled, on one GPU) warms the
+        decoder up on a thread that starts as this returns: a job first decodes after its pass-1 loop, ~10 s of GPU
+        work in which the job's thread mostly waits on the GPU, and waits for that thread only if it is still
+        running then (`VoidModels.wait_for_decoder`). Only with a warm compile cache (the encoder's functions came
+        from disk): a cold decoder builds for a minute or more, which the warm-up itself waits for."""
         from .accel import import_compiler
         from .denoise import denoise
 
@@ -232,8 +239,15 @@ class VoidPipeline:
         # T5's 9.5 GB pinned beside the VAE's warm-up, not beside the transformers' reading: both copy from the
         # page cache (with the pinning beside them the two took 5.1-5.3 s on an H100, 2.5-3.3 s alone on another).
         parked_text = self._pin_text_encoder_ahead() if pin_text_ahead else None
+        # Only where the VAE stays put on one GPU: an offload mode moves it for each use, and a second GPU's decode
+        # plan runs stages on both GPUs.
+        defer = defer_decoder and m.compile_vae != "none" and m.placement.mode == "gpu" and self._second is None
+        m.wait_for_decoder()  # a warm-up again (the bench's) after a deferred one: not two at once
         with clock("vae"):
-            self._warm_up_vae()
+            self._warm_up_encode()
+            defer = defer and self._compile_cache_is_warm()
+            if not defer:
+                self._warm_up_decode()
         with clock("text"):
             if parked_text is not None:
                 parked_text.result()
@@ -256,27 +270,46 @@ class VoidPipeline:
             if dev.type == "cuda":  # only there is the warp compiled; a CPU step at this size is ~20 s of nothing
                 with clock("noise_warp"):
                     warm_up_reference_warp(dev)
+        if defer:
+            m.decoder_warming = on_thread("void-warm-decoder", self._warm_up_decode)
         self.warmed_up = clock.timings
         return self.warmed_up
 
+    def _compile_cache_is_warm(self) -> bool:
+        """The VAE's precompiled functions have all come from disk so far (the encoder's, just now): the decoder's
+        most likely will too, in seconds. In a cold cache the decoder builds for a minute or more, which the
+        warm-up waits for rather than hand it to the first job; torch.compile's units (`vae_unit`) cannot tell."""
+        from . import precompiled
+
+        wrappers = precompiled.wrappers(self.models.vae)
+        return (bool(wrappers) and not any(w.fell_back for w in wrappers)
+                and all(event == "loaded" for _, event in precompiled.events(self.models.vae)))
+
     @torch.no_grad()
-    def _warm_up_vae(self) -> None:
-        """An encode and a decode of a `VAE_WARM_UP_FRAMES` clip: every graph of the VAE any job runs, traced and
-        compiled (the second GPU's too, in a rank group). The compiled parts see their chunks with canonical strides
-        (precompiled.contiguous_inputs), so the graphs do not depend on the clip's length, and the shortest clip that
-        holds every kind of chunk readies them all for a quarter of a window's GPU work."""
+    def _warm_up_encode(self) -> None:
+        """An encode of a `VAE_WARM_UP_FRAMES` clip (and `_warm_up_decode`, a decode of its latents): every graph
+        of the VAE any job runs, traced and compiled (the second GPU's too, in a rank group). The compiled parts see
+        their chunks with canonical strides (precompiled.contiguous_inputs), so the graphs do not depend on the
+        clip's length, and the shortest clip that holds every kind of chunk readies them all for a quarter of a
+        window's GPU work."""
         from .conditioning import vae_encode
-        from .decode import decode_latents
 
         m, dev = self.models, self.models.device
         clip = (1, 3, VAE_WARM_UP_FRAMES) + self.model_size
-        latents = (1, latent_frames(VAE_WARM_UP_FRAMES), 16, self.model_size[0] // 8, self.model_size[1] // 8)
         with m.placement.use(m.vae):
             vae_encode(m.vae, torch.zeros(clip, device=dev))
-            decode_latents(m.vae, torch.zeros(latents, device=dev, dtype=m.dtype), pipelined=self._decode_plan())
         if self._second is not None:  # its encoder's graphs: pass 2's mask and the plate
             self._second.encode_mask(PASS2, torch.zeros((1, 1) + clip[2:], device=dev))
             self._second.encode_plate(torch.zeros(clip, device=dev), 0, None).result()
+
+    @torch.no_grad()  # grad mode is per thread, and part of a precompiled function's key
+    def _warm_up_decode(self) -> None:
+        from .decode import decode_latents
+
+        m = self.models
+        latents = (1, latent_frames(VAE_WARM_UP_FRAMES), 16, self.model_size[0] // 8, self.model_size[1] // 8)
+        with m.placement.use(m.vae):
+            decode_latents(m.vae, torch.zeros(latents, device=m.device, dtype=m.dtype), pipelined=self._decode_plan())
 
     def _pin_text_encoder_ahead(self) -> Optional["Future[object]"]:
         """Where T5 waits in host memory between prompts (models.park_text_encoder), its 9.5 GB are pinned once,
@@ -493,8 +526,7 @@ class VoidPipeline:
         if not todo:
             return
         with clock("masks"), self.models.placement.use(self.models.vae):
-            for cfg in todo:
-                job.mask_latents[cfg.index] = pass_mask_latents(self.models.vae, cfg, job.mask)
+            job.mask_latents.update(passes_mask_latents(self.models.vae, todo, job.mask))
 
     def _decode_plan(self) -> Optional[Tuple[object, Union[int, str]]]:
         """decode_latents' `pipelined`: the decode split over the rank group's first two GPUs, where there is one."""

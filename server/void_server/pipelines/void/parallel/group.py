@@ -177,7 +177,9 @@ def _serve(rank: int, spec: GroupSpec, conn, parent_pid: int) -> None:
                           timeout=datetime.timedelta(seconds=spec.timeout_s))
     plans = _init(spec, rank, store)
     models = VoidModels(resolve_layout(Path(spec.model_dir)), device, spec.memory_mode, compile_blocks=spec.compile_blocks,
-                        attention=spec.attention, fuse_gelu=spec.fuse_gelu, cuda_graphs=spec.cuda_graphs)
+                        attention=spec.attention, fuse_gelu=spec.fuse_gelu, cuda_graphs=spec.cuda_graphs,
+                        # sequence parallelism swaps the blocks' processors for the pass: not precompiled (untried)
+                        transformer_unit="compiled")
     conn.send(("up",))
     t0 = time.perf_counter()
     passes = _preload(models)
