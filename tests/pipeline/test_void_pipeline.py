@@ -383,6 +383,68 @@ def test_the_decoder_warms_up_behind_ready_and_the_first_decode_waits_for_it(tin
     assert np.array_equal(np.stack([sink.clean[i] for i in range(len(plate))]), results[0])
 
 
+def test_a_jobs_prompt_goes_through_t5_on_a_thread_while_the_host_reads_its_inputs(tiny_model_dir, bigben, tmp_path,
+                                                                                    monkeypatch):
+    # Where T5 waits in host memory (the GPU's gpu and fp8 modes), a new prompt costs its lend to the GPU and a
+    # forward: the job starts that beside the quadmask and the plate's reading, and waits for it before the VAE.
+    import threading
+
+    from void_server.pipelines.void import text
+
+    _stub_noise(monkeypatch, [])
+    plate, mask = bigben[0][:5], bigben[1][:5]
+    ran = []
+    real = text.encode_prompt
+    monkeypatch.setattr(text, "encode_prompt", lambda tok, enc, prompt, *a: ran.append(
+        (threading.current_thread().name, prompt)) or real(tok, enc, prompt, *a))
+    results = []
+    for parked in (True, False):
+        pipe = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))
+        pipe.models.park_text_encoder = parked  # on this CPU the lend is a no-op; the threads are what is tested
+        ran.clear()
+        sink = MemorySink()
+        inputs = _inputs(plate, mask, tmp_path / str(parked), noise_mode="aligned", passes=1)
+        summary = pipe.run(inputs, sink, lambda p: None, lambda: False)
+        job_prompt = [name for name, prompt in ran if prompt == inputs.settings.prompt]
+        assert len(job_prompt) == 1  # once a job, cached for its passes
+        assert job_prompt[0].startswith("void-embed-prompt") is parked
+        assert "prompt" in summary.timings
+        results.append(np.stack([sink.clean[i] for i in range(len(plate))]))
+    assert np.array_equal(results[0], results[1])
+
+
+def test_t5_runs_once_for_a_prompt_asked_for_by_two_threads_at_once(tiny_model_dir, monkeypatch):
+    import threading
+    import time
+
+    from void_server.pipelines.void import text
+    from void_server.pipelines.void.loading import VoidModels
+    from void_server.pipelines.void.weights import resolve_layout
+
+    models = VoidModels(resolve_layout(tiny_model_dir), torch.device("cpu"))
+    calls = []
+    real = text.encode_prompt
+
+    def slow(*args):
+        calls.append(args[2])
+        time.sleep(0.2)  # long enough for the other thread to ask meanwhile
+        return real(*args)
+
+    monkeypatch.setattr(text, "encode_prompt", slow)
+    got = [None, None]
+
+    def ask(i):
+        got[i] = models.prompt_embeddings("a clean plate")
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == ["a clean plate"]
+    assert got[0] is got[1]
+
+
 def test_the_compiler_is_imported_beside_the_loading_and_a_failed_import_does_not_fail_the_warm_up(
         tiny_model_dir, monkeypatch, caplog):
     import threading

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 import weakref
 from concurrent.futures import Future
 from pathlib import Path
@@ -283,6 +284,9 @@ class VoidModels:
         self._vae = None
         self._text = None
         self._embeddings: Dict[str, Tuple[torch.Tensor, torch.Tensor]] = {}
+        # One T5 at a time: a job's prompt is embedded on a thread (VoidPipeline.run), and `--concurrency` slots
+        # share these models; two lends of T5 at once would load it twice onto the GPU.
+        self._text_lock = threading.Lock()
         # T5-XXL (9.5 GB) is needed for a moment per prompt: on the GPU it waits in host memory between uses, which
         # keeps the resident set to the two transformers and the VAE (docs/performance.md).
         self.park_text_encoder = device.type == "cuda" and self.placement.mode in ("gpu", "fp8")
@@ -356,15 +360,16 @@ class VoidModels:
         prompt share them, so T5 runs at most once per distinct text."""
         from .text import encode_prompt
 
-        hit = self._embeddings.pop(prompt, None)
-        if hit is None:
-            tokenizer, encoder = self.text
-            with self.placement.use(encoder, offload=self.park_text_encoder):
-                hit = encode_prompt(tokenizer, encoder, prompt, self.device, self.dtype)
-        self._embeddings[prompt] = hit  # most recent last
-        while len(self._embeddings) > 8:
-            self._embeddings.pop(next(iter(self._embeddings)))
-        return hit
+        with self._text_lock:
+            hit = self._embeddings.pop(prompt, None)
+            if hit is None:
+                tokenizer, encoder = self.text
+                with self.placement.use(encoder, offload=self.park_text_encoder):
+                    hit = encode_prompt(tokenizer, encoder, prompt, self.device, self.dtype)
+            self._embeddings[prompt] = hit  # most recent last
+            while len(self._embeddings) > 8:
+                self._embeddings.pop(next(iter(self._embeddings)))
+            return hit
 
     def transformer(self, pass_index: int) -> torch.nn.Module:
         if pass_index not in self._transformers:

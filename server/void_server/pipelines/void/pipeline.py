@@ -328,11 +328,19 @@ class VoidPipeline:
         clock = StageClock()
 
         augment_noise = self._draw_augmentation_noise(inputs)  # CPU seconds, overlapping the two stages below
+        # The auto mask mode's quadmask stage runs the reasoning models on the GPU: T5 waits until they are done.
+        reasoning = inputs.settings.mask_mode == "auto"
+        prompt = None if reasoning else self._embed_prompt_ahead(inputs)
         with clock("quadmask"):
             quadmask = self._quadmask(inputs, notes, progress)
+        if reasoning:
+            prompt = self._embed_prompt_ahead(inputs)
         with clock("model_inputs"):
             job = self._model_inputs(inputs, quadmask)
             job.augment_noise = augment_noise
+        with clock("prompt"):  # what is left of it: T5 is off the GPU again before the VAE's first encode
+            if prompt is not None:
+                prompt.result()
         check_cancel(should_cancel)
 
         try:
@@ -446,6 +454,15 @@ class VoidPipeline:
     def _padded_length(self, frames: int) -> int:
         """Frames the model generates for the plate's: at least one window, no reference cap (windows cover all)."""
         return padded_length(frames, self.window_frames, max_frames=None)
+
+    def _embed_prompt_ahead(self, inputs: PipelineInputs) -> Optional["Future[object]"]:
+        """The job's prompt through T5 on a thread, while the host reads the quadmask and the plate: a new prompt
+        otherwise costs T5's 9.5 GB lent to the GPU from pinned host memory, and its forward, at the start of pass
+        1 (the benches' jobs repeat one prompt and never showed it). Only where T5 waits in host memory between
+        prompts (`park_text_encoder`: the gpu and fp8 modes); elsewhere the passes embed it as before."""
+        if not self.models.park_text_encoder:
+            return None
+        return on_thread("void-embed-prompt", self.models.prompt_embeddings, inputs.settings.prompt)
 
     def _draw_augmentation_noise(self, inputs: PipelineInputs) -> Optional["Future[torch.Tensor]"]:
         """Pass 1's conditioning noise depends only on the clip's model-resolution shape and the seed, and the CPU
