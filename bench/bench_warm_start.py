@@ -63,6 +63,9 @@ def one_start(args: argparse.Namespace) -> Dict[str, object]:
     first = pipe.warm_up(pin_text_ahead=not args.pin_after_vae, import_compiler_ahead=args.import_ahead,
                          defer_decoder=args.defer_decoder)
     deferred = m.decoder_warming is not None  # the decoder still warming up behind ready
+    decoder_done: List[float] = []  # when that thread ended (a callback: waiting here would change the first job)
+    if deferred:
+        m.decoder_warming.add_done_callback(lambda _: decoder_done.append(time.perf_counter() - t0))
     loaded = built + first["load"]  # the weights are in at the end of the warm-up's `load` stage
     ready = built + _total(first)
     jobs = first_jobs(pipe, args.first_jobs) if args.first_jobs else None
@@ -80,7 +83,7 @@ def one_start(args: argparse.Namespace) -> Dict[str, object]:
             "second_warm_up_total_s": _total(again), "compiled_vae": m.compile_vae,
             "vae_unit": m.vae_unit, "pin_after_vae": args.pin_after_vae, "import_ahead": args.import_ahead,
             "first_jobs": jobs, "defer_decoder": args.defer_decoder,
-            "decoder_deferred": deferred,
+            "decoder_deferred": deferred, "decoder_warm_s": decoder_done[0] if decoder_done else None,
             "vae_precompiled_events": [event for _, event in precompiled.events(m.vae)],
             "compiled_blocks": m.compile_blocks, "parallel": parallel}
 
@@ -155,6 +158,8 @@ def main() -> None:
     for r in rows:
         print("%-12s %8.1f %15.1f %13.1f %16.1f %11.1f" % (r["start"], r["load_s"], r["ready_s"], r["after_load_s"],
                                                         r["second_warm_up_total_s"], r["process_s"]))
+        if r.get("decoder_warm_s"):
+            print("%12s the decoder's warm-up behind ready ended at %.1f s" % ("", r["decoder_warm_s"]))
         if r.get("first_jobs"):
             totals = " / ".join("%.2f" % j["total_s"] for j in r["first_jobs"])
             print("%12s jobs after the warm-up: %s s" % ("", totals))

@@ -413,6 +413,28 @@ def test_a_jobs_prompt_goes_through_t5_on_a_thread_while_the_host_reads_its_inpu
     assert np.array_equal(results[0], results[1])
 
 
+def test_work_behind_ready_or_beside_a_job_runs_with_the_models_gpu_current(monkeypatch):
+    # A new thread starts on cuda:0; a server slot's models may be on another GPU.
+    import contextlib
+    import threading
+
+    from void_server.pipelines.void.pipeline import on_models_device_thread
+
+    made_current = []
+
+    @contextlib.contextmanager
+    def device(d):
+        made_current.append((threading.current_thread().name, d))
+        yield
+
+    monkeypatch.setattr(torch.cuda, "device", device)
+    got = on_models_device_thread("void-test", torch.device("cuda", 1), lambda a, b: a + b, 2, 3).result()
+    assert got == 5 and len(made_current) == 1
+    assert made_current[0][0].startswith("void-test") and made_current[0][1] == torch.device("cuda", 1)
+    assert on_models_device_thread("void-test", torch.device("cpu"), lambda: 7).result() == 7
+    assert len(made_current) == 1  # no GPU to make current
+
+
 def test_t5_runs_once_for_a_prompt_asked_for_by_two_threads_at_once(tiny_model_dir, monkeypatch):
     import threading
     import time

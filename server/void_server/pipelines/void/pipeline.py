@@ -17,7 +17,7 @@ import json
 import logging
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, TypeVar, Union
 
 import numpy as np
 import torch
@@ -67,6 +67,19 @@ class ModelInputs:
     @property
     def latent_frames(self) -> int:
         return latent_frames(self.length)
+
+
+T = TypeVar("T")
+
+
+def on_models_device_thread(name: str, device: torch.device, fn: Callable[..., T], *args) -> "Future[T]":
+    """`on_thread`, with `device` the new thread's current GPU: a thread starts on cuda:0, and a server slot's
+    models may sit on another GPU (jobs/pipeline_host.on_device sets it for the job's own thread)."""
+    def run() -> T:
+        with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+            return fn(*args)
+
+    return on_thread(name, run)
 
 
 class VoidPipeline:
@@ -271,7 +284,7 @@ class VoidPipeline:
                 with clock("noise_warp"):
                     warm_up_reference_warp(dev)
         if defer:
-            m.decoder_warming = on_thread("void-warm-decoder", self._warm_up_decode)
+            m.decoder_warming = on_models_device_thread("void-warm-decoder", dev, self._warm_up_decode)
         self.warmed_up = clock.timings
         return self.warmed_up
 
@@ -462,7 +475,8 @@ class VoidPipeline:
         prompts (`park_text_encoder`: the gpu and fp8 modes); elsewhere the passes embed it as before."""
         if not self.models.park_text_encoder:
             return None
-        return on_thread("void-embed-prompt", self.models.prompt_embeddings, inputs.settings.prompt)
+        return on_models_device_thread("void-embed-prompt", self.models.device, self.models.prompt_embeddings,
+                                       inputs.settings.prompt)
 
     def _draw_augmentation_noise(self, inputs: PipelineInputs) -> Optional["Future[torch.Tensor]"]:
         """Pass 1's conditioning noise depends only on the clip's model-resolution shape and the seed, and the CPU
