@@ -197,6 +197,42 @@ def test_a_torn_file_is_rebuilt(tmp_path, monkeypatch):
     assert store.function("toy", "0123", lambda: pytest.fail("built twice"), {}) is fn
 
 
+def test_guards_that_refuse_a_rebuilt_function_again_send_the_module_to_torch_compile(tmp_path, monkeypatch, caplog):
+    # A key that misses what the guards check is rebuilt once; refused again, rebuilding at every call would be
+    # far slower than torch.compile, which the module then falls back to.
+    from void_server.pipelines.void import precompiled
+
+    builds = []
+
+    class Refusing:
+        def save_compiled_function(self, path):
+            Path(path).write_bytes(b"x")
+
+        def disable_guard_check(self):
+            pass
+
+        def guard_check(self, *args, **kwargs):
+            return False
+
+        def __call__(self, module, *args, **kwargs):  # built for the call at hand: it runs that one
+            return type(module).forward(module, *args, **kwargs)
+
+    monkeypatch.setattr(precompiled.PrecompiledForward, "_build", lambda self, *a: builds.append(1) or Refusing())
+    monkeypatch.setattr(precompiled.FunctionStore, "_load", lambda self, path, f_globals: None)
+    monkeypatch.setattr(precompiled, "_STORES", {})
+    blocks = [torch.nn.Linear(3, 3).eval() for _ in range(2)]
+    x = torch.randn(2, 3)
+    with torch.no_grad():
+        want = [b(x) for b in blocks]
+        for b in blocks:
+            precompiled.precompile(b, "block", backend="eager", folder=tmp_path)
+        got = [b(x) for b in blocks] + [blocks[0](x)]
+    assert builds == [1, 1]  # built, then rebuilt once for the refused call; never again
+    assert all(b.forward.fell_back for b in blocks)
+    assert all(torch.equal(g, w) for g, w in zip(got, want + want[:1]))
+    assert "guards refuse calls its key does not tell apart" in caplog.text
+
+
 def _aged(path: Path, days: float, content: bytes = b"x") -> Path:
     import os
     import time

@@ -124,6 +124,7 @@ class FunctionStore:
         # Keys whose build failed in this process, and why: every module sharing the key falls back at once
         # instead of tracing and compiling again to meet the same failure (84 transformer blocks).
         self._failed: Dict[str, str] = {}
+        self._refused: set = set()  # keys whose function's guards refused a call (PrecompiledForward.__call__)
         # What this process did, per key: "built" or "loaded" (tests and benches read it).
         self.events: List[Tuple[str, str]] = []
 
@@ -163,6 +164,12 @@ class FunctionStore:
                 _touch(path)
                 self._keep(key, found, "loaded")
         return found
+
+    def refused_once(self, key: str) -> bool:
+        """True the first time a function of `key` has had its guards refuse a call in this process."""
+        first = key not in self._refused
+        self._refused.add(key)
+        return first
 
     def _keep(self, key: str, function: Any, event: str) -> None:
         # PrecompiledForward checks the guards itself before each call, so the function need not check them again.
@@ -314,7 +321,11 @@ class PrecompiledForward:
         try:
             function = self.store.function(self.name, key, build, self._globals)
             if not function.guard_check(self.module, *args, **kwargs):
-                # The key missed something the guards check: trace this call's case afresh.
+                # The key missed something the guards check: trace this call's case afresh, once. Refused again
+                # (by another block sharing the key, or the next call), the guards depend on what the key cannot
+                # tell apart, and rebuilding at every call would be far slower than torch.compile.
+                if not self.store.refused_once(key):
+                    raise RuntimeError("its guards refuse calls its key does not tell apart")
                 log.warning("%s: precompiled function's guards refuse this call; rebuilding it", self.name)
                 function = self.store.rebuild(self.name, key, build)
         except Exception as exc:  # noqa: BLE001 - any precompile failure: keep working, compiled the usual way
