@@ -138,7 +138,8 @@ def main() -> None:
                        ["--vae-unit", args.vae_unit] if args.vae_unit else []) + (
                        ["--pin-after-vae"] if args.pin_after_vae else []) + (
                        [] if args.import_ahead else ["--no-import-ahead"]) + (
-                       [] if args.defer_decoder else ["--no-defer-decoder"]) + ["--first-jobs", str(args.first_jobs)] + (
+                       [] if args.defer_decoder else ["--no-defer-decoder"]) + (
+                       ["--first-jobs", str(args.first_jobs)]) + (
                        ["--transformer-unit", args.transformer_unit] if args.transformer_unit else [])
             t0 = time.perf_counter()
             # Triton's kernel cache too (default ~/.triton/cache): a machine that compiled these graphs before

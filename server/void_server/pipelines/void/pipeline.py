@@ -207,11 +207,12 @@ class VoidPipeline:
                 defer_decoder: bool = True) -> Dict[str, float]:
         """Load every model a job uses and compile every graph of a one-window job, on inputs of zeros, so the
         first job runs at full speed; a warm compile cache (DATA_DIR/compile-cache) makes this much shorter.
-        Runs the VAE's encode and decode of a short clip (`_warm_up_encode`, `_warm_up_decode`: their graphs serve every clip length),
-        one denoising step of each pass (through the rank group when there is one, so every rank compiles its own
-        shapes), T5 on the guidance's empty prompt (kept: pass 2 uses it), loads RAFT (capturing its CUDA graphs
-        for the reference noise's flows) and warps the default (reference) pass-2 noise one step. Clips longer than
-        one window compile their other window length, and aligned noise its warp size, on first use.
+        Runs the VAE's encode and decode of a short clip (`_warm_up_encode`, `_warm_up_decode`: their graphs serve
+        every clip length), one denoising step of each pass (through the rank group when there is one, so every rank
+        compiles its own shapes), T5 on the guidance's empty prompt (kept: pass 2 uses it), loads RAFT (capturing
+        its CUDA graphs for the reference noise's flows) and warps the default (reference) pass-2 noise one step.
+        Clips longer than one window compile their other window length, and aligned noise its warp size, on first
+        use.
 
         Returns seconds per stage, `load` the weights' (its sub-stages per model). With a warm compile cache the
         VAE's graphs are loaded, not traced (precompiled.py); tracing them on a thread beside the loading did not
@@ -317,6 +318,8 @@ class VoidPipeline:
 
     @torch.no_grad()  # grad mode is per thread, and part of a precompiled function's key
     def _warm_up_decode(self) -> None:
+        """A decode of the short clip's latents (see `_warm_up_encode`); on a thread of its own behind ready where
+        `warm_up` defers it."""
         from .decode import decode_latents
 
         m = self.models
