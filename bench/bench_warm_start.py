@@ -61,7 +61,7 @@ def one_start(args: argparse.Namespace) -> Dict[str, object]:
     m = pipe.models
     built = time.perf_counter() - t0
     first = pipe.warm_up(pin_text_ahead=not args.pin_after_vae, import_compiler_ahead=args.import_ahead,
-                         defer_decoder=args.defer_decoder)
+                         defer_decoder=args.defer_decoder, encode_beside_loading=args.encode_beside_loading)
     deferred = m.decoder_warming is not None  # the decoder still warming up behind ready
     decoder_done: List[float] = []  # when that thread ended (a callback: waiting here would change the first job)
     if deferred:
@@ -83,6 +83,7 @@ def one_start(args: argparse.Namespace) -> Dict[str, object]:
             "second_warm_up_total_s": _total(again), "compiled_vae": m.compile_vae,
             "vae_unit": m.vae_unit, "pin_after_vae": args.pin_after_vae, "import_ahead": args.import_ahead,
             "first_jobs": jobs, "defer_decoder": args.defer_decoder,
+            "encode_beside_loading": args.encode_beside_loading,
             "decoder_deferred": deferred, "decoder_warm_s": decoder_done[0] if decoder_done else None,
             "vae_precompiled_events": [event for _, event in precompiled.events(m.vae)],
             "compiled_blocks": m.compile_blocks, "parallel": parallel}
@@ -114,6 +115,8 @@ def main() -> None:
     ap.add_argument("--no-defer-decoder", dest="defer_decoder", action="store_false",
                     help="the warm-up decodes before it returns, not on a thread behind ready (the default before "
                     "the fifteenth session)")
+    ap.add_argument("--encode-beside-loading", action="store_true",
+                    help="the encoder's warm-up on the compiler's thread beside the transformers' reading (opt-in)")
     ap.add_argument("--first-jobs", type=int, default=0, metavar="N",
                     help="run N full jobs right after the warm-up (in each process): is the first at full speed?")
     ap.add_argument("--transformer-unit", default=None, choices=("compiled", "precompiled"),
@@ -139,6 +142,7 @@ def main() -> None:
                        ["--pin-after-vae"] if args.pin_after_vae else []) + (
                        [] if args.import_ahead else ["--no-import-ahead"]) + (
                        [] if args.defer_decoder else ["--no-defer-decoder"]) + (
+                       ["--encode-beside-loading"] if args.encode_beside_loading else []) + (
                        ["--first-jobs", str(args.first_jobs)]) + (
                        ["--transformer-unit", args.transformer_unit] if args.transformer_unit else [])
             t0 = time.perf_counter()

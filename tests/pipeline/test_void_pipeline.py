@@ -494,6 +494,53 @@ def test_the_compiler_is_imported_beside_the_loading_and_a_failed_import_does_no
     assert "import_compiler" not in plain.warm_up() and not ran_on
 
 
+def test_the_encoders_warm_up_can_run_beside_the_transformers_reading(tiny_model_dir, bigben, tmp_path, monkeypatch,
+                                                                      caplog):
+    # Opt-in: after the compiler's import, on its thread, while the transformers load; the VAE stage then does not
+    # run the encoder again. A failure there leaves it to the VAE stage.
+    import threading
+
+    from void_server.pipelines.void import precompiled
+
+    _eager_precompiled_store(monkeypatch)
+    _stub_noise(monkeypatch, [])
+    asked = []
+    store_function = precompiled.FunctionStore.function
+    monkeypatch.setattr(precompiled.FunctionStore, "function", lambda self, name, key, build, g: asked.append(
+        (threading.current_thread().name, name)) or store_function(self, name, key, build, g))
+    plate, mask = bigben[0][:5], bigben[1][:5]
+    results = []
+    for early in (True, False):
+        pipe = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))
+        pipe.models.compile_vae = "both"
+        asked.clear()
+        pipe.warm_up(encode_beside_loading=early)
+        encoder = [t for t, n in asked if n == "vae-encoder"]
+        assert encoder and all(t.startswith("void-import-compiler") is early for t in encoder)
+        sink = MemorySink()
+        pipe.run(_inputs(plate, mask, tmp_path / str(early), noise_mode="aligned", passes=1), sink, lambda p: None,
+                 lambda: False)
+        results.append(np.stack([sink.clean[i] for i in range(len(plate))]))
+        pipe.close()
+    assert np.array_equal(results[0], results[1])
+
+    pipe = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))
+    pipe.models.compile_vae = "both"
+    calls = []
+
+    def failing_then_fine(self):
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            raise RuntimeError("out of memory beside the reading")
+
+    monkeypatch.setattr(VoidPipeline, "_warm_up_encode", failing_then_fine)
+    with caplog.at_level("WARNING"):
+        pipe.warm_up(encode_beside_loading=True)
+    pipe.close()
+    assert calls[0].startswith("void-import-compiler") and not calls[1].startswith("void-import-compiler")
+    assert "importing torch's compiler and warming the encoder up ahead failed (RuntimeError" in caplog.text
+
+
 def test_a_warm_up_that_holds_one_transformer_at_a_time_loads_each_once(tiny_model_dir, monkeypatch):
     from void_server.pipelines.void import loading
 

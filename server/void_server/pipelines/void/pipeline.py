@@ -204,7 +204,7 @@ class VoidPipeline:
 
     @torch.no_grad()
     def warm_up(self, pin_text_ahead: bool = True, import_compiler_ahead: bool = True,
-                defer_decoder: bool = True) -> Dict[str, float]:
+                defer_decoder: bool = True, encode_beside_loading: bool = False) -> Dict[str, float]:
         """Load every model a job uses and compile every graph of a one-window job, on inputs of zeros, so the
         first job runs at full speed; a warm compile cache (DATA_DIR/compile-cache) makes this much shorter.
         Runs the VAE's encode and decode of a short clip (`_warm_up_encode`, `_warm_up_decode`: their graphs serve
@@ -225,7 +225,10 @@ class VoidPipeline:
         decoder up on a thread that starts as this returns: a job first decodes after its pass-1 loop, ~10 s of GPU
         work in which the job's thread mostly waits on the GPU, and waits for that thread only if it is still
         running then (`VoidModels.wait_for_decoder`). Only with a warm compile cache (the encoder's functions came
-        from disk): a cold decoder builds for a minute or more, which the warm-up itself waits for."""
+        from disk): a cold decoder builds for a minute or more, which the warm-up itself waits for.
+        `encode_beside_loading` (opt-in, not yet measured on a GPU) also runs the encoder's warm-up on the compiler's
+        thread, after the import, beside the transformers' reading: the VAE's first compiled calls pay torch's
+        one-time set-up of its compiled-code runtime (most of the VAE stage's 4.8-5.2 s on an H100)."""
         from .accel import import_compiler
         from .denoise import denoise
 
@@ -240,16 +243,27 @@ class VoidPipeline:
             with loading("text"):
                 m.text
             ahead = import_compiler_ahead and (m.compile_blocks or m.compile_vae != "none")
-            compiler = on_thread("void-import-compiler", import_compiler) if ahead else None
+            # The encoder's warm-up after the import, on that thread: only where the VAE stays put on one GPU.
+            encode_early = (ahead and encode_beside_loading and m.compile_vae != "none" and m.placement.mode == "gpu"
+                            and self._second is None)
+
+            def early() -> None:
+                import_compiler()
+                if encode_early:
+                    self._warm_up_encode()
+
+            compiler = on_models_device_thread("void-import-compiler", dev, early) if ahead else None
             with loading("transformers"):
                 m.load_resident_transformers()
+        encoded = False
         if compiler is not None:
             with clock("import_compiler"):  # what is left of it
                 try:
                     compiler.result()
-                except Exception as exc:  # noqa: BLE001 - only time is at stake: the first compiled call imports it
-                    log.warning("importing torch's compiler ahead failed (%s: %s); it is imported when first used",
-                                type(exc).__name__, exc)
+                    encoded = encode_early
+                except Exception as exc:  # noqa: BLE001 - only time is at stake: the VAE stage does it again
+                    log.warning("importing torch's compiler%s ahead failed (%s: %s); done when first needed",
+                                " and warming the encoder up" if encode_early else "", type(exc).__name__, exc)
         # T5's 9.5 GB pinned beside the VAE's warm-up, not beside the transformers' reading: both copy from the
         # page cache (with the pinning beside them the two took 5.1-5.3 s on an H100, 2.5-3.3 s alone on another).
         parked_text = self._pin_text_encoder_ahead() if pin_text_ahead else None
@@ -258,7 +272,8 @@ class VoidPipeline:
         defer = defer_decoder and m.compile_vae != "none" and m.placement.mode == "gpu" and self._second is None
         m.wait_for_decoder()  # a warm-up again (the bench's) after a deferred one: not two at once
         with clock("vae"):
-            self._warm_up_encode()
+            if not encoded:
+                self._warm_up_encode()
             defer = defer and self._compile_cache_is_warm()
             if not defer:
                 self._warm_up_decode()
