@@ -208,80 +208,97 @@ class VoidPipeline:
         """Load every model a job uses and compile every graph of a one-window job, on inputs of zeros, so the
         first job runs at full speed; a warm compile cache (DATA_DIR/compile-cache) makes this much shorter.
         Runs the VAE's encode and decode of a short clip (`_warm_up_encode`, `_warm_up_decode`: their graphs serve
-        every clip length), one denoising step of each pass (through the rank group when there is one, so every rank
-        compiles its own shapes), T5 on the guidance's empty prompt (kept: pass 2 uses it), loads RAFT (capturing
-        its CUDA graphs for the reference noise's flows) and warps the default (reference) pass-2 noise one step.
-        Clips longer than one window compile their other window length, and aligned noise its warp size, on first
-        use.
+        every clip length), one denoising step of each pass (`_warm_up_passes`), T5 on the guidance's empty prompt
+        (kept: pass 2 uses it), loads RAFT and warps the default pass-2 noise one step (`_warm_up_noise`). Clips
+        longer than one window compile their other window length, and aligned noise its warp size, on first use.
 
         Returns seconds per stage, `load` the weights' (its sub-stages per model). With a warm compile cache the
-        VAE's graphs are loaded, not traced (precompiled.py); tracing them on a thread beside the loading did not
-        shorten the start (docs/performance.md, eighth session), both wanting the GIL. `pin_text_ahead` False pins
-        T5's host copy at the text stage instead of beside the VAE. `import_compiler_ahead` imports torch's
-        compiler stack (accel.import_compiler: seconds of Python the first compiled call would otherwise run) on a
-        thread beside the transformers' reading, which is one copy per file and holds no GIL (H100, fourteenth
-        session: ready 25.9-27.8 s after the process started against 28.9-32.3 s; the VAE's stage 2-3 s shorter,
-        the transformers' reading ~1 s longer). `defer_decoder` (where the VAE is compiled, on one GPU) warms the
-        decoder up on a thread that starts as this returns: a job first decodes after its pass-1 loop, ~10 s of GPU
-        work in which the job's thread mostly waits on the GPU, and waits for that thread only if it is still
-        running then (`VoidModels.wait_for_decoder`). Only with a warm compile cache (the encoder's functions came
-        from disk): a cold decoder builds for a minute or more, which the warm-up itself waits for.
-        `encode_beside_loading` (opt-in, not yet measured on a GPU) also runs the encoder's warm-up on the compiler's
-        thread, after the import, beside the transformers' reading: the VAE's first compiled calls pay torch's
-        one-time set-up of its compiled-code runtime (most of the VAE stage's 4.8-5.2 s on an H100)."""
-        from .accel import import_compiler
-        from .denoise import denoise
-
+        VAE's graphs and the transformers' blocks are loaded, not traced (precompiled.py). `pin_text_ahead` False
+        pins T5's host copy at the text stage instead of beside the VAE; `import_compiler_ahead` and
+        `encode_beside_loading`: `_warm_up_load`. `defer_decoder` (where the VAE is precompiled on one GPU and its
+        encoder's functions came from disk) warms the decoder up on a thread that starts as this returns: a job
+        first decodes after its pass-1 loop, ~10 s of GPU work in which the job's thread mostly waits on the GPU,
+        and waits for that thread only if it is still running then (`VoidModels.wait_for_decoder`). A cold decoder
+        builds for a minute or more, which the warm-up itself waits for (fifteenth session: ready 7.9-8.7 s after
+        loading against 10.4-11.1 s with the decoder inline, on one H100)."""
         clock = StageClock()
-        m, dev = self.models, self.models.device
-        t_lat, (h, w) = latent_frames(self.window_frames), (self.model_size[0] // 8, self.model_size[1] // 8)
-        passes = (PASS1, PASS2)
-        loading = clock.child("load")
-        with clock("load"):  # every model's weights
-            with loading("vae"):
-                m.vae
-            with loading("text"):
-                m.text
-            ahead = import_compiler_ahead and (m.compile_blocks or m.compile_vae != "none")
-            # The encoder's warm-up after the import, on that thread: only where the VAE stays put on one GPU.
-            encode_early = (ahead and encode_beside_loading and m.compile_vae != "none" and m.placement.mode == "gpu"
-                            and self._second is None)
-
-            def early() -> None:
-                import_compiler()
-                if encode_early:
-                    self._warm_up_encode()
-
-            compiler = on_models_device_thread("void-import-compiler", dev, early) if ahead else None
-            with loading("transformers"):
-                m.load_resident_transformers()
-        encoded = False
-        if compiler is not None:
-            with clock("import_compiler"):  # what is left of it
-                try:
-                    compiler.result()
-                    encoded = encode_early
-                except Exception as exc:  # noqa: BLE001 - only time is at stake: the VAE stage does it again
-                    log.warning("importing torch's compiler%s ahead failed (%s: %s); done when first needed",
-                                " and warming the encoder up" if encode_early else "", type(exc).__name__, exc)
+        m = self.models
+        encoded = self._warm_up_load(clock, import_compiler_ahead, encode_beside_loading)
         # T5's 9.5 GB pinned beside the VAE's warm-up, not beside the transformers' reading: both copy from the
         # page cache (with the pinning beside them the two took 5.1-5.3 s on an H100, 2.5-3.3 s alone on another).
         parked_text = self._pin_text_encoder_ahead() if pin_text_ahead else None
-        # Only where the VAE stays put on one GPU: an offload mode moves it for each use, and a second GPU's decode
-        # plan runs stages on both GPUs.
-        defer = defer_decoder and m.compile_vae != "none" and m.placement.mode == "gpu" and self._second is None
         m.wait_for_decoder()  # a warm-up again (the bench's) after a deferred one: not two at once
         with clock("vae"):
             if not encoded:
                 self._warm_up_encode()
-            defer = defer and self._compile_cache_is_warm()
+            defer = defer_decoder and self._vae_warms_apart() and self._compile_cache_is_warm()
             if not defer:
                 self._warm_up_decode()
         with clock("text"):
             if parked_text is not None:
                 parked_text.result()
             _, empty = m.prompt_embeddings(PASS2.negative_prompt)
-        for cfg in passes:
+        self._warm_up_passes(clock, empty)
+        self._warm_up_noise(clock)
+        if defer:
+            m.decoder_warming = on_models_device_thread("void-warm-decoder", m.device, self._warm_up_decode)
+        self.warmed_up = clock.timings
+        return self.warmed_up
+
+    def _warm_up_load(self, clock: StageClock, import_compiler_ahead: bool, encode_beside_loading: bool) -> bool:
+        """Every model's weights (stage `load`, per model). `import_compiler_ahead` imports torch's compiler stack
+        (accel.import_compiler: seconds of Python the first compiled call would otherwise run) on a thread beside
+        the transformers' reading, which is one copy per file and holds no GIL (H100, fourteenth session: ready
+        25.9-27.8 s after the process started against 28.9-32.3 s). `encode_beside_loading` (opt-in, not yet
+        measured on a GPU) runs the encoder's warm-up on that thread too, after the import: the VAE's first compiled
+        calls pay torch's one-time set-up of its compiled-code runtime (most of the VAE stage's 4.8-5.2 s on an
+        H100). Returns whether the encoder is warm."""
+        from .accel import import_compiler
+
+        m = self.models
+        loading = clock.child("load")
+        with clock("load"):
+            with loading("vae"):
+                m.vae
+            with loading("text"):
+                m.text
+            ahead = import_compiler_ahead and (m.compile_blocks or m.compile_vae != "none")
+            encode_early = ahead and encode_beside_loading and self._vae_warms_apart()
+
+            def early() -> None:
+                import_compiler()
+                if encode_early:
+                    self._warm_up_encode()
+
+            compiler = on_models_device_thread("void-import-compiler", m.device, early) if ahead else None
+            with loading("transformers"):
+                m.load_resident_transformers()
+        if compiler is None:
+            return False
+        with clock("import_compiler"):  # what is left of it
+            try:
+                compiler.result()
+            except Exception as exc:  # noqa: BLE001 - only time is at stake: the VAE stage does it again
+                log.warning("importing torch's compiler%s ahead failed (%s: %s); done when first needed",
+                            " and warming the encoder up" if encode_early else "", type(exc).__name__, exc)
+                return False
+        return encode_early
+
+    def _vae_warms_apart(self) -> bool:
+        """Whether the VAE's warm-up may leave the caller's thread (the encoder's beside the loading, the decoder's
+        behind ready): it is compiled, stays put on one GPU (an offload mode moves it for each use) and has no
+        second GPU's decode plan (whose stages run on both GPUs)."""
+        m = self.models
+        return m.compile_vae != "none" and m.placement.mode == "gpu" and self._second is None
+
+    def _warm_up_passes(self, clock: StageClock, empty: torch.Tensor) -> None:
+        """One denoising step of each pass (stages `pass1`, `pass2`), through the rank group when there is one, so
+        every rank compiles its own shapes."""
+        from .denoise import denoise
+
+        m, dev = self.models, self.models.device
+        t_lat, (h, w) = latent_frames(self.window_frames), (self.model_size[0] // 8, self.model_size[1] // 8)
+        for cfg in (PASS1, PASS2):
             with clock("pass%d" % cfg.index):
                 transformer = m.transformer(cfg.index)
                 latents = torch.zeros((1, t_lat, 16, h, w), device=dev, dtype=m.dtype)
@@ -291,18 +308,20 @@ class VoidPipeline:
                 with m.placement.use(transformer):
                     run(transformer, m.scheduler(cfg.scheduler), latents, inpaint, empty, empty if guided else None,
                         cfg.guidance, 1, t_lat)
-        if self.layout.raft is not None and self.layout.raft.is_file():
-            from .warped_noise import warm_up_reference_flow, warm_up_reference_warp
 
-            with clock("raft"):
-                warm_up_reference_flow(self._raft_model())
-            if dev.type == "cuda":  # only there is the warp compiled; a CPU step at this size is ~20 s of nothing
-                with clock("noise_warp"):
-                    warm_up_reference_warp(dev)
-        if defer:
-            m.decoder_warming = on_models_device_thread("void-warm-decoder", dev, self._warm_up_decode)
-        self.warmed_up = clock.timings
-        return self.warmed_up
+    def _warm_up_noise(self, clock: StageClock) -> None:
+        """RAFT loaded, its CUDA graphs for the reference noise's flows captured (stage `raft`), and the reference
+        noise's warp step compiled (stage `noise_warp`, on a GPU only: a CPU step at this size is ~20 s of
+        nothing). Nothing where the model dir has no RAFT weights."""
+        if self.layout.raft is None or not self.layout.raft.is_file():
+            return
+        from .warped_noise import warm_up_reference_flow, warm_up_reference_warp
+
+        with clock("raft"):
+            warm_up_reference_flow(self._raft_model())
+        if self.models.device.type == "cuda":
+            with clock("noise_warp"):
+                warm_up_reference_warp(self.models.device)
 
     def _compile_cache_is_warm(self) -> bool:
         """The VAE's precompiled functions have all come from disk so far (the encoder's, just now): the decoder's
