@@ -435,6 +435,32 @@ def test_work_behind_ready_or_beside_a_job_runs_with_the_models_gpu_current(monk
     assert len(made_current) == 1  # no GPU to make current
 
 
+def test_a_job_that_fails_before_its_prompt_stage_still_waits_for_t5(tiny_model_dir, bigben, tmp_path, monkeypatch):
+    # T5 is lent to the GPU on that thread: a failed job must not leave it there for the next job.
+    import time
+
+    from void_server.pipelines.void import text
+
+    plate, mask = bigben[0][:3], bigben[1][:3]
+    finished = []
+    real = text.encode_prompt
+
+    def slow(*args):
+        time.sleep(0.5)
+        out = real(*args)
+        finished.append(args[2])
+        return out
+
+    monkeypatch.setattr(text, "encode_prompt", slow)
+    pipe = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))
+    pipe.models.park_text_encoder = True
+    inputs = _inputs(plate, mask, tmp_path / "job", passes=1)
+    inputs = dataclasses.replace(inputs, quadmask=None)  # the quadmask stage fails at once
+    with pytest.raises(ValueError, match="needs a quadmask input"):
+        pipe.run(inputs, MemorySink(), lambda p: None, lambda: False)
+    assert finished == [inputs.settings.prompt]
+
+
 def test_t5_runs_once_for_a_prompt_asked_for_by_two_threads_at_once(tiny_model_dir, monkeypatch):
     import threading
     import time

@@ -284,8 +284,8 @@ class VoidModels:
         self._vae = None
         self._text = None
         self._embeddings: Dict[str, Tuple[torch.Tensor, torch.Tensor]] = {}
-        # One T5 at a time: a job's prompt is embedded on a thread (VoidPipeline.run), which a job that fails
-        # meanwhile leaves running into the next job's; two lends of T5 at once would put it on the GPU twice.
+        # One T5 at a time: a job's prompt is embedded on a thread (VoidPipeline.run); should another thread ask
+        # meanwhile, two lends of T5 at once would put it on the GPU twice.
         self._text_lock = threading.Lock()
         # T5-XXL (9.5 GB) is needed for a moment per prompt: on the GPU it waits in host memory between uses, which
         # keeps the resident set to the two transformers and the VAE (docs/performance.md).

@@ -381,13 +381,19 @@ class VoidPipeline:
         # The auto mask mode's quadmask stage runs the reasoning models on the GPU: T5 waits until they are done.
         reasoning = inputs.settings.mask_mode == "auto"
         prompt = None if reasoning else self._embed_prompt_ahead(inputs)
-        with clock("quadmask"):
-            quadmask = self._quadmask(inputs, notes, progress)
-        if reasoning:
-            prompt = self._embed_prompt_ahead(inputs)
-        with clock("model_inputs"):
-            job = self._model_inputs(inputs, quadmask)
-            job.augment_noise = augment_noise
+        try:
+            with clock("quadmask"):
+                quadmask = self._quadmask(inputs, notes, progress)
+            if reasoning:
+                prompt = self._embed_prompt_ahead(inputs)
+            with clock("model_inputs"):
+                job = self._model_inputs(inputs, quadmask)
+                job.augment_noise = augment_noise
+        except BaseException:
+            if prompt is not None:  # T5 off the GPU before the next job starts; its own error is beside the point
+                with contextlib.suppress(Exception):
+                    prompt.result()
+            raise
         with clock("prompt"):  # what is left of it: T5 is off the GPU again before the VAE's first encode
             if prompt is not None:
                 prompt.result()
