@@ -176,6 +176,19 @@ def test_call_key_follows_shapes_strides_structure_grad_mode_and_the_module():
     assert len({key, *others}) == 1 + len(others)
 
 
+class _StubFunction:
+    """What the store keeps, standing in for a precompiled function: saving writes `content`."""
+
+    def __init__(self, content: bytes = b"x") -> None:
+        self.content = content
+
+    def save_compiled_function(self, path):
+        Path(path).write_bytes(self.content)
+
+    def disable_guard_check(self):
+        pass
+
+
 def test_a_torn_file_is_rebuilt(tmp_path, monkeypatch):
     from void_server.pipelines.void import precompiled
 
@@ -184,15 +197,8 @@ def test_a_torn_file_is_rebuilt(tmp_path, monkeypatch):
     torn.write_bytes(b"not a pickle")
     built = []
 
-    class Built:
-        def save_compiled_function(self, path):
-            Path(path).write_bytes(b"new")
-
-        def disable_guard_check(self):
-            pass
-
-    fn = store.function("toy", "0123", lambda: built.append(1) or Built(), {})
-    assert isinstance(fn, Built) and built == [1] and torn.read_bytes() == b"new"
+    fn = store.function("toy", "0123", lambda: built.append(1) or _StubFunction(b"new"), {})
+    assert isinstance(fn, _StubFunction) and built == [1] and torn.read_bytes() == b"new"
     assert store.events == [("0123", "built")]
     assert store.function("toy", "0123", lambda: pytest.fail("built twice"), {}) is fn
 
@@ -204,13 +210,7 @@ def test_guards_that_refuse_a_rebuilt_function_again_send_the_module_to_torch_co
 
     builds = []
 
-    class Refusing:
-        def save_compiled_function(self, path):
-            Path(path).write_bytes(b"x")
-
-        def disable_guard_check(self):
-            pass
-
+    class Refusing(_StubFunction):
         def guard_check(self, *args, **kwargs):
             return False
 
@@ -253,13 +253,9 @@ def test_files_unused_for_a_month_are_pruned_and_a_load_counts_as_use(tmp_path, 
     fresh_write = _aged(tmp_path / "vae.decoder-eeee.bin.tmp4343", 0)
     foreign = _aged(tmp_path / "notes.txt", 400)  # not the store's: left alone
 
-    class Loaded:
-        def disable_guard_check(self):
-            pass
-
     store = precompiled.FunctionStore(tmp_path)
-    monkeypatch.setattr(store, "_load", lambda path, f_globals: Loaded())
-    assert isinstance(store.function("vae.decoder", "bbbb", lambda: pytest.fail("rebuilt"), {}), Loaded)
+    monkeypatch.setattr(store, "_load", lambda path, f_globals: _StubFunction())
+    assert isinstance(store.function("vae.decoder", "bbbb", lambda: pytest.fail("rebuilt"), {}), _StubFunction)
     assert sorted(store.prune()) == sorted([old.name, dead_write.name])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([used.name, recent.name, fresh_write.name, foreign.name])
     assert precompiled.FunctionStore(tmp_path / "absent").prune() == []

@@ -128,6 +128,11 @@ class Pipeline(Protocol):
     ) -> RunSummary: ...
 
 
+def error_line(exc: BaseException) -> str:
+    """An exception as one log line: its class and its message's first line (a compiler's errors run long)."""
+    return "%s: %s" % (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+
+
 def check_cancel(should_cancel: CancelCheck) -> None:
     """Call between steps: turns the server's cancel flag into JobCancelled."""
     if should_cancel():

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from ..base import PipelineUnavailable
+from ..base import PipelineUnavailable, error_line
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +102,8 @@ def _graph_for(raft: torch.nn.Module, first: torch.Tensor, second: torch.Tensor)
         try:
             made[key] = _capture(raft, first, second)
         except Exception as exc:  # noqa: BLE001 - a torch or torchvision this capture does not suit: keep working
-            log.warning("RAFT's CUDA graph for inputs %s on %s could not be captured (%s: %s); it runs as it is",
-                        key[0], key[2], type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            log.warning("RAFT's CUDA graph for inputs %s on %s could not be captured (%s); it runs as it is",
+                        key[0], key[2], error_line(exc))
             made[key] = None
     return made[key]
 

@@ -324,7 +324,8 @@ class VoidPipeline:
                 warm_up_reference_warp(self.models.device)
 
     def _compile_cache_is_warm(self) -> bool:
-        """The VAE's precompiled functions have all come from disk so far (the encoder's, just now): the decoder's
+        """Every precompiled function this process has used so far came from disk (at a first warm-up: the
+        encoder's, just now; the store is shared, so a later warm-up also counts the transformers'): the decoder's
         most likely will too, in seconds. In a cold cache the decoder builds for a minute or more, which the
         warm-up waits for rather than hand it to the first job; torch.compile's units (`vae_unit`) cannot tell."""
         from . import precompiled

@@ -39,6 +39,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch.utils import _pytree as pytree
 
+from ..base import error_line
+
 log = logging.getLogger(__name__)
 
 # Bump when what a file holds changes for the same key (this module's build call).
@@ -189,7 +191,7 @@ class FunctionStore:
             function.save_compiled_function(str(tmp))
             os.replace(tmp, path)
         except Exception as exc:
-            self._failed[key] = "%s: %s" % (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            self._failed[key] = error_line(exc)
             with contextlib.suppress(OSError):  # a save that failed half-way
                 tmp.unlink()
             raise
@@ -329,9 +331,13 @@ class PrecompiledForward:
                 log.warning("%s: precompiled function's guards refuse this call; rebuilding it", self.name)
                 function = self.store.rebuild(self.name, key, build)
         except Exception as exc:  # noqa: BLE001 - any precompile failure: keep working, compiled the usual way
-            self._fall_back("%s: %s" % (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else ""))
+            self._fall_back(error_line(exc))
             return self._fallback(*args, **kwargs)
         return function(self.module, *args, **kwargs)
+
+
+def _plain(value: object) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
 
 
 def _settings(obj: object) -> tuple:
@@ -339,11 +345,11 @@ def _settings(obj: object) -> tuple:
     what distinguishes one configured attention processor from another (FastCogVideoXAttnProcessor's backend)."""
     out = []
     for name, value in sorted(vars(obj).items()) if hasattr(obj, "__dict__") else ():
-        if value is None or isinstance(value, (str, int, float, bool)):
+        if _plain(value):
             out.append((name, value))
         elif hasattr(value, "__dict__") and not isinstance(value, (torch.nn.Module, torch.Tensor)):
-            out.append((name, type(value).__qualname__, tuple(
-                (k, v) for k, v in sorted(vars(value).items()) if v is None or isinstance(v, (str, int, float, bool)))))
+            out.append((name, type(value).__qualname__, tuple((k, v) for k, v in sorted(vars(value).items())
+                                                              if _plain(v))))
     return tuple(out)
 
 
