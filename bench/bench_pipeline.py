@@ -213,7 +213,7 @@ def build_pipeline(args, model_dir: Path, device: str, gpus: int, rows: List[Dic
     t0 = time.perf_counter()
     pipe = VoidPipeline(model_dir, device=device, memory_mode=args.memory_mode, gpus=gpus, compile_vae=args.compile_vae,
                         attention=args.attention, vae_unit=args.vae_unit, cuda_graphs=args.cuda_graphs,
-                        decode_cut=args.decode_cut if gpus > 1 else None,
+                        vae_rewrites=args.vae_rewrites, decode_cut=args.decode_cut if gpus > 1 else None,
                         **(dict(model_size=(64, 112), window_frames=21) if args.smoke else {}))
     rows.append({"run": "construct pipeline" + (", %d GPUs" % gpus if gpus > 1 else ""),
                  "total_s": time.perf_counter() - t0})
@@ -267,6 +267,8 @@ def main() -> None:
                     help="the VAE parts to compile (default: the pipeline's, both in the gpu memory mode)")
     ap.add_argument("--vae-unit", default=None, choices=("precompiled", "whole", "blocks"),
                     help="how the VAE is compiled (default: accel.VAE_COMPILE_UNIT's choice per part)")
+    ap.add_argument("--vae-rewrites", default=None, choices=("on", "off"),
+                    help="the compiled VAE's layout rewrites (vae_rewrites.py; default: the pipeline's, on in gpu mode)")
     ap.add_argument("--attention", default="auto",
                     help="the pipeline's attention option (auto: FlashAttention-4 where installed, else SDPA)")
     ap.add_argument("--gpus", type=int, default=1, help="also run the job over this many GPUs (after the 1-GPU runs)")
@@ -282,6 +284,7 @@ def main() -> None:
                     help="the transformer blocks replayed as CUDA graphs (default: the pipeline's, off)")
     args = ap.parse_args()
     args.cuda_graphs = None if args.cuda_graphs is None else args.cuda_graphs == "on"
+    args.vae_rewrites = None if args.vae_rewrites is None else args.vae_rewrites == "on"
     # Before any job: a bad name found after the first minutes of GPU work wastes them (the twelfth session's
     # `--runs none` ended that way, and its process then did not exit).
     unknown = [r for r in args.runs.split(",") if r and r not in RUNS]

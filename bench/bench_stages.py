@@ -1,11 +1,12 @@
 """The non-transformer stages at VOID's full size on the GPU: VAE encode, our reference-chunked decode, and pass 2's
 warped noise (reference noise maker and the aligned variant), random weights. Prints a table, writes JSON.
 
-    python3 bench/bench_stages.py [--frames 85] [--vae-variants channels_last,compile] [--skip-vae]
+    python3 bench/bench_stages.py [--frames 85] [--vae-variants channels_last,compile,compile_plain] [--skip-vae]
                                   [--eager-warp] [--profile-warp]
 
 --vae-variants times the VAE again with its weights and activations in channels-last-3d layout, and/or with the
-encoder and decoder compiled, each compared with the default (relative L2). The warped-noise rows also time RAFT's
+encoder and decoder compiled as the pipeline compiles them (`compile`) or without vae_rewrites' layout
+(`compile_plain`), each compared with the default (relative L2). The warped-noise rows also time RAFT's
 flows alone (the reference's 72 frames at 240x360) and, on a machine with 2 GPUs, the reference noise with RAFT on
 the second GPU (as a rank group's pipeline runs it)."""
 from __future__ import annotations
@@ -62,8 +63,10 @@ def vae_variant_rows(vae, variant: str, video: torch.Tensor, z: torch.Tensor, re
         video = video.contiguous(memory_format=torch.channels_last_3d)
     elif variant == "compile":
         compile_vae(v, "both")  # what the pipeline runs
+    elif variant == "compile_plain":
+        compile_vae(v, "both", rewrites=False)  # the same without vae_rewrites (before the sixteenth session)
     else:
-        raise SystemExit("unknown VAE variant %r (channels_last, compile)" % variant)
+        raise SystemExit("unknown VAE variant %r (channels_last, compile, compile_plain)" % variant)
     got = {}
     torch.cuda.reset_peak_memory_stats()
     row("vae_encode, %s" % variant, timed(lambda: got.__setitem__("z", vae_encode(v, video * 2 - 1))))
@@ -248,7 +251,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=85)
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
-    ap.add_argument("--vae-variants", default="", help="comma list of: channels_last, compile")
+    ap.add_argument("--vae-variants", default="", help="comma list of: channels_last, compile, compile_plain")
     ap.add_argument("--profile-warp", action="store_true",
                     help="also profile the Go-with-the-Flow warp at the reference's state size (the noise stage's cost)")
     ap.add_argument("--skip-vae", action="store_true", help="only the warped-noise rows")

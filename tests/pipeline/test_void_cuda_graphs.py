@@ -51,8 +51,8 @@ def test_the_server_option_is_a_flag_and_needs_one_job_at_a_time():
     assert option(False, 3) is False
     with pytest.raises(PipelineUnavailable, match="--concurrency 1"):
         option(True, 2)
-    with pytest.raises(PipelineUnavailable, match="true or false"):
-        option("yes", 1)
+    with pytest.raises(PipelineUnavailable, match="cuda_graphs option is true or false"):
+        void_pipeline._bool_option({"cuda_graphs": "yes"}, "cuda_graphs")
 
 
 def test_from_config_refuses_graphs_with_concurrent_jobs_before_loading_anything(tmp_path, tiny_model_dir):

@@ -244,7 +244,8 @@ class VoidModels:
     def __init__(self, layout: ModelLayout, device: torch.device, memory_mode: str = "auto",
                  compile_blocks: Optional[bool] = None, compile_vae: Optional[str] = None,
                  attention: str = "auto", fuse_gelu: Optional[bool] = None, vae_unit: Optional[str] = None,
-                 cuda_graphs: Optional[bool] = None, transformer_unit: Optional[str] = None) -> None:
+                 cuda_graphs: Optional[bool] = None, transformer_unit: Optional[str] = None,
+                 vae_rewrites: Optional[bool] = None) -> None:
         self.layout = layout
         self.placement = Placement(device, memory_mode)
         # Block compilation (accel.py) is lossless and 1.38x faster on the GPU, and the feed-forward's GELU in its
@@ -271,6 +272,12 @@ class VoidModels:
         if vae_unit is not None and vae_unit not in VAE_COMPILE_UNITS:
             raise ValueError("vae_unit must be one of %s, not %r" % (", ".join(VAE_COMPILE_UNITS), vae_unit))
         self.vae_unit = vae_unit  # None: accel.VAE_COMPILE_UNIT's choice per part
+        # vae_rewrites' layout for the compiled VAE, by default where it was measured: the `gpu` mode, whose VAE stays
+        # on the GPU (offload hooks move weights per call: untried). False keeps diffusers' layout (an A/B, or a cuDNN
+        # whose channels-last kernels are slower).
+        if vae_rewrites is None:
+            vae_rewrites = self.placement.mode == "gpu"
+        self.vae_rewrites = self.compile_vae != "none" and bool(vae_rewrites)
         if transformer_unit is not None and transformer_unit not in TRANSFORMER_UNITS:
             raise ValueError("transformer_unit must be one of %s, not %r" % (", ".join(TRANSFORMER_UNITS),
                                                                             transformer_unit))
@@ -341,7 +348,7 @@ class VoidModels:
         if self.compile_vae != "none":
             from .accel import compile_vae
 
-            compile_vae(vae, self.compile_vae, unit=self.vae_unit)
+            compile_vae(vae, self.compile_vae, unit=self.vae_unit, rewrites=self.vae_rewrites)
         return vae
 
     @property
@@ -400,6 +407,7 @@ class VoidModels:
             "cuda_graphs": self.cuda_graphs,
             "compiled_vae": self.compile_vae,
             "vae_unit": self.vae_unit,
+            "vae_rewrites": self.vae_rewrites,
             "fused_gelu": self.fuse_gelu,
             "attention": self.attention or "sdpa",
             "loaded": sorted(["vae"] * (self._vae is not None) + ["text_encoder"] * (self._text is not None)

@@ -92,11 +92,12 @@ class VoidPipeline:
                  rank_timeout_s: float = 600.0, compile_vae: Optional[str] = None, attention: str = "auto",
                  vae_unit: Optional[str] = None, decode_cut: Union[int, str, None] = None,
                  cuda_graphs: Optional[bool] = None, remote_vlm: Optional[object] = None,
-                 transformer_unit: Optional[str] = None) -> None:
+                 transformer_unit: Optional[str] = None, vae_rewrites: Optional[bool] = None) -> None:
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.layout = resolve_layout(Path(model_dir))
         self.models = VoidModels(self.layout, dev, memory_mode, compile_blocks=compile_blocks, compile_vae=compile_vae,
                                  attention=attention, vae_unit=vae_unit, cuda_graphs=cuda_graphs,
+                                 vae_rewrites=vae_rewrites,
                                  # a rank group's sequence parallelism swaps the blocks' processors: not precompiled
                                  transformer_unit=transformer_unit or (None if int(gpus) <= 1 else "compiled"))
         self.model_size = (int(model_size[0]), int(model_size[1]))
@@ -131,12 +132,13 @@ class VoidPipeline:
             compile_blocks=options.get("compile"),
             compile_vae=options.get("compile_vae"),
             vae_unit=options.get("vae_unit"),
+            vae_rewrites=_bool_option(options, "vae_rewrites"),
             transformer_unit=options.get("transformer_unit"),
             attention=str(options.get("attention", "auto")),
             gpus=int(getattr(config, "gpus_per_worker", 1) or 1),
             rank_timeout_s=float(options.get("rank_timeout_s", 600.0)),
             decode_cut=options.get("decode_cut"),
-            cuda_graphs=_cuda_graphs_option(options.get("cuda_graphs"), int(getattr(config, "concurrency", 1) or 1)),
+            cuda_graphs=_cuda_graphs_option(_bool_option(options, "cuda_graphs"), int(getattr(config, "concurrency", 1) or 1)),
             remote_vlm=_remote_vlm_option(options),
         )
 
@@ -685,12 +687,18 @@ class VoidPipeline:
         return job.frames
 
 
-def _cuda_graphs_option(requested: object, concurrency: int) -> Optional[bool]:
+def _bool_option(options: Dict[str, object], name: str) -> Optional[bool]:
+    """A true / false pipeline option; None where not given."""
+    value = options.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise PipelineUnavailable("the %s option is true or false, not %r" % (name, value))
+    return value
+
+
+def _cuda_graphs_option(requested: Optional[bool], concurrency: int) -> Optional[bool]:
     """The server's `cuda_graphs` pipeline option (true / false, default false; loading.use_cuda_graphs).
     Jobs side by side (--concurrency > 1) rule it out: torch marks the graphs' steps with one process-wide counter,
     so one job's new step would free another's block outputs mid-forward."""
-    if requested is not None and not isinstance(requested, bool):
-        raise PipelineUnavailable("the cuda_graphs option is true or false, not %r" % (requested,))
     if concurrency > 1:
         if requested:
             raise PipelineUnavailable("the cuda_graphs option needs --concurrency 1 (jobs side by side would free "

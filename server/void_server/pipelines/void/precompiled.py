@@ -71,14 +71,17 @@ def _digest(text: str, n: int = 24) -> str:
 
 def module_signature(module: torch.nn.Module) -> str:
     """What a function traced on `module` depends on besides its inputs: its class, the source file that defines it,
-    and its parameters' and buffers' names, shapes and dtypes (their values are read at each call)."""
+    and its parameters' and buffers' names, shapes, dtypes and, where not contiguous, strides (vae_rewrites' channels-
+    last weights are laid out into the graph; their values are read at each call)."""
     cls = type(module)
     try:
         source = inspect.getsource(inspect.getmodule(cls))
     except (OSError, TypeError):
         source = ""
-    tensors = [(n, list(t.shape), str(t.dtype)) for n, t in module.named_parameters()]
-    tensors += [(n, list(t.shape), str(t.dtype)) for n, t in module.named_buffers()]
+    named = list(module.named_parameters()) + list(module.named_buffers())
+    # Contiguous tensors keep the key they had before strides counted, so existing files stay valid.
+    tensors = [(n, list(t.shape), str(t.dtype)) + (() if t.is_contiguous() else (list(t.stride()),))
+               for n, t in named]
     return json.dumps({"class": "%s.%s" % (cls.__module__, cls.__qualname__), "source": _digest(source),
                        "tensors": tensors, "training": module.training})
 
