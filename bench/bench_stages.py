@@ -1,7 +1,7 @@
 """The non-transformer stages at VOID's full size on the GPU: VAE encode, our reference-chunked decode, and pass 2's
 warped noise (reference noise maker and the aligned variant), random weights. Prints a table, writes JSON.
 
-    python3 bench/bench_stages.py [--frames 85] [--vae-variants channels_last,compile,compile_plain] [--skip-vae]
+    python3 bench/bench_stages.py [--frames 85] [--vae-variants channels_last,compile,compile_plain] [--skip-vae | --only-vae]
                                   [--eager-warp] [--profile-warp]
 
 --vae-variants times the VAE again with its weights and activations in channels-last-3d layout, and/or with the
@@ -255,6 +255,7 @@ def main() -> None:
     ap.add_argument("--profile-warp", action="store_true",
                     help="also profile the Go-with-the-Flow warp at the reference's state size (the noise stage's cost)")
     ap.add_argument("--skip-vae", action="store_true", help="only the warped-noise rows")
+    ap.add_argument("--only-vae", action="store_true", help="only the VAE rows")
     ap.add_argument("--eager-warp", action="store_true",
                     help="also run the warped noise (and --profile-warp) with the warp step not compiled, and compare")
     ap.add_argument("--fp32-reference", action="store_true",
@@ -273,8 +274,9 @@ def main() -> None:
         vae_rows(vae, torch.rand(1, 3, args.frames, 384, 672, device=device), args, row, rows)
         del vae
         torch.cuda.empty_cache()
-    input_rows(args, device, row, rows)
-    noise_rows(args, device, row, rows)
+    if not args.only_vae:
+        input_rows(args, device, row, rows)
+        noise_rows(args, device, row, rows)
 
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / ("stages_%df.json" % args.frames)).write_text(json.dumps({"device": torch.cuda.get_device_name(), "rows": rows}, indent=1))
