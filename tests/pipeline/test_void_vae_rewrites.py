@@ -16,8 +16,9 @@ from void_server.pipelines.void.conditioning import vae_encode  # noqa: E402
 from void_server.pipelines.void.decode import decode_latents  # noqa: E402
 from void_server.pipelines.void.loading import VoidModels, load_vae  # noqa: E402
 from void_server.pipelines.void.precompiled import module_signature  # noqa: E402
-from void_server.pipelines.void.vae_rewrites import (LatentSizeSpatialNorm3D, channels_last_convolutions,  # noqa: E402
-                                                     latent_size_spatial_norms)
+from void_server.pipelines.void.vae_rewrites import (ContiguousEncoder3D, ContiguousResnetBlock3D,  # noqa: E402
+                                                     LatentSizeSpatialNorm3D, channels_last_convolutions,
+                                                     latent_size_spatial_norms, rewrite_for_compilation)
 from void_server.pipelines.void.weights import resolve_layout  # noqa: E402
 
 
@@ -63,7 +64,18 @@ def test_compile_vae_rewrites_only_what_it_compiles_and_can_leave_it_plain(tiny_
     blocks = [m for m in vae.decoder.modules() if isinstance(m, CogVideoXResnetBlock3D)]
     assert all(p.is_contiguous(memory_format=torch.channels_last_3d) for b in blocks for p in b.parameters()
                if p.dim() == 5)
-    assert all(type(b.norm1) is LatentSizeSpatialNorm3D for b in blocks)
+    assert all(type(b.norm1) is LatentSizeSpatialNorm3D and type(b) is ContiguousResnetBlock3D for b in blocks)
+    assert type(vae.encoder._orig_mod) is ContiguousEncoder3D
+    # a rewritten block hands back diffusers' layout, caches included: what follows would otherwise copy them apart
+    block = blocks[-1]
+    # (a channels-last input: the CPU's convolutions follow their input's layout, the GPU's their weights')
+    x = torch.randn(1, block.in_channels, 4, 8, 12).contiguous(memory_format=torch.channels_last_3d)
+    zq = torch.randn(1, vae.decoder.conv_in.conv.in_channels, 1, 2, 3)
+    with torch.no_grad():
+        hidden, cache = block(x, None, zq)
+        tensors = [hidden] + [t for t in cache.values() if isinstance(t, torch.Tensor)]
+        tensors += [t for d in cache.values() if isinstance(d, dict) for t in d.values() if t is not None]
+    assert len(tensors) > 3 and all(t.is_contiguous() for t in tensors)
     assert not any(p.is_contiguous() for p in vae.encoder.parameters() if p.dim() == 5 and p.shape[2:].numel() > 1)
     # the decoder's parts outside its blocks run eager: as diffusers has them
     assert vae.decoder.conv_in.conv.weight.is_contiguous()
@@ -72,6 +84,13 @@ def test_compile_vae_rewrites_only_what_it_compiles_and_can_leave_it_plain(tiny_
     untouched = compile_vae(load_vae(layout, torch.float32), "both", backend="eager", rewrites=False)
     assert all(p.is_contiguous() for p in untouched.parameters())
     assert not any(isinstance(m, LatentSizeSpatialNorm3D) for m in untouched.modules())
+
+
+def test_only_modules_whose_outputs_it_can_hand_back_contiguous_are_rewritten():
+    conv = torch.nn.Conv3d(4, 4, 3)
+    with pytest.raises(TypeError, match="Conv3d"):
+        rewrite_for_compilation(conv)
+    assert conv.weight.is_contiguous()  # refused before anything changed
 
 
 def test_only_the_gpu_mode_rewrites_its_compiled_vae(tiny_model_dir):
