@@ -111,16 +111,26 @@ def test_deterministic_under_a_seed_and_resumes_from_checkpoints(tiny_model_dir,
     assert np.array_equal(runs[0], runs[1])
     assert not np.array_equal(runs[0], runs[2])
 
-    # A restarted job finds pass 1's checkpoint and never denoises again.
+    # A finished job's last pass is its results: no checkpoint of it is copied out and written...
+    assert not (tmp_path / "a" / "void_pass1.safetensors").exists()
+
+    # ...unless the job fails after it (its results could not be written): then the restarted job finds that
+    # checkpoint and never denoises again.
+    class FullDisk(MemorySink):
+        def write_frame(self, *a, **k):
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        pipe.run(_inputs(plate, mask, tmp_path / "d", passes=1, seed=7), FullDisk(), lambda p: None, lambda: False)
     monkeypatch.setattr(void_pipeline, "run_pass", lambda *a, **k: pytest.fail("pass 1 ran again"))
     sink = MemorySink()
-    pipe.run(_inputs(plate, mask, tmp_path / "a", passes=1, seed=7), sink, lambda p: None, lambda: False)
+    pipe.run(_inputs(plate, mask, tmp_path / "d", passes=1, seed=7), sink, lambda p: None, lambda: False)
     assert np.array_equal(np.stack([sink.clean[i] for i in range(len(plate))]), runs[0])
 
 
 def test_checkpoints_are_written_on_threads_and_whole_before_the_job_ends(tiny_model_dir, bigben, tmp_path, monkeypatch):
-    # The job goes on while a pass's checkpoint is written; a finished job, and a job that fails after pass 1,
-    # leave every finished pass's checkpoint whole on disk.
+    # The job goes on while a pass's checkpoint is written; a finished job leaves pass 1's whole on disk (its last
+    # pass's frames are its results, not checkpointed), and a job that fails after pass 1 leaves pass 1's.
     import threading
     import time
 
@@ -139,10 +149,10 @@ def test_checkpoints_are_written_on_threads_and_whole_before_the_job_ends(tiny_m
     pipe = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))
     timings = pipe.run(_inputs(plate, mask, tmp_path / "done", noise_mode="aligned"), MemorySink(), lambda p: None,
                        lambda: False).timings
-    assert len(writers) == 2 and all(name.startswith("void-checkpoint") for name in writers)
-    assert timings["pass1.checkpoint"] < 0.3 and "checkpoints" in timings
-    for index in (1, 2):
-        assert checkpoints.tag_of(tmp_path / "done" / ("void_pass%d.safetensors" % index)) is not None
+    assert len(writers) == 1 and all(name.startswith("void-checkpoint") for name in writers)
+    assert timings["pass1.checkpoint"] < 0.3 and "checkpoints" in timings and "pass2.checkpoint" not in timings
+    assert checkpoints.tag_of(tmp_path / "done" / "void_pass1.safetensors") is not None
+    assert not (tmp_path / "done" / "void_pass2.safetensors").exists()
     assert not list((tmp_path / "done").glob("*.tmp"))
 
     def no_noise(*a, **k):
@@ -162,10 +172,11 @@ def test_a_checkpoint_that_cannot_be_written_fails_the_job(tiny_model_dir, bigbe
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(checkpoints, "_write", full_disk)
+    _stub_noise(monkeypatch, [])
     plate, mask = bigben[0][:3], bigben[1][:3]
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OSError, match="No space left"):  # pass 1's (a finished job does not checkpoint its last)
         VoidPipeline.from_config(Config(model_dir=tiny_model_dir)).run(
-            _inputs(plate, mask, tmp_path / "job", passes=1), MemorySink(), lambda p: None, lambda: False)
+            _inputs(plate, mask, tmp_path / "job", noise_mode="aligned"), MemorySink(), lambda p: None, lambda: False)
 
 
 def test_cancel_during_denoising(tiny_model_dir, bigben, tmp_path):

@@ -3,7 +3,8 @@
     quadmask -> model-resolution inputs (ROI crop, colour) -> pass 1 -> pass-2 noise -> pass 2 -> plate merge
 
 Each pass leaves a checkpoint in the job's workdir (`void_pass1.safetensors`, `void_pass2.safetensors`, tagged
-with the settings that made it), so a restarted job skips finished passes. Clips of any length run: the reference
+with the settings that made it), so a restarted job skips finished passes; the last pass only if the job fails
+after it (a finished job's results are that pass's frames). Clips of any length run: the reference
 pads to at least one window (85 frames) and caps at 197; we pad the same way but lift the cap, and the denoiser
 covers every latent frame with overlapping windows (denoise.py). Only the plate's own frames are written.
 """
@@ -63,6 +64,13 @@ class ModelInputs:
     mask_latents: Dict[int, Union[torch.Tensor, "Future[torch.Tensor]"]] = dataclasses.field(default_factory=dict)
     # The passes' checkpoints being written, waited for before the job ends.
     checkpoints: checkpoints.CheckpointWriter = dataclasses.field(default_factory=checkpoints.CheckpointWriter)
+    # The last pass's checkpoint, written only if the job fails after that pass (VoidPipeline._pass, `last`).
+    unsaved: Optional[Callable[[], object]] = None
+
+    def save_unsaved(self) -> None:
+        save, self.unsaved = self.unsaved, None
+        if save is not None:
+            save()
 
     @property
     def latent_frames(self) -> int:
@@ -408,6 +416,7 @@ class VoidPipeline:
                 written = merging.result()
         except BaseException:
             with contextlib.suppress(Exception):  # its own error, if any, is a consequence of this one
+                job.save_unsaved()  # the last pass too, if it finished: a restart resumes after it
                 job.checkpoints.wait()  # a failed job's finished passes are on disk for its restart
             raise
         with clock("checkpoints"):  # what is left of their writing
@@ -427,7 +436,8 @@ class VoidPipeline:
                 merging = self._start_merge(inputs, quadmask, job, final, None, sink, progress, should_cancel)
             with clock("pass1"):
                 pass1 = self._pass(inputs, job, PASS1, s.steps_pass1, 1.0, None, progress, should_cancel,
-                                   clock.child("pass1"), notes, on_decoded=final.add if s.passes < 2 else None)
+                                   clock.child("pass1"), notes, on_decoded=final.add if s.passes < 2 else None,
+                                   last=s.passes < 2)
             last = pass1
             if s.passes >= 2:
                 with clock("pass2_noise"):
@@ -436,7 +446,7 @@ class VoidPipeline:
                                             progress, should_cancel)
                 with clock("pass2"):
                     last = self._pass(inputs, job, PASS2, s.steps_pass2, s.guidance_pass2, noise, progress,
-                                      should_cancel, clock.child("pass2"), notes, on_decoded=final.add)
+                                      should_cancel, clock.child("pass2"), notes, on_decoded=final.add, last=True)
             final.fill(last)  # a pass resumed from its checkpoint decoded nothing
         except BaseException:
             final.close()  # the merge thread stops waiting for frames that will not come...
@@ -551,9 +561,13 @@ class VoidPipeline:
     def _pass(self, inputs: PipelineInputs, job: ModelInputs, base: PassConfig, steps: int, guidance: float,
               noise: Optional[torch.Tensor], progress: ProgressCallback, should_cancel: CancelCheck,
               clock: Optional[StageClock] = None, notes: Optional[List[str]] = None,
-              on_decoded: Optional[Callable[[int, torch.Tensor], None]] = None) -> torch.Tensor:
-        """One pass (checkpointed): -> decoded frames (1, 3, length, H, W) float32 in [0, 1] on the CPU.
-        `on_decoded` gets them chunk by chunk as they decode (not when the pass is resumed from its checkpoint)."""
+              on_decoded: Optional[Callable[[int, torch.Tensor], None]] = None,
+              last: bool = False) -> torch.Tensor:
+        """One pass (checkpointed): -> decoded frames (1, 3, length, H, W) float32 in [0, 1] (on the CPU, or where
+        they were decoded for the `last` pass). `on_decoded` gets them chunk by chunk as they decode (not when the
+        pass is resumed from its checkpoint). The job's `last` pass is checkpointed only if the job fails after it
+        (`ModelInputs.unsaved`): a finished job's results are its frames, and copying the video to the host and
+        writing it (263 MB at 85 frames) was the tail of every job (0.1-0.5 s)."""
         stage = "pass%d" % base.index
         cfg = dataclasses.replace(base, steps=steps, guidance=guidance, step_cache=inputs.settings.step_cache,
                                   fp8_matmul=inputs.settings.fp8_matmul)
@@ -588,8 +602,17 @@ class VoidPipeline:
         job.video_latents = result.video_latents
         if result.step_cache is not None and notes is not None:
             notes.append(result.step_cache.note("pass %d" % base.index))
+        save = functools.partial(self._save_pass, job, path, tag, result, clock)
+        if last:
+            job.unsaved = save
+            return result.video
+        return save()
+
+    @staticmethod
+    def _save_pass(job: ModelInputs, path: Path, tag: str, result: object, clock: StageClock) -> torch.Tensor:
+        """A finished pass's frames on the host, and its checkpoint handed to a writer thread (the job goes on)."""
         video = result.video.float().cpu().contiguous()
-        with clock("checkpoint"):  # handed to its writer thread: the job goes on
+        with clock("checkpoint"):
             job.checkpoints.write(path, {"video": video, "latents": result.latents.float().cpu().contiguous(),
                                          "video_latents": result.video_latents.cpu().contiguous()}, tag)
         return video
