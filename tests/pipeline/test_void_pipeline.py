@@ -624,3 +624,29 @@ def test_a_rank_groups_raft_runs_on_the_second_gpu_and_the_warp_on_the_first():
     grouped = SimpleNamespace(_group=object(), models=SimpleNamespace(device=torch.device("cuda", 2)))
     assert VoidPipeline._raft_device(alone) == torch.device("cuda", 0)
     assert VoidPipeline._raft_device(grouped) == torch.device("cuda", 3)
+
+
+def test_a_finished_job_holds_no_pass_tensors_once_it_returns(tiny_model_dir, bigben, tmp_path, monkeypatch):
+    # The last pass's frames wait in the job for a checkpoint written only on failure; nothing may keep them (GPU
+    # memory, on a server) past the job by reference cycles that only the cyclic collector would break.
+    import gc
+    import weakref
+
+    kept = []
+    real = void_pipeline.run_pass
+
+    def watched(*a, **k):
+        result = real(*a, **k)
+        kept.append(weakref.ref(result.video))
+        return result
+
+    monkeypatch.setattr(void_pipeline, "run_pass", watched)
+    plate, mask = bigben[0][:3], bigben[1][:3]
+    pipe = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))
+    gc.collect()
+    gc.disable()
+    try:
+        pipe.run(_inputs(plate, mask, tmp_path / "job", passes=1), MemorySink(), lambda p: None, lambda: False)
+        assert kept and all(ref() is None for ref in kept)
+    finally:
+        gc.enable()
