@@ -197,7 +197,7 @@ def block_rows(reps: int, rows: List[Dict[str, object]]) -> None:
                        "rel_l2_vs_fp32": float((out.float() - ref).norm() / ref.norm())}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-                del v, fn, out
+                del out
         torch.cuda.empty_cache()
 
 

@@ -78,7 +78,7 @@ def vae_variant_rows(vae, variant: str, video: torch.Tensor, z: torch.Tensor, re
     rows[-1]["rel_l2_vs_default"] = rel_l2(got["v"], ref_v)
     if fp32 is not None:
         rows[-1]["rel_l2_vs_fp32"] = rel_l2(got["v"], fp32[1])
-    del v
+    v = None  # the copy freed before the next variant (a lambda above reads the name, so not `del`)
     torch.cuda.empty_cache()
 
 
