@@ -36,13 +36,13 @@ import json
 import os
 import sys
 import time
-import types
 from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
 
+from bench_fusions import timed  # CUDA events around `reps` calls after warm-up ones (this session's runs: 2 of them)
 from report import print_markdown_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
@@ -54,19 +54,6 @@ SHAPES: Dict[str, Tuple[int, int, int, int, int]] = {
     "dec-256to128@384x672": (256, 128, 10, 384, 672),
     "dec-512@48x84": (512, 512, 4, 48, 84),
 }
-
-
-def timed(fn: Callable[[], object], reps: int) -> float:
-    for _ in range(2):
-        fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(reps):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / reps / 1e3
 
 
 def variants(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> Dict[str, Callable[[], torch.Tensor]]:
@@ -132,32 +119,15 @@ def shape_rows(name: str, shape: Tuple[int, int, int, int, int], reps: int, benc
     torch.cuda.empty_cache()
 
 
-def spatial_norm_low_res(self, f: torch.Tensor, zq: torch.Tensor, conv_cache=None):
-    """CogVideoXSpatialNorm3D.forward with conv_y / conv_b (1x1x1) before zq's nearest upsampling instead of after."""
-    conv_cache = conv_cache or {}
-    new_cache = {}
-    y, new_cache["conv_y"] = self.conv_y(zq, conv_cache=conv_cache.get("conv_y"))
-    b, new_cache["conv_b"] = self.conv_b(zq, conv_cache=conv_cache.get("conv_b"))
-
-    def up(t: torch.Tensor) -> torch.Tensor:
-        if f.shape[2] > 1 and f.shape[2] % 2 == 1:  # the first frame apart, as diffusers upsamples zq
-            return torch.cat([F.interpolate(t[:, :, :1], size=(1,) + tuple(f.shape[-2:])),
-                              F.interpolate(t[:, :, 1:], size=(f.shape[2] - 1,) + tuple(f.shape[-2:]))], dim=2)
-        return F.interpolate(t, size=f.shape[-3:])
-
-    return self.norm_layer(f) * up(y) + up(b), new_cache
-
-
 def block_variant(block: torch.nn.Module, variant: str) -> torch.nn.Module:
+    """A copy of `block` with the variant's rewrites (vae_rewrites.py's own functions, as the pipeline applies them)."""
+    from void_server.pipelines.void.vae_rewrites import channels_last_convolutions, latent_size_spatial_norms
+
     block = copy.deepcopy(block)
     if "cl_" in variant:
-        for prm in block.parameters():
-            if prm.dim() == 5:
-                prm.data = prm.data.contiguous(memory_format=torch.channels_last_3d)
+        channels_last_convolutions(block)
     if "zq_low" in variant:
-        for m in block.modules():
-            if type(m).__name__ == "CogVideoXSpatialNorm3D":
-                m.forward = types.MethodType(spatial_norm_low_res, m)
+        latent_size_spatial_norms(block)
     return block
 
 
