@@ -146,7 +146,8 @@ class VoidPipeline:
             gpus=int(getattr(config, "gpus_per_worker", 1) or 1),
             rank_timeout_s=float(options.get("rank_timeout_s", 600.0)),
             decode_cut=options.get("decode_cut"),
-            cuda_graphs=_cuda_graphs_option(_bool_option(options, "cuda_graphs"), int(getattr(config, "concurrency", 1) or 1)),
+            cuda_graphs=_cuda_graphs_option(_bool_option(options, "cuda_graphs"),
+                                            int(getattr(config, "concurrency", 1) or 1)),
             remote_vlm=_remote_vlm_option(options),
         )
 
@@ -617,7 +618,7 @@ class VoidPipeline:
         video = result.video.float().cpu().contiguous()
         with clock("checkpoint"):
             writer.write(path, {"video": video, "latents": result.latents.float().cpu().contiguous(),
-                                         "video_latents": result.video_latents.cpu().contiguous()}, tag)
+                                "video_latents": result.video_latents.cpu().contiguous()}, tag)
         return video
 
     def _encode_masks(self, job: ModelInputs, first: int, passes: int, clock: StageClock) -> None:
