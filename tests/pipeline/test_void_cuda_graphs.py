@@ -44,6 +44,16 @@ def test_the_models_compile_their_blocks_for_graph_replay_when_graphs_are_on(tin
     assert [kw["compile_mode"] for kw in seen] == [None, "reduce-overhead"]
 
 
+def test_graphs_report_the_compiled_unit_they_run_even_where_precompiled_was_asked(tiny_model_dir, monkeypatch):
+    from void_server.pipelines.void import loading
+
+    monkeypatch.setattr(loading, "use_cuda_graphs", lambda *a: True)  # as on a GPU in the gpu mode
+    layout = resolve_layout(tiny_model_dir)
+    for asked in (None, "precompiled", "compiled"):
+        models = VoidModels(layout, CPU, "gpu", compile_blocks=True, cuda_graphs=True, transformer_unit=asked)
+        assert models.describe()["transformer_unit"] == "compiled"
+
+
 def test_the_server_option_is_a_flag_and_needs_one_job_at_a_time():
     option = void_pipeline._cuda_graphs_option
     assert option(None, 1) is None and option(True, 1) is True and option(False, 1) is False

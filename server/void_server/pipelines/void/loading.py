@@ -283,7 +283,9 @@ class VoidModels:
                                                                             transformer_unit))
         # Precompiled by default: a warm start loads the blocks' function instead of tracing them (2 s, H100,
         # fifteenth session). CUDA graphs need torch.compile's.
-        self.transformer_unit = transformer_unit or ("compiled" if self.cuda_graphs else "precompiled")
+        self.transformer_unit = "compiled" if self.cuda_graphs else (transformer_unit or "precompiled")
+        if transformer_unit == "precompiled" and self.cuda_graphs:  # say what runs: describe() reports the unit
+            log.warning("transformer_unit=precompiled with CUDA graphs: the blocks go through torch.compile")
         # None = diffusers' own attention processor; "fa4" where FlashAttention-4 is installed and runs here.
         self.attention = resolve_attention(attention, device)
         self.dtype = self.placement.dtype
