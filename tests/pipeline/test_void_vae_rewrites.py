@@ -123,3 +123,34 @@ def test_a_precompiled_key_tells_channels_last_weights_apart_and_keeps_contiguou
     assert json.loads(before)["tensors"] == [[n, list(t.shape), str(t.dtype)] for n, t in conv.named_parameters()]
     channels_last_convolutions(conv)
     assert module_signature(conv) != before
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="cuDNN's channels-last kernels, bf16, inductor on the GPU")
+def test_on_a_gpu_the_rewritten_vae_is_as_close_to_float32_as_the_plain_one(tmp_path, monkeypatch):
+    # The real channel widths (the full config) on a small clip, compiled as the server compiles them (precompiled,
+    # bf16): the rewrites may round differently, never further from the float32 result than plain compilation.
+    from diffusers import AutoencoderKLCogVideoX
+
+    from void_server.pipelines.void.tiny import VAE_CONFIGS
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    base = AutoencoderKLCogVideoX(**VAE_CONFIGS["full"]).eval().requires_grad_(False)
+    gen = torch.Generator().manual_seed(1)
+    video = torch.rand(1, 3, 9, 64, 112, generator=gen).to(dev)
+    z = torch.randn(1, 4, 16, 8, 14, generator=gen).to(dev)
+
+    def run(vae):
+        return vae_encode(vae, video).float(), decode_latents(vae, z).float()
+
+    import copy
+
+    want = run(copy.deepcopy(base).to(dev))  # float32, eager
+    got = {}
+    for rewrites in (False, True):
+        vae = compile_vae(copy.deepcopy(base).to(dev, torch.bfloat16), "both", rewrites=rewrites)
+        got[rewrites] = run(vae)
+    for i in (0, 1):  # encode, decode
+        plain, rewritten = ((got[r][i] - want[i]).norm() / want[i].norm() for r in (False, True))
+        assert rewritten <= plain * 1.2 + 1e-4, (i, float(plain), float(rewritten))
