@@ -145,12 +145,23 @@ def test_checkpoints_are_written_on_threads_and_whole_before_the_job_ends(tiny_m
         real_write(path, tensors, tag)
 
     monkeypatch.setattr(checkpoints, "_write", slow_write)
+    from void_server.reasoning import quadmask as quadmask_stage
+
+    sealers, real_seal = [], quadmask_stage._seal
+
+    def slow_seal(out, workdir):  # the quadmask's flush and marker, on the job's writer thread too
+        sealers.append(threading.current_thread().name)
+        time.sleep(0.3)
+        real_seal(out, workdir)
+
+    monkeypatch.setattr(quadmask_stage, "_seal", slow_seal)
     _stub_noise(monkeypatch, [])
     pipe = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))
     timings = pipe.run(_inputs(plate, mask, tmp_path / "done", noise_mode="aligned"), MemorySink(), lambda p: None,
                        lambda: False).timings
-    assert len(writers) == 1 and all(name.startswith("void-checkpoint") for name in writers)
+    assert len(writers) == 1 and all(name.startswith("void-checkpoint") for name in writers + sealers)
     assert timings["pass1.checkpoint"] < 0.3 and "checkpoints" in timings and "pass2.checkpoint" not in timings
+    assert timings["quadmask"] < 0.3 and (tmp_path / "done" / quadmask_stage.DONE_MARKER).exists()
     assert checkpoints.tag_of(tmp_path / "done" / "void_pass1.safetensors") is not None
     assert not (tmp_path / "done" / "void_pass2.safetensors").exists()
     assert not list((tmp_path / "done").glob("*.tmp"))
@@ -163,6 +174,16 @@ def test_checkpoints_are_written_on_threads_and_whole_before_the_job_ends(tiny_m
         pipe.run(_inputs(plate, mask, tmp_path / "failed", noise_mode="aligned"), MemorySink(), lambda p: None,
                  lambda: False)
     assert checkpoints.tag_of(tmp_path / "failed" / "void_pass1.safetensors") is not None
+    assert (tmp_path / "failed" / quadmask_stage.DONE_MARKER).exists()
+
+    def no_inputs(*a, **k):  # a failure before the job's writer belongs to its model inputs
+        raise RuntimeError("plate unreadable")
+
+    monkeypatch.setattr(pipe, "_model_inputs", no_inputs)
+    with pytest.raises(RuntimeError, match="plate unreadable"):
+        pipe.run(_inputs(plate, mask, tmp_path / "early", noise_mode="aligned"), MemorySink(), lambda p: None,
+                 lambda: False)
+    assert (tmp_path / "early" / quadmask_stage.DONE_MARKER).exists()  # sealed before the failure is handled
 
 
 def test_a_checkpoint_that_cannot_be_written_fails_the_job(tiny_model_dir, bigben, tmp_path, monkeypatch):

@@ -115,3 +115,20 @@ def test_manual_round_trip_with_overlap(tmp_path):
     expected = q.copy()
     expected[0][expected[0] == AFFECTED] = KEEP  # the first frame's affected level is cleared; its overlap stays
     assert (q[0] == OVERLAP).any() and np.array_equal(np.asarray(build_quadmask(inputs)), expected)
+
+
+def test_a_quadmask_sealed_later_is_read_before_its_checkpoint_counts(bigben_quadmask, tmp_path):
+    # The job reads the quadmask while its checkpoint is flushed elsewhere; only the seal writes the marker a
+    # restart trusts, after the file, so a marker never stands for a file not yet on disk.
+    from void_server.reasoning.quadmask import DONE_MARKER, open_checkpoint
+
+    q = bigben_quadmask[:3]
+    inputs = PipelineInputs(plate=ArrayFrames(np.zeros(q.shape + (3,), np.float32)),
+                            settings=PipelineSettings(prompt="x", mask_mode="quadmask"), workdir=tmp_path / "job",
+                            quadmask=ArrayFrames(q.astype(np.float32)))
+    seals = []
+    out = build_quadmask(inputs, seal_later=seals.append)
+    assert np.array_equal(np.asarray(out), q) and len(seals) == 1
+    assert not (tmp_path / "job" / DONE_MARKER).exists() and open_checkpoint(tmp_path / "job", q.shape) is None
+    seals[0]()
+    assert np.array_equal(np.asarray(open_checkpoint(tmp_path / "job", q.shape)), q)

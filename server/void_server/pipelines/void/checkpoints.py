@@ -11,7 +11,7 @@ from __future__ import annotations
 from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -54,7 +54,11 @@ class CheckpointWriter:
         self._writes: List["Future[None]"] = []
 
     def write(self, path: Path, tensors: Dict[str, torch.Tensor], tag: str) -> None:
-        self._writes.append(on_thread("void-checkpoint", _write, path, tensors, tag))
+        self.later(lambda: _write(path, tensors, tag))
+
+    def later(self, write: Callable[[], None]) -> None:
+        """Any other write of the job's (the quadmask checkpoint's seal), on a thread, waited for like the rest."""
+        self._writes.append(on_thread("void-checkpoint", write))
 
     def wait(self) -> None:
         """Every write finished; raises the first one's failure (a full disk fails the job, as it did inline)."""

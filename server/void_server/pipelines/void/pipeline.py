@@ -393,18 +393,21 @@ class VoidPipeline:
         # The auto mask mode's quadmask stage runs the reasoning models on the GPU: T5 waits until they are done.
         reasoning = inputs.settings.mask_mode == "auto"
         prompt = None if reasoning else self._embed_prompt_ahead(inputs)
+        writer = checkpoints.CheckpointWriter()  # the job's writes, the quadmask's seal first
         try:
             with clock("quadmask"):
-                quadmask = self._quadmask(inputs, notes, progress)
+                quadmask = self._quadmask(inputs, notes, progress, writer)
             if reasoning:
                 prompt = self._embed_prompt_ahead(inputs)
             with clock("model_inputs"):
                 job = self._model_inputs(inputs, quadmask)
-                job.augment_noise = augment_noise
+                job.augment_noise, job.checkpoints = augment_noise, writer
         except BaseException:
-            if prompt is not None:  # T5 off the GPU before the next job starts; its own error is beside the point
-                with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # their own errors are beside the point
+                if prompt is not None:  # T5 off the GPU before the next job starts
                     prompt.result()
+            with contextlib.suppress(Exception):
+                writer.wait()  # the quadmask's checkpoint sealed before a retry looks for it
             raise
         with clock("prompt"):  # what is left of it: T5 is off the GPU again before the VAE's first encode
             if prompt is not None:
@@ -463,12 +466,15 @@ class VoidPipeline:
         progress(Progress(stage=stage, step=step, total_steps=total, message=message,
                           fraction=stage_fraction(stage, step / float(max(total, 1)), passes)))
 
-    def _quadmask(self, inputs: PipelineInputs, notes: List[str], progress: ProgressCallback) -> np.ndarray:
+    def _quadmask(self, inputs: PipelineInputs, notes: List[str], progress: ProgressCallback,
+                  writer: checkpoints.CheckpointWriter) -> np.ndarray:
+        """The quadmask stage; its checkpoint is flushed to disk on `writer`'s thread while the job goes on."""
         passes = inputs.settings.passes
         reasoner = self._reasoner(inputs.settings, notes)
         try:
             return build_quadmask(inputs, reasoner, notes,
-                                  on_frame=lambda i, n: self._report(progress, "quadmask", i + 1, n, passes))
+                                  on_frame=lambda i, n: self._report(progress, "quadmask", i + 1, n, passes),
+                                  seal_later=writer.later)
         finally:
             # The VLM and SAM2 stay resident only where everything fits ("gpu" mode); else the diffusion passes
             # get their memory back.
