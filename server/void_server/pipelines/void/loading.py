@@ -27,6 +27,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 
+from ..base import error_line
 from .host_copy import HostCopy
 from .packed_state import load_packed
 from .weights import ModelLayout
@@ -312,8 +313,8 @@ class VoidModels:
         try:
             warming.result()
         except Exception as exc:  # noqa: BLE001
-            log.warning("the VAE decoder's warm-up failed (%s: %s); the first decode compiles what it needs",
-                        type(exc).__name__, exc)
+            log.warning("the VAE decoder's warm-up failed (%s); the first decode compiles what it needs",
+                        error_line(exc))
 
     @property
     def holds_every_transformer(self) -> bool:

@@ -25,7 +25,7 @@ import torch
 
 from ...reasoning.quadmask import build_quadmask
 from ..base import (CancelCheck, PipelineInputs, PipelineSettings, PipelineUnavailable, Progress, ProgressCallback,
-                    ResultSink, RunSummary, check_cancel, stage_fraction)
+                    ResultSink, RunSummary, check_cancel, error_line, stage_fraction)
 from ..frame_pool import on_thread
 from ..stage_clock import StageClock
 from . import checkpoints
@@ -290,8 +290,8 @@ class VoidPipeline:
             try:
                 compiler.result()
             except Exception as exc:  # noqa: BLE001 - only time is at stake: the VAE stage does it again
-                log.warning("importing torch's compiler%s ahead failed (%s: %s); done when first needed",
-                            " and warming the encoder up" if encode_early else "", type(exc).__name__, exc)
+                log.warning("importing torch's compiler%s ahead failed (%s); done when first needed",
+                            " and warming the encoder up" if encode_early else "", error_line(exc))
                 return False
         return encode_early
 
@@ -400,8 +400,8 @@ class VoidPipeline:
             if reasoning:
                 prompt = self._embed_prompt_ahead(inputs)
             with clock("model_inputs"):
-                job = self._model_inputs(inputs, quadmask)
-                job.augment_noise, job.checkpoints = augment_noise, writer
+                job = self._model_inputs(inputs, quadmask, writer)
+                job.augment_noise = augment_noise
         except BaseException:
             with contextlib.suppress(Exception):  # their own errors are beside the point
                 if prompt is not None:  # T5 off the GPU before the next job starts
@@ -505,7 +505,8 @@ class VoidPipeline:
             settings_of.input_encoding = settings.input_encoding
         return self.reasoner
 
-    def _model_inputs(self, inputs: PipelineInputs, quadmask: np.ndarray) -> ModelInputs:
+    def _model_inputs(self, inputs: PipelineInputs, quadmask: np.ndarray,
+                      writer: checkpoints.CheckpointWriter) -> ModelInputs:
         """Plate and quadmask -> model resolution: ROI crop, display-referred colour, area stretch, ping-pong pad.
         Frames are read and cropped on the host; the colour conversion and resize run on the GPU where every model
         is resident (the "gpu" and "fp8" memory modes: 2.2 s of a 1080p job in numpy on 16 cores, 0.5 s so,
@@ -525,7 +526,8 @@ class VoidPipeline:
         if self._second is not None and inputs.settings.passes >= 2:  # on the second GPU while the plate is read
             ahead[PASS2.index] = self._second.encode_mask(PASS2, mask)
         video = prepare_video(_Lazy(lambda i: plate[i][y0:y1, x0:x1, :3], n), self.model_size, length, encoding, device)
-        return ModelInputs(frames=n, length=length, box=box, video=video, mask=mask, mask_latents=ahead)
+        return ModelInputs(frames=n, length=length, box=box, video=video, mask=mask, mask_latents=ahead,
+                           checkpoints=writer)
 
     def _padded_length(self, frames: int) -> int:
         """Frames the model generates for the plate's: at least one window, no reference cap (windows cover all)."""
