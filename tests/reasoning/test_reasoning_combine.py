@@ -132,3 +132,22 @@ def test_a_quadmask_sealed_later_is_read_before_its_checkpoint_counts(bigben_qua
     assert not (tmp_path / "job" / DONE_MARKER).exists() and open_checkpoint(tmp_path / "job", q.shape) is None
     seals[0]()
     assert np.array_equal(np.asarray(open_checkpoint(tmp_path / "job", q.shape)), q)
+
+
+@pytest.mark.parametrize("where", [None, 0, 2])
+def test_a_quadmask_with_nothing_to_remove_is_refused_and_one_frame_of_content_is_enough(tmp_path, where):
+    # The stage checks each frame as it is written (no pass over the whole clip after): content on any one frame,
+    # the last included, must count.
+    from void_server.reasoning.quadmask import build_quadmask
+
+    q = np.full((3, 4, 6), KEEP, np.uint8)
+    if where is not None:
+        q[where, 1, 2] = 0
+    inputs = PipelineInputs(plate=ArrayFrames(np.zeros(q.shape + (3,), np.float32)),
+                            settings=PipelineSettings(prompt="x", mask_mode="quadmask"), workdir=tmp_path / "job",
+                            quadmask=ArrayFrames(q.astype(np.float32)))
+    if where is None:
+        with pytest.raises(ValueError, match="empty on every frame"):
+            build_quadmask(inputs)
+    else:
+        assert np.array_equal(np.asarray(build_quadmask(inputs)), q)
