@@ -178,6 +178,19 @@ def input_rows(args: argparse.Namespace, device: torch.device, row: Callable[[st
     rows[-1]["rel_l2_vs_default"] = rel_l2(got["cuda"][0].cpu(), got["cpu"][0])
     # the mask's four levels come out of `/ 255` (a reciprocal multiply on the GPU): equal to ~1 ulp, never a level
     rows[-1]["mask_max_abs_diff"] = float((got["cuda"][1].cpu() - got["cpu"][1]).abs().max())
+    # the uploads as before the seventeenth session (from pageable memory), on the same inputs
+    from void_server.pipelines.void import conditioning
+
+    pinned = conditioning._tensor
+    conditioning._tensor = lambda f, dev: torch.from_numpy(np.require(f, requirements=("C", "W"))).to(dev or "cpu")
+    try:
+        def pageable() -> None:
+            got["pageable"] = (prepare_video(plate, size, length, "linear", device),
+                               prepare_mask(quad, size, length, device))
+        row("model inputs (1080p plate) on %s, pageable uploads" % device.type, timed(pageable, reps=1))
+    finally:
+        conditioning._tensor = pinned
+    rows[-1]["equal_to_pinned"] = all(torch.equal(a, b) for a, b in zip(got["pageable"], got["cuda"]))
 
 
 def noise_rows(args: argparse.Namespace, device: torch.device, row: Callable[[str, Dict[str, float]], None],
@@ -256,6 +269,7 @@ def main() -> None:
                     help="also profile the Go-with-the-Flow warp at the reference's state size (the noise stage's cost)")
     ap.add_argument("--skip-vae", action="store_true", help="only the warped-noise rows")
     ap.add_argument("--only-vae", action="store_true", help="only the VAE rows")
+    ap.add_argument("--only-inputs", action="store_true", help="only the model-inputs rows (pinned and pageable)")
     ap.add_argument("--eager-warp", action="store_true",
                     help="also run the warped noise (and --profile-warp) with the warp step not compiled, and compare")
     ap.add_argument("--fp32-reference", action="store_true",
@@ -269,14 +283,15 @@ def main() -> None:
         rows.append(res)
         print(json.dumps(res), flush=True)
 
-    if not args.skip_vae:
+    if not args.skip_vae and not args.only_inputs:
         vae = random_vae(device, torch.bfloat16)
         vae_rows(vae, torch.rand(1, 3, args.frames, 384, 672, device=device), args, row, rows)
         del vae
         torch.cuda.empty_cache()
     if not args.only_vae:
         input_rows(args, device, row, rows)
-        noise_rows(args, device, row, rows)
+        if not args.only_inputs:
+            noise_rows(args, device, row, rows)
 
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / ("stages_%df.json" % args.frames)).write_text(json.dumps({"device": torch.cuda.get_device_name(), "rows": rows}, indent=1))

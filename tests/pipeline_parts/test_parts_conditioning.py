@@ -71,3 +71,25 @@ def test_plate_colour_is_converted_at_plate_resolution_before_the_resize():
 def test_mask_levels_equal_the_quadmask_quantiser(values):
     # The model's mask quantises on the device; the quadmask reader's quantiser is numpy: the same thresholds.
     assert np.array_equal(quantise_levels(torch.from_numpy(values)).numpy(), quantise(values).astype(np.float32))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="page-locked uploads to a GPU")
+def test_on_a_gpu_frames_upload_through_pinned_memory_with_their_values():
+    # Uint8 masks, half and float plates, cropped (strided) and read-only: the same values on the GPU as on the
+    # CPU path, and the GPU path's inputs can be reused at once (the pinned copy is the frame's own).
+    from void_server.pipelines.void.conditioning import _tensor
+
+    rng = np.random.default_rng(2)
+    for full in (rng.integers(0, 256, (64, 96, 4), dtype=np.uint8), rng.random((64, 96, 4)).astype(np.float16),
+                 rng.random((64, 96, 4), dtype=np.float32)):
+        full.setflags(write=False)
+        for f in (full, full[5:60, 7:90, :3]):
+            got = _tensor(f, torch.device("cuda"))
+            assert got.is_cuda and got.dtype == _tensor(f, None).dtype
+            assert torch.equal(got.cpu(), _tensor(f, None))
+    size = (24, 40)
+    crop = rng.random((9, 50, 90, 3), dtype=np.float32)[:, 3:47, 5:80]
+    on_gpu = prepare_video(crop, size, 13, encoding="linear", device=torch.device("cuda"))
+    plate = torch.from_numpy(crop.copy()).cuda()  # the plain upload
+    want = F.interpolate(to_model(plate, "linear").permute(0, 3, 1, 2), size=size, mode="area").permute(1, 0, 2, 3)
+    torch.testing.assert_close(on_gpu[0, :, :9], want, atol=1e-6, rtol=0)

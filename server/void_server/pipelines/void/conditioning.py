@@ -60,8 +60,17 @@ def area_resize(frames: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
 
 
 def _tensor(f: np.ndarray, device: Optional[torch.device]) -> torch.Tensor:
-    """A frame as a tensor on `device`, in its own dtype (a half-float plate uploads half the bytes); copied on
-    the host only where torch cannot share it (a strided crop, a read-only memory map)."""
+    """A frame as a tensor on `device`, in its own dtype (a half-float plate uploads half the bytes). To a GPU
+    through page-locked memory: one host copy from whatever strides the frame has (a crop, a read-only map), then
+    a copy at the bus's full rate that the frame's GPU work queues behind. From pageable memory the driver copies
+    through its own staging buffer, one copy at a time: a 1080p plate's 85 float frames (2.1 GB) took most of the
+    0.45 s model-inputs stage so (docs/performance.md, seventeenth session). Elsewhere the frame is shared where
+    torch can, copied where it cannot."""
+    if device is not None and torch.device(device).type == "cuda":
+        host = torch.empty(f.shape, dtype=torch.from_numpy(np.empty(0, f.dtype)).dtype, pin_memory=True)
+        np.copyto(host.numpy(), f)
+        # The caching host allocator keeps the block from reuse until this copy is done, after `host` is gone.
+        return host.to(device, non_blocking=True)
     return torch.from_numpy(np.require(f, requirements=("C", "W"))).to(device or "cpu")
 
 
