@@ -65,8 +65,17 @@ def vae_variant_rows(vae, variant: str, video: torch.Tensor, z: torch.Tensor, re
         compile_vae(v, "both")  # what the pipeline runs
     elif variant == "compile_plain":
         compile_vae(v, "both", rewrites=False)  # the same without vae_rewrites (before the sixteenth session)
+    elif variant == "compile_whole":  # the decoder precompiled as one graph per chunk shape, not block by block
+        from void_server.pipelines.void import accel
+
+        cut = accel.VAE_COMPILE_UNIT["decoder"]
+        accel.VAE_COMPILE_UNIT["decoder"] = "whole"
+        try:
+            compile_vae(v, "both")
+        finally:
+            accel.VAE_COMPILE_UNIT["decoder"] = cut
     else:
-        raise SystemExit("unknown VAE variant %r (channels_last, compile, compile_plain)" % variant)
+        raise SystemExit("unknown VAE variant %r (channels_last, compile, compile_plain, compile_whole)" % variant)
     got = {}
     torch.cuda.reset_peak_memory_stats()
     row("vae_encode, %s" % variant, timed(lambda: got.__setitem__("z", vae_encode(v, video * 2 - 1))))
@@ -264,7 +273,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=85)
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
-    ap.add_argument("--vae-variants", default="", help="comma list of: channels_last, compile, compile_plain")
+    ap.add_argument("--vae-variants", default="", help="comma list of: channels_last, compile, compile_plain, compile_whole")
     ap.add_argument("--profile-warp", action="store_true",
                     help="also profile the Go-with-the-Flow warp at the reference's state size (the noise stage's cost)")
     ap.add_argument("--skip-vae", action="store_true", help="only the warped-noise rows")

@@ -671,3 +671,31 @@ def test_a_finished_job_holds_no_pass_tensors_once_it_returns(tiny_model_dir, bi
         assert kept and all(ref() is None for ref in kept)
     finally:
         gc.enable()
+
+
+def test_the_merge_makes_the_last_frames_edit_alphas_ahead_and_the_frames_do_not_change(tiny_model_dir, bigben,
+                                                                                       tmp_path, monkeypatch):
+    # The alphas of the frames merged after the last decode are made while the GPU denoises; within the byte
+    # budget, counted from the clip's end. The clean frames are the same as with every alpha made in the merge.
+    from void_server.pipelines.void import merge
+
+    plate, mask = bigben[0][:5], bigben[1][:5]
+    pipe = VoidPipeline.from_config(Config(model_dir=tiny_model_dir))
+    real = merge.merge_layers
+    outputs, given = {}, {}
+
+    def recording(plate_frame, *args, region=merge.COMPUTE, **kwargs):
+        i = next(k for k in range(len(plate)) if np.array_equal(plate_frame, plate[k].astype(np.float32) / 255.0))
+        given.setdefault(budget, {})[i] = region is not merge.COMPUTE  # frames merge on several threads
+        return real(plate_frame, *args, region=region, **kwargs)
+
+    monkeypatch.setattr(merge, "merge_layers", recording)
+    frame_bytes = 4 * plate.shape[1] * plate.shape[2]
+    for budget in (0, 2 * frame_bytes, 100 * frame_bytes):
+        monkeypatch.setattr(void_pipeline, "MERGE_AHEAD_BYTES", budget)
+        sink = MemorySink()
+        pipe.run(_inputs(plate, mask, tmp_path / str(budget), passes=1), sink, lambda p: None, lambda: False)
+        outputs[budget] = np.stack([sink.clean[i] for i in range(len(plate))])
+    made_ahead = {b: [given[b][i] for i in range(len(plate))] for b in given}
+    assert made_ahead == {0: [False] * 5, 2 * frame_bytes: [False] * 3 + [True] * 2, 100 * frame_bytes: [True] * 5}
+    assert np.array_equal(outputs[0], outputs[2 * frame_bytes]) and np.array_equal(outputs[0], outputs[100 * frame_bytes])

@@ -99,6 +99,26 @@ def merge_frame(
     return merge_layers(plate_rgb, [generated01], quadmask, box, encoding, dilate_px, feather_px)[0]
 
 
+Region = Optional[Tuple[Crop, np.ndarray]]  # edit_alpha_crop's result, in the box's coordinates
+COMPUTE = object()  # merge_layers' `region` default: made from the quadmask there
+
+
+def edit_region(quadmask: np.ndarray, box: Optional[Box], model_width: int, dilate_px: Optional[float] = None,
+                feather_px: Optional[float] = None) -> Region:
+    """The edit alpha `merge_layers` blends one plate frame with: a function of its quadmask (H, W), the box and the
+    model's width only, so it can be made before the generated frames exist (the merge makes the last frames'
+    while the GPU denoises, pipeline._merge)."""
+    q = np.asarray(quadmask)
+    H, W = q.shape
+    x0, y0, x1, y1 = box if box is not None else (0, 0, W, H)
+    if not (0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H):
+        raise ValueError("box %s is not inside the %dx%d plate" % ((x0, y0, x1, y1), W, H))
+    scale = (x1 - x0) / float(model_width)  # plate pixels per model pixel
+    dilate = DILATE_MODEL_PX * scale if dilate_px is None else dilate_px
+    feather = FEATHER_MODEL_PX * scale if feather_px is None else feather_px
+    return edit_alpha_crop(q[y0:y1, x0:x1], dilate, feather)
+
+
 def merge_layers(
     plate_rgb: np.ndarray,
     generated01: Sequence[np.ndarray],
@@ -107,9 +127,11 @@ def merge_layers(
     encoding: str,
     dilate_px: Optional[float] = None,
     feather_px: Optional[float] = None,
+    region: object = COMPUTE,
 ) -> List[np.ndarray]:
     """`merge_frame` for several generated frames of the same plate frame (the clean plate and the pass-1 layer),
-    all of one model resolution: the edit alpha is computed once for them all."""
+    all of one model resolution: the edit alpha is computed once for them all, or given (`region`: `edit_region`
+    of this frame, box and the generated frames' width, made ahead)."""
     plate = np.asarray(plate_rgb)
     if plate.ndim != 3 or plate.shape[2] < 3:
         raise ValueError("plate must be (H, W, C>=3), got shape %s" % (plate.shape,))
@@ -122,16 +144,10 @@ def merge_layers(
             raise ValueError("generated frame must be (h, w, 3), got shape %s" % (gen.shape,))
         if gen.shape != gens[0].shape:
             raise ValueError("generated frames differ in size: %s and %s" % (gens[0].shape, gen.shape))
-    x0, y0, x1, y1 = box if box is not None else (0, 0, W, H)
-    if not (0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H):
-        raise ValueError("box %s is not inside the %dx%d plate" % ((x0, y0, x1, y1), W, H))
-
-    scale = (x1 - x0) / float(gens[0].shape[1])  # plate pixels per model pixel
-    dilate = DILATE_MODEL_PX * scale if dilate_px is None else dilate_px
-    feather = FEATHER_MODEL_PX * scale if feather_px is None else feather_px
-    found = edit_alpha_crop(np.asarray(quadmask)[y0:y1, x0:x1], dilate, feather)
+    found = edit_region(quadmask, box, gens[0].shape[1], dilate_px, feather_px) if region is COMPUTE else region
     if found is None:
         return [plate.copy() for _ in gens]
+    x0, y0, x1, y1 = box if box is not None else (0, 0, W, H)
     # Colour conversion and blending only over the alpha's own bounding box: a removal is usually a small part
     # of the frame, and this is the per-frame cost that dominates the merge at plate resolution.
     (r0, r1, c0, c1), alpha = found

@@ -44,6 +44,8 @@ Box = Tuple[int, int, int, int]
 # latent, a pair after it, a pair after a pair and the trailing single latent (decode.decode_chunks): every kind of
 # chunk a clip of any padded length (8k + 5 frames) runs.
 VAE_WARM_UP_FRAMES = 21
+# Host memory for the edit alphas the merge makes ahead (the last frames'): 64 frames of a whole 1080p box, 16 of 4K.
+MERGE_AHEAD_BYTES = 512 * 2**20
 
 
 @dataclasses.dataclass
@@ -697,7 +699,7 @@ class VoidPipeline:
                should_cancel: CancelCheck) -> int:
         """Model frames -> plate resolution, written frame by frame; pixels outside the edit region are the plate's."""
         from ..frame_pool import ordered_map
-        from .merge import merge_layers
+        from .merge import COMPUTE, edit_region, merge_layers
 
         encoding = inputs.settings.input_encoding
         passes = inputs.settings.passes
@@ -705,11 +707,20 @@ class VoidPipeline:
         # Plain numpy views, made once: the merge threads then do numpy/OpenCV work only.
         pass1_np = pass1.float().numpy() if pass1 is not None else None
 
+        # The last frames' edit alphas, made now, while the GPU denoises: those frames are merged after the last
+        # decode, the job's tail. Bounded by their size at most (the whole box in float32).
+        box = job.box or (0, 0, inputs.plate.width, inputs.plate.height)
+        ahead = min(job.frames, MERGE_AHEAD_BYTES // max(4 * (box[2] - box[0]) * (box[3] - box[1]), 1))
+        first = job.frames - ahead
+        regions = dict(zip(range(first, job.frames), ordered_map(
+            lambda k: edit_region(quadmask[first + k], job.box, self.model_size[1]), ahead)))
+
         def merged(i: int):
             plate = np.asarray(inputs.plate[i], dtype=np.float32)
             q = np.asarray(quadmask[i])
             generated = [final.frame(i)] + ([_hwc(pass1_np, i)] if pass1_np is not None else [])
-            merged_layers = [m[..., :3] for m in merge_layers(plate, generated, q, job.box, encoding)]
+            region = regions.pop(i, COMPUTE)
+            merged_layers = [m[..., :3] for m in merge_layers(plate, generated, q, job.box, encoding, region=region)]
             layers = {"pass1": merged_layers[1]} if pass1_np is not None else None
             return np.ascontiguousarray(merged_layers[0], dtype=np.float32), q.astype(np.uint8), layers
 
