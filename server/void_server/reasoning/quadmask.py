@@ -1,16 +1,17 @@
 """The quadmask stage shared by every pipeline: job inputs -> a (T, H, W) uint8 quadmask at plate resolution.
 
-The result lives in a memory-mapped file in the job's workdir (a 4K, 200-frame quadmask is 1.6 GB), which is
-also the stage's checkpoint: a restarted job reopens it instead of reasoning again. The checkpoint is sealed (the
-file flushed to disk, then its done marker written) inline, or, where the caller hands the seal to a thread of its
-own (`seal_later`), while the job goes on: the job reads the same pages through the returned mapping meanwhile.
+The stage builds it in memory, and writes it to a file in the job's workdir as its checkpoint: a restarted job
+reopens that (memory-mapped) instead of reasoning again. The checkpoint is sealed (the file written to disk, then
+its done marker) inline, or, where the caller hands the seal to a thread of its own (`seal_later`), while the job
+goes on reading the array. Built in memory rather than straight into a mapped file: a mapped file's pages are
+allocated 4 KB at a time as the frames land in them (43,000 for 85 1080p frames), on the job's critical path,
+where numpy's large arrays take transparent huge pages (docs/performance.md, seventeenth session).
 """
 from __future__ import annotations
 
-import mmap
 import os
 from pathlib import Path
-from typing import Callable, List, Optional, Protocol, Tuple
+from typing import Callable, List, Optional, Protocol
 
 import numpy as np
 
@@ -59,28 +60,12 @@ def open_checkpoint(workdir: Path, shape: tuple) -> Optional[np.ndarray]:
     return None
 
 
-def _create_checkpoint(path: Path, shape: tuple) -> Tuple[np.ndarray, mmap.mmap]:
-    """A writable (T, H, W) uint8 array on a new file, and its mapping. Its pages are faulted in by one call
-    (MAP_POPULATE, Linux) rather than by one trap per 4 KB page as the frames are written (43,000 for 85 1080p
-    frames). With the emptiness check made frame by frame, the stage took 0.19-0.23 s on an H100 machine against
-    0.25-0.40 s before (docs/performance.md, seventeenth session)."""
-    size = int(np.prod(shape))
-    fd = os.open(str(path), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.ftruncate(fd, size)
-        populate = getattr(mmap, "MAP_POPULATE", 0)
-        if hasattr(mmap, "MAP_SHARED"):
-            mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | populate)
-        else:  # Windows: no flags, a shared file mapping is its default
-            mapping = mmap.mmap(fd, size)
-    finally:
-        os.close(fd)  # the mapping keeps the file open
-    return np.frombuffer(mapping, dtype=np.uint8).reshape(shape), mapping
-
-
-def _seal(out: mmap.mmap, workdir: Path) -> None:
+def _seal(out: np.ndarray, workdir: Path) -> None:
     """The checkpoint on disk, then its marker: a marker never stands for a file not yet written."""
-    out.flush()
+    with open(workdir / CHECKPOINT, "wb") as f:
+        out.tofile(f)
+        f.flush()
+        os.fsync(f.fileno())
     (workdir / DONE_MARKER).touch()
 
 
@@ -103,7 +88,7 @@ def build_quadmask(
         return done
     notes = notes if notes is not None else []
     mode = inputs.settings.mask_mode
-    out, mapping = _create_checkpoint(inputs.workdir / CHECKPOINT, shape)
+    out = np.empty(shape, np.uint8)
     something = False  # any frame with anything but keep (255): checked frame by frame, not by a pass over all
 
     n = len(plate)
@@ -155,8 +140,9 @@ def build_quadmask(
 
     if not something:
         raise ValueError("the target matte is empty on every frame: nothing to remove")
+    out.setflags(write=False)  # the job's from here on, read on several threads (and by the seal)
     if seal_later is None:
-        _seal(mapping, inputs.workdir)
+        _seal(out, inputs.workdir)
     else:
-        seal_later(lambda: _seal(mapping, inputs.workdir))
-    return np.memmap(inputs.workdir / CHECKPOINT, dtype=np.uint8, mode="r", shape=shape)
+        seal_later(lambda: _seal(out, inputs.workdir))
+    return out
