@@ -200,6 +200,34 @@ def input_rows(args: argparse.Namespace, device: torch.device, row: Callable[[st
     finally:
         conditioning._tensor = pinned
     rows[-1]["equal_to_pinned"] = all(torch.equal(a, b) for a, b in zip(got["pageable"], got["cuda"]))
+    quadmask_rows(args.frames, row)
+
+
+def quadmask_rows(n: int, row: Callable[[str, Dict[str, float]], None]) -> None:
+    """The quadmask stage on a ready quadmask (bench_pipeline's synthetic clip: mostly keep, as a real one is; a
+    noisy one quantises ~20x slower a frame), into a fresh workdir each time: as the pipeline runs it (its
+    checkpoint written later, on the job's writer thread), and with that write inline."""
+    import tempfile
+
+    from bench_pipeline import synthetic_clip
+
+    from void_server.media.frames import ArrayFrames
+    from void_server.pipelines.base import PipelineInputs, PipelineSettings
+    from void_server.reasoning.quadmask import build_quadmask
+
+    quad = synthetic_clip(n, 1080, 1920)[1]
+    frames = ArrayFrames(quad.astype(np.float32))
+    plate = ArrayFrames(np.zeros((len(quad), 1, 1, 3), np.float32))
+    plate.height, plate.width = quad.shape[1:]  # only its size and length are read
+    settings = PipelineSettings(prompt="x", mask_mode="quadmask")
+    for label, later in (("checkpoint written later", True), ("checkpoint written inline", False)):
+        seals = []
+
+        def stage() -> None:
+            with tempfile.TemporaryDirectory() as tmp:
+                inputs = PipelineInputs(plate=plate, settings=settings, workdir=Path(tmp), quadmask=frames)
+                build_quadmask(inputs, seal_later=seals.append if later else None)
+        row("quadmask stage (%d 1080p frames), %s" % (len(quad), label), timed(stage, reps=3))
 
 
 def noise_rows(args: argparse.Namespace, device: torch.device, row: Callable[[str, Dict[str, float]], None],
