@@ -74,7 +74,7 @@ def test_mask_levels_equal_the_quadmask_quantiser(values):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="page-locked uploads to a GPU")
-def test_on_a_gpu_frames_upload_through_pinned_memory_with_their_values():
+def test_on_a_gpu_frames_upload_through_pinned_memory_with_their_values(monkeypatch):
     # Uint8 masks, half and float plates, cropped (strided) and read-only: the same values on the GPU as on the
     # CPU path, and the GPU path's inputs can be reused at once (the pinned copy is the frame's own).
     from void_server.pipelines.void.conditioning import _tensor
@@ -93,3 +93,14 @@ def test_on_a_gpu_frames_upload_through_pinned_memory_with_their_values():
     plate = torch.from_numpy(crop.copy()).cuda()  # the plain upload
     want = F.interpolate(to_model(plate, "linear").permute(0, 3, 1, 2), size=size, mode="area").permute(1, 0, 2, 3)
     torch.testing.assert_close(on_gpu[0, :, :9], want, atol=1e-6, rtol=0)
+
+    # Page-locked memory refused (a container's limits): the pageable upload, the same values.
+    empty = torch.empty
+
+    def no_pinning(*args, pin_memory=False, **kwargs):
+        if pin_memory:
+            raise RuntimeError("CUDA error: out of memory (cudaHostAlloc)")
+        return empty(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "empty", no_pinning)
+    assert torch.equal(_tensor(crop[0], torch.device("cuda")).cpu(), _tensor(crop[0], None))

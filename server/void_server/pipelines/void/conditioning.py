@@ -67,10 +67,14 @@ def _tensor(f: np.ndarray, device: Optional[torch.device]) -> torch.Tensor:
     0.45 s model-inputs stage so (docs/performance.md, seventeenth session). Elsewhere the frame is shared where
     torch can, copied where it cannot."""
     if device is not None and torch.device(device).type == "cuda":
-        host = torch.empty(f.shape, dtype=torch.from_numpy(np.empty(0, f.dtype)).dtype, pin_memory=True)
-        np.copyto(host.numpy(), f)
-        # The caching host allocator keeps the block from reuse until this copy is done, after `host` is gone.
-        return host.to(device, non_blocking=True)
+        try:
+            host = torch.empty(f.shape, dtype=torch.from_numpy(np.empty(0, f.dtype)).dtype, pin_memory=True)
+        except RuntimeError:  # page-locked memory refused (a container's limits): the pageable path below
+            host = None
+        if host is not None:
+            np.copyto(host.numpy(), f)
+            # The caching host allocator keeps the block from reuse until this copy is done, after `host` is gone.
+            return host.to(device, non_blocking=True)
     return torch.from_numpy(np.require(f, requirements=("C", "W"))).to(device or "cpu")
 
 
