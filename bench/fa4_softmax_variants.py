@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, NamedTuple, Optional, Tuple
 
+
 class Variant(NamedTuple):
     """How the Hopper forward's softmax differs from flash-attn-4's: of every `period` columns of a score row, the
     first `emulated` get their exp2 by a polynomial of `degree`; `skip_unit_rescale`: a warp whose rows all kept
@@ -55,7 +56,8 @@ def check_variant(variant: Variant) -> Variant:
 
 def parse_variant(text: str) -> Optional[Variant]:
     """'off' -> None (flash-attn-4 as it is); 'E/P' or 'E/P/D' (E of every P columns' exp2 by a polynomial of
-    degree D, default 3), 'skip' (the unit rescale skipped), or both joined by '+' -> a variant."""
+    degree D, default 3), 'skip' (the unit rescale skipped), 'sumN' (the row sum in N partial sums), joined by '+'
+    -> a variant."""
     fields: Dict[str, Any] = {}
     for part in text.strip().lower().split("+"):
         part = part.strip()
@@ -69,7 +71,7 @@ def parse_variant(text: str) -> Optional[Variant]:
             continue
         nums = part.split("/")
         if len(nums) not in (2, 3) or not all(n.isdigit() for n in nums):
-            raise ValueError("FA4 softmax variant %r: want off, skip, E/P or E/P/D, joined by +" % text)
+            raise ValueError("FA4 softmax variant %r: want off, skip, sumN, E/P or E/P/D, joined by +" % text)
         fields.update(emulated=int(nums[0]), period=int(nums[1]), degree=int(nums[2]) if len(nums) == 3 else 3)
     variant = check_variant(Variant(**fields))
     return None if variant == Variant() else variant
@@ -106,7 +108,7 @@ def _softmax_class(variant: Variant) -> type:
         return parts[0] if init_val is None else parts[0] + init_val
 
     @dataclass
-    class SplitExpSoftmax(Softmax):
+    class VariantSoftmax(Softmax):
         @cute.jit
         def rescale_O(self, acc_O: cute.Tensor, row_scale: cute.Tensor) -> None:
             # Softmax.rescale_O, skipped by a warp whose rows all kept their max (each scale exactly 1.0, so the
@@ -128,7 +130,7 @@ def _softmax_class(variant: Variant) -> type:
                    softmax_scale=None):
             row_max = cute.make_rmem_tensor(num_rows, Float32)
             row_sum = cute.make_rmem_tensor(num_rows, Float32)
-            return SplitExpSoftmax(scale_log2, num_rows, row_max, row_sum, arch, softmax_scale)
+            return VariantSoftmax(scale_log2, num_rows, row_max, row_sum, arch, softmax_scale)
 
         @cute.jit
         def online_softmax(self, acc_S: cute.Tensor, is_first: cutlass.Constexpr[bool] = False,
@@ -165,8 +167,8 @@ def _softmax_class(variant: Variant) -> type:
                 row_sum[r] = acc_S_row_sum
             return row_scale
 
-    SplitExpSoftmax.__qualname__ = SplitExpSoftmax.__name__ = "SplitExpSoftmax_%d_%d_%d_%d_%d" % variant
-    return SplitExpSoftmax
+    VariantSoftmax.__qualname__ = VariantSoftmax.__name__ = "VariantSoftmax_%d_%d_%d_%d_%d" % variant
+    return VariantSoftmax
 
 
 def install(variant: Optional[Variant]) -> Optional[Variant]:
