@@ -1,5 +1,7 @@
 """HostCopy: the offload modes' weights lent to a device and restored without copying back (CPU stands in for the
 GPU here; pinning needs CUDA and is skipped without it)."""
+import numpy as np
+import pytest
 import torch
 
 from void_server.pipelines.void.host_copy import HostCopy
@@ -84,3 +86,30 @@ def test_weights_that_cannot_be_page_locked_stay_in_pageable_memory_with_a_warni
     homes, pinned = host_copy.packed_homes([t], pin=True)
     assert not pinned and torch.equal(homes[0], t)
     assert "cannot page-lock" in caplog.text and "error 2" in caplog.text
+
+
+def test_to_host_gives_a_contiguous_host_copy_and_pinning_refused_is_none():
+    from void_server.pipelines.void.host_copy import pinned_empty, to_host
+
+    t = torch.arange(24.0).reshape(2, 3, 4).transpose(1, 2)  # not contiguous
+    got = to_host(t)
+    assert got.is_contiguous() and torch.equal(got, t)
+    if not torch.cuda.is_available():  # no driver: page-locked memory is refused, the callers copy pageable
+        assert pinned_empty((2, 3), torch.float32) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="page-locked copies from a GPU")
+def test_on_a_gpu_frames_come_back_through_pinned_memory_or_pageable_where_refused(monkeypatch):
+    from void_server.pipelines.void import decoded_frames, host_copy
+
+    video = torch.rand(1, 3, 9, 16, 24, device="cuda")
+    got = host_copy.to_host(video)
+    assert got.is_pinned() and torch.equal(got, video.cpu())
+    stream = decoded_frames.DecodedFrames()
+    stream.add(0, video[:, :, :4])
+    monkeypatch.setattr(host_copy, "pinned_empty", lambda shape, dtype: None)
+    monkeypatch.setattr(decoded_frames, "pinned_empty", lambda shape, dtype: None)
+    assert not host_copy.to_host(video).is_pinned() and torch.equal(host_copy.to_host(video), video.cpu())
+    stream.add(4, video[:, :, 4:])  # refused: copied at once
+    for i in range(9):
+        assert np.array_equal(stream.frame(i), video[0, :, i].permute(1, 2, 0).cpu().numpy())

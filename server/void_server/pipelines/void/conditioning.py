@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from ...reasoning.combine import KEEP, QUANTISE_BOUNDS
 from ..frame_pool import map_frames
 from .colour import to_model
+from .host_copy import pinned_empty
 from .loading import execution_device
 
 MODEL_SIZE = (384, 672)  # (H, W) the model was trained at
@@ -67,11 +68,8 @@ def _tensor(f: np.ndarray, device: Optional[torch.device]) -> torch.Tensor:
     0.45 s model-inputs stage so (docs/performance.md, seventeenth session). Elsewhere the frame is shared where
     torch can, copied where it cannot."""
     if device is not None and torch.device(device).type == "cuda":
-        try:
-            host = torch.empty(f.shape, dtype=torch.from_numpy(np.empty(0, f.dtype)).dtype, pin_memory=True)
-        except RuntimeError:  # page-locked memory refused (a container's limits): the pageable path below
-            host = None
-        if host is not None:
+        host = pinned_empty(f.shape, torch.from_numpy(np.empty(0, f.dtype)).dtype)
+        if host is not None:  # else page-locked memory was refused: the pageable path below
             np.copyto(host.numpy(), f)
             # The caching host allocator keeps the block from reuse until this copy is done, after `host` is gone.
             return host.to(device, non_blocking=True)

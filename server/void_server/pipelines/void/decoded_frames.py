@@ -13,6 +13,8 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
+from .host_copy import pinned_empty
+
 
 class StreamClosed(RuntimeError):
     """Frames were asked for that will never arrive (the pass failed or was cancelled before decoding them)."""
@@ -36,14 +38,14 @@ class DecodedFrames:
         if start != self._received:
             raise ValueError("chunk starts at frame %d, expected %d: chunks arrive in order" % (start, self._received))
         event = None
-        if frames01.is_cuda:
-            host = torch.empty(frames01.shape, dtype=torch.float32, pin_memory=True)
+        host = pinned_empty(frames01.shape, torch.float32) if frames01.is_cuda else None
+        if host is not None:
             host.copy_(frames01, non_blocking=True)
             # The copy runs on the frames' device's stream (a pipelined decode ends on another GPU than the caller's).
             event = torch.cuda.Event()
             event.record(torch.cuda.current_stream(frames01.device))
-        else:
-            host = frames01.float()
+        else:  # on the host already, or page-locked memory refused: copied now
+            host = frames01.float().cpu()
         with self._cond:
             self._chunks.append((start, host, event))
             self._received = start + host.shape[2]

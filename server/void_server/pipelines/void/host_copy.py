@@ -10,13 +10,17 @@ The host copy is one buffer of exactly the weights' size, page-locked in place (
 view of it. `tensor.pin_memory()` per tensor goes through torch's caching host allocator, which rounds each block
 up to a power of two: T5-XXL's 4096x4096 bf16 matrices (32 MiB) take 64 MiB blocks each, so its 9.5 GB pinned as
 ~16 GB, all of it page-locked at a server's start beside the VAE's warm-up.
+
+Frames crossing the bus take page-locked memory too (`pinned_empty`, `to_host`): from or into pageable memory the
+driver copies through a staging buffer of its own, ~1 GB/s for pass 1's frames on an H100 (251 MB in 237 ms,
+against 5 ms into page-locked memory; docs/performance.md, seventeenth session).
 """
 from __future__ import annotations
 
 import ctypes
 import logging
 import weakref
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -24,6 +28,25 @@ import torch
 log = logging.getLogger(__name__)
 
 ALIGN = 64  # bytes: every view starts on a boundary any dtype (and a DMA engine) is happy with
+
+
+def pinned_empty(shape: Sequence[int], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """An uninitialised page-locked host tensor (torch's caching host allocator: reused job after job), or None where
+    page-locked memory is refused (a container's limits): the caller then copies through pageable memory."""
+    try:
+        return torch.empty(tuple(shape), dtype=dtype, pin_memory=True)
+    except RuntimeError:
+        return None
+
+
+def to_host(t: torch.Tensor) -> torch.Tensor:
+    """`t` on the host, contiguous: a GPU tensor copied into page-locked memory where it can be (the copy done when
+    this returns), anything else as `.cpu()` gives it."""
+    if t.is_cuda:
+        host = pinned_empty(t.shape, t.dtype)
+        if host is not None:
+            return host.copy_(t)
+    return t.cpu().contiguous()
 
 
 def _layout(tensors: List[torch.Tensor]) -> Tuple[List[int], int]:

@@ -31,6 +31,7 @@ from ..stage_clock import StageClock
 from . import checkpoints
 from .conditioning import MODEL_SIZE, WINDOW_FRAMES, latent_frames, padded_length, prepare_mask, prepare_video
 from .decoded_frames import DecodedFrames
+from .host_copy import to_host
 from .denoise import WINDOW_LATENTS
 from .latent_noise import reference_noise_to_latents
 from .loading import VoidModels
@@ -624,8 +625,9 @@ class VoidPipeline:
     @staticmethod
     def _save_pass(writer: checkpoints.CheckpointWriter, path: Path, tag: str, result: object,
                    clock: StageClock) -> torch.Tensor:
-        """A finished pass's frames on the host, and its checkpoint handed to a writer thread (the job goes on)."""
-        video = result.video.float().cpu().contiguous()
+        """A finished pass's frames on the host (through page-locked memory: 251 MB took 0.24 s into pageable memory
+        on an H100, 5 ms so), and its checkpoint handed to a writer thread (the job goes on)."""
+        video = to_host(result.video.float())
         with clock("checkpoint"):
             writer.write(path, {"video": video, "latents": result.latents.float().cpu().contiguous(),
                                 "video_latents": result.video_latents.cpu().contiguous()}, tag)
