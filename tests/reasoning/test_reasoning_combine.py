@@ -117,10 +117,16 @@ def test_manual_round_trip_with_overlap(tmp_path):
     assert (q[0] == OVERLAP).any() and np.array_equal(np.asarray(build_quadmask(inputs)), expected)
 
 
-def test_a_quadmask_sealed_later_is_read_before_its_checkpoint_counts(bigben_quadmask, tmp_path):
-    # The job reads the quadmask while its checkpoint is flushed elsewhere; only the seal writes the marker a
-    # restart trusts, after the file, so a marker never stands for a file not yet on disk.
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_a_quadmask_sealed_later_is_read_before_its_checkpoint_counts(bigben_quadmask, tmp_path, monkeypatch,
+                                                                      in_memory):
+    # The job reads the quadmask while its checkpoint is written elsewhere; only the seal writes the marker a
+    # restart trusts, after the file, so a marker never stands for a file not yet on disk. Built in memory (a
+    # short clip) or straight into the mapped file (a long one), the same.
+    from void_server.reasoning import quadmask as stage
     from void_server.reasoning.quadmask import DONE_MARKER, open_checkpoint
+
+    monkeypatch.setattr(stage, "IN_MEMORY_BYTES", 1 << 40 if in_memory else 0)
 
     q = bigben_quadmask[:3]
     inputs = PipelineInputs(plate=ArrayFrames(np.zeros(q.shape + (3,), np.float32)),
@@ -129,6 +135,7 @@ def test_a_quadmask_sealed_later_is_read_before_its_checkpoint_counts(bigben_qua
     seals = []
     out = build_quadmask(inputs, seal_later=seals.append)
     assert np.array_equal(np.asarray(out), q) and len(seals) == 1
+    assert isinstance(out, np.memmap) is not in_memory and not out.flags.writeable
     assert not (tmp_path / "job" / DONE_MARKER).exists() and open_checkpoint(tmp_path / "job", q.shape) is None
     seals[0]()
     assert np.array_equal(np.asarray(open_checkpoint(tmp_path / "job", q.shape)), q)

@@ -1,11 +1,13 @@
 """The quadmask stage shared by every pipeline: job inputs -> a (T, H, W) uint8 quadmask at plate resolution.
 
-The stage builds it in memory, and writes it to a file in the job's workdir as its checkpoint: a restarted job
-reopens that (memory-mapped) instead of reasoning again. The checkpoint is sealed (the file written to disk, then
-its done marker) inline, or, where the caller hands the seal to a thread of its own (`seal_later`), while the job
-goes on reading the array. Built in memory rather than straight into a mapped file: a mapped file's pages are
-allocated 4 KB at a time as the frames land in them (43,000 for 85 1080p frames), on the job's critical path,
-where numpy's large arrays take transparent huge pages (docs/performance.md, seventeenth session).
+The stage writes it to a file in the job's workdir as its checkpoint: a restarted job reopens that (memory-mapped)
+instead of reasoning again. The checkpoint is sealed (the file on disk, then its done marker) inline, or, where the
+caller hands the seal to a thread of its own (`seal_later`), while the job goes on reading the quadmask.
+
+Up to `IN_MEMORY_BYTES` (a 4K clip of ~130 frames) it is built in memory and the file written at the seal: a mapped
+file's pages are allocated 4 KB at a time as the frames land in them (43,000 for 85 1080p frames), on the job's
+critical path, where numpy's large arrays take transparent huge pages (docs/performance.md, seventeenth session).
+A longer clip's is built straight into the mapped file, as the page cache can give such a file's pages back.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from .combine import MATTE_THRESHOLD, combine, quantise
 
 CHECKPOINT = "quadmask.u8"
 DONE_MARKER = "quadmask.done"
+IN_MEMORY_BYTES = 1 << 30
 
 
 class AffectedReasoner(Protocol):
@@ -60,12 +63,22 @@ def open_checkpoint(workdir: Path, shape: tuple) -> Optional[np.ndarray]:
     return None
 
 
+def _new_quadmask(workdir: Path, shape: tuple) -> np.ndarray:
+    """Where the stage builds the quadmask: an array in memory, or for a long clip the checkpoint file mapped."""
+    if int(np.prod(shape)) <= IN_MEMORY_BYTES:
+        return np.empty(shape, np.uint8)
+    return np.memmap(workdir / CHECKPOINT, dtype=np.uint8, mode="w+", shape=shape)
+
+
 def _seal(out: np.ndarray, workdir: Path) -> None:
     """The checkpoint on disk, then its marker: a marker never stands for a file not yet written."""
-    with open(workdir / CHECKPOINT, "wb") as f:
-        out.tofile(f)
-        f.flush()
-        os.fsync(f.fileno())
+    if isinstance(out, np.memmap):
+        out.flush()
+    else:
+        with open(workdir / CHECKPOINT, "wb") as f:
+            out.tofile(f)
+            f.flush()
+            os.fsync(f.fileno())
     (workdir / DONE_MARKER).touch()
 
 
@@ -88,7 +101,7 @@ def build_quadmask(
         return done
     notes = notes if notes is not None else []
     mode = inputs.settings.mask_mode
-    out = np.empty(shape, np.uint8)
+    out = _new_quadmask(inputs.workdir, shape)
     something = False  # any frame with anything but keep (255): checked frame by frame, not by a pass over all
 
     n = len(plate)
@@ -140,9 +153,11 @@ def build_quadmask(
 
     if not something:
         raise ValueError("the target matte is empty on every frame: nothing to remove")
-    out.setflags(write=False)  # the job's from here on, read on several threads (and by the seal)
     if seal_later is None:
         _seal(out, inputs.workdir)
     else:
         seal_later(lambda: _seal(out, inputs.workdir))
+    if isinstance(out, np.memmap):  # the job reads it through a mapping of its own, read-only
+        return np.memmap(inputs.workdir / CHECKPOINT, dtype=np.uint8, mode="r", shape=shape)
+    out.setflags(write=False)  # the job's from here on, read on several threads (and by the seal)
     return out
