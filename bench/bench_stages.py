@@ -213,6 +213,8 @@ def quadmask_rows(n: int, row: Callable[[str, Dict[str, float]], None]) -> None:
 
     from void_server.media.frames import ArrayFrames
     from void_server.pipelines.base import PipelineInputs, PipelineSettings
+    from void_server.pipelines.frame_pool import on_thread
+    from void_server.pipelines.void.conditioning import MODEL_SIZE, augmentation_noise, padded_length
     from void_server.reasoning.quadmask import build_quadmask
 
     quad = synthetic_clip(n, 1080, 1920)[1]
@@ -220,18 +222,10 @@ def quadmask_rows(n: int, row: Callable[[str, Dict[str, float]], None]) -> None:
     plate = ArrayFrames(np.zeros((len(quad), 1, 1, 3), np.float32))
     plate.height, plate.width = quad.shape[1:]  # only its size and length are read
     settings = PipelineSettings(prompt="x", mask_mode="quadmask")
-    from void_server.pipelines.frame_pool import on_thread
-    from void_server.pipelines.void.conditioning import augmentation_noise, padded_length
-
-    noise_shape = (1, 3, padded_length(n)) + (384, 672)
+    noise_shape = (1, 3, padded_length(n)) + MODEL_SIZE
     for label, later, beside in (("checkpoint written later", True, False), ("checkpoint written inline", False, False),
                                  ("checkpoint later, the augmentation noise drawn beside it", True, True)):
         seals = []
-
-        def stage() -> None:
-            with tempfile.TemporaryDirectory() as tmp:
-                inputs = PipelineInputs(plate=plate, settings=settings, workdir=Path(tmp), quadmask=frames)
-                build_quadmask(inputs, seal_later=seals.append if later else None)
         if beside:  # as a job starts: the stage's own end, and the draw's end apart
             def stage_only() -> Dict[str, float]:
                 t0 = time.perf_counter()
@@ -246,6 +240,10 @@ def quadmask_rows(n: int, row: Callable[[str, Dict[str, float]], None]) -> None:
             row("quadmask stage (%d 1080p frames), %s (first_s: the draw's end)" % (len(quad), label),
                 min(runs, key=lambda r: r["s"]))
         else:
+            def stage() -> None:
+                with tempfile.TemporaryDirectory() as tmp:
+                    inputs = PipelineInputs(plate=plate, settings=settings, workdir=Path(tmp), quadmask=frames)
+                    build_quadmask(inputs, seal_later=seals.append if later else None)
             row("quadmask stage (%d 1080p frames), %s" % (len(quad), label), timed(stage, reps=3))
     row("augmentation noise alone (%s)" % (noise_shape,), timed(lambda: augmentation_noise(noise_shape, 0), reps=2))
 

@@ -31,8 +31,8 @@ from ..stage_clock import StageClock
 from . import checkpoints
 from .conditioning import MODEL_SIZE, WINDOW_FRAMES, latent_frames, padded_length, prepare_mask, prepare_video
 from .decoded_frames import DecodedFrames
-from .host_copy import to_host
 from .denoise import WINDOW_LATENTS
+from .host_copy import to_host
 from .latent_noise import reference_noise_to_latents
 from .loading import VoidModels
 from .passes import PASS1, PASS2, PassConfig, passes_mask_latents, run_pass
