@@ -75,8 +75,10 @@ def kernel_class(name: str) -> str:
     return "other elementwise"
 
 
-def profile_split(fwd: Callable[[], torch.Tensor], seconds_per_forward: float, reps: int = 3) -> Dict[str, object]:
-    """GPU time per kernel class for one forward, and the launch gaps (wall time with no kernel running)."""
+def profile_split(fwd: Callable[[], torch.Tensor], seconds_per_forward: float, reps: int = 3,
+                  top_n: int = 8) -> Dict[str, object]:
+    """GPU time per kernel class for one forward, the launch gaps (wall time with no kernel running), and the
+    `top_n` longest kernels: ms per forward and calls per forward."""
     from torch.profiler import ProfilerActivity, profile
 
     gpu = torch.cuda.is_available()  # else (a --smoke run) CPU ops stand in for kernels
@@ -89,6 +91,7 @@ def profile_split(fwd: Callable[[], torch.Tensor], seconds_per_forward: float, r
         sync()
     split: Dict[str, float] = {}
     top: Dict[str, float] = {}
+    calls: Dict[str, float] = {}
     for evt in prof.key_averages():
         t = (getattr(evt, "self_device_time_total", 0) if gpu else evt.self_cpu_time_total) or 0  # us, all reps
         if t <= 0:
@@ -96,9 +99,11 @@ def profile_split(fwd: Callable[[], torch.Tensor], seconds_per_forward: float, r
         cls = kernel_class(evt.key)
         split[cls] = split.get(cls, 0.0) + t / 1e6 / reps
         top[evt.key[:90]] = t / 1e6 / reps
+        calls[evt.key[:90]] = evt.count / reps
     busy = sum(split.values())
     split["gaps (no kernel running)"] = max(seconds_per_forward - busy, 0.0)
-    return {"seconds": split, "top_kernels": dict(sorted(top.items(), key=lambda kv: -kv[1])[:8])}
+    ranked = sorted(top.items(), key=lambda kv: -kv[1])[:top_n]
+    return {"seconds": split, "top_kernels": dict(ranked), "calls_per_forward": {k: calls[k] for k, _ in ranked}}
 
 
 def main() -> None:
@@ -111,6 +116,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--compile-cache", default=None, help="inductor cache dir (warm-start measurement)")
     ap.add_argument("--profile", action="store_true", help="split each variant's batch-1 forward by kernel class")
+    ap.add_argument("--profile-batches", default="1", help="batches --profile splits (comma-separated)")
+    ap.add_argument("--top", type=int, default=8, help="kernels --profile lists, longest first")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     args = ap.parse_args()
     if args.compile_cache:
@@ -192,8 +199,8 @@ def main() -> None:
                 "rel_l2_vs_eager": rel, "rel_l2_vs_fp32": rel_to("fp32"), "finite": bool(torch.isfinite(out).all()),
                 "cudagraph_skips": int(torch._dynamo.utils.counters["inductor"].get("cudagraph_skips", 0)),
             }
-            if args.profile and batch == 1:
-                row["profile"] = profile_split(fwd, med)
+            if args.profile and str(batch) in args.profile_batches.split(","):
+                row["profile"] = profile_split(fwd, med, top_n=args.top)
             results.append(row)
             print(json.dumps(row), flush=True)
         # dynamo's caches keep the compiled blocks (and so the weights) alive: without this a later variant's peak
@@ -216,11 +223,13 @@ def main() -> None:
             r["peak_gib"], fmt(r["rel_l2_vs_eager"]), fmt(r["rel_l2_vs_fp32"])))
     for r in results:
         if "profile" in r:
-            print("\n%s, batch 1: where %.3f s per forward goes" % (r["variant"], r["s_per_forward"]))
+            print("\n%s, batch %d: where %.3f s per forward goes" % (r["variant"], r["batch"], r["s_per_forward"]))
             for cls, sec in sorted(r["profile"]["seconds"].items(), key=lambda kv: -kv[1]):
                 print("  %-44s %7.1f ms  %5.1f%%" % (cls, sec * 1e3, 100 * sec / r["s_per_forward"]))
+            calls = r["profile"].get("calls_per_forward", {})
             for name, sec in r["profile"]["top_kernels"].items():
-                print("    %7.2f ms  %s" % (sec * 1e3, name))
+                n = calls.get(name, 0)
+                print("    %7.2f ms  %5g calls  %8.1f us/call  %s" % (sec * 1e3, n, sec * 1e6 / n if n else 0.0, name))
 
 
 if __name__ == "__main__":
