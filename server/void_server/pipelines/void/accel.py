@@ -25,6 +25,9 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from . import qk_norm_rope
+from .qk_norm_rope import rope
+
 log = logging.getLogger(__name__)
 
 ATTENTION_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math", "fa4")
@@ -74,14 +77,6 @@ def _sdpa_backends(name: str) -> List[object]:
     if name not in order:
         raise ValueError("unknown attention backend %r (one of %s)" % (name, ", ".join(ATTENTION_BACKENDS)))
     return order[name]
-
-
-def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """CogVideoX's rotary embedding (interleaved pairs, computed in float32), out of place."""
-    pairs = x.float().unflatten(-1, (-1, 2))
-    real, imag = pairs.unbind(-1)
-    rotated = torch.stack([-imag, real], dim=-1).flatten(-2)
-    return (x.float() * cos + rotated * sin).to(x.dtype)
 
 
 def rope_video_tokens(q: torch.Tensor, k: torch.Tensor, text_len: int, rotary: Tuple[torch.Tensor, torch.Tensor],
@@ -180,11 +175,15 @@ class ExactAttention:
 
 
 class FastCogVideoXAttnProcessor:
-    """Drop-in for diffusers' CogVideoXAttnProcessor2_0 (same inputs, outputs and math)."""
+    """Drop-in for diffusers' CogVideoXAttnProcessor2_0 (same inputs, outputs and math). With `fuse_qk_rope` the
+    query/key norms and RoPE run as one op (`qk_norm_rope`: one Triton kernel on CUDA instead of three)."""
 
-    def __init__(self, backend: str = "auto") -> None:
+    def __init__(self, backend: str = "auto", fuse_qk_rope: bool = True) -> None:
         self.backend = backend
         self.attend = ExactAttention(backend)
+        self.fuse_qk_rope = fuse_qk_rope
+        if fuse_qk_rope:
+            qk_norm_rope.qk_norm_rope_op()  # registered now: dynamo cannot trace an op's registration
 
     def __call__(
         self,
@@ -203,14 +202,22 @@ class FastCogVideoXAttnProcessor:
         def heads(t: torch.Tensor) -> torch.Tensor:
             return t.view(b, n, attn.heads, -1).transpose(1, 2)
 
-        q, k, v = heads(attn.to_q(x)), heads(attn.to_k(x)), heads(attn.to_v(x))
-        if attn.norm_q is not None:
-            q = attn.norm_q(q)
-        if attn.norm_k is not None:
-            k = attn.norm_k(k)
-        if image_rotary_emb is not None:
-            q, k = rope_video_tokens(q, k, text_len, image_rotary_emb, not attn.is_cross_attention)
-        out = attn.to_out[0](self.attend(q, k, v).reshape(b, n, -1))
+        if (self.fuse_qk_rope and image_rotary_emb is not None and not attn.is_cross_attention
+                and qk_norm_rope.fusable(attn.norm_q, attn.norm_k)):
+            cos, sin = (t.to(x.device) for t in image_rotary_emb)
+            q, k = torch.ops.void.qk_norm_rope(attn.to_q(x), attn.to_k(x), attn.heads, attn.norm_q.weight,
+                                               attn.norm_q.bias, attn.norm_k.weight, attn.norm_k.bias,
+                                               attn.norm_q.eps, cos, sin, text_len)
+            q, k = q.transpose(1, 2), k.transpose(1, 2)  # FlashAttention-4's own layout, viewed as SDPA's
+        else:
+            q, k = heads(attn.to_q(x)), heads(attn.to_k(x))
+            if attn.norm_q is not None:
+                q = attn.norm_q(q)
+            if attn.norm_k is not None:
+                k = attn.norm_k(k)
+            if image_rotary_emb is not None:
+                q, k = rope_video_tokens(q, k, text_len, image_rotary_emb, not attn.is_cross_attention)
+        out = attn.to_out[0](self.attend(q, k, heads(attn.to_v(x))).reshape(b, n, -1))
         return out[:, text_len:], out[:, :text_len]
 
 
