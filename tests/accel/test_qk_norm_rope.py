@@ -28,19 +28,19 @@ def _case(dtype: torch.dtype, batch: int = 2, text: int = 3, video: int = 5, hea
 def _unfused(x, heads, w, b, eps, cos, sin, text):
     """What the processor does without the op: nn.LayerNorm on (B, heads, S, d), then RoPE on the video tokens."""
     bsz, s, _ = x.shape
-    norm = torch.nn.LayerNorm(w.numel(), eps=eps, dtype=x.dtype)
+    norm = torch.nn.LayerNorm(w.numel(), eps=eps, dtype=x.dtype, device=x.device)
     norm.weight.data.copy_(w)
     norm.bias.data.copy_(b)
-    q = norm(x.view(bsz, s, heads, -1).transpose(1, 2))
-    q, _ = rope_video_tokens(q, q, text, (cos, sin))
+    with torch.no_grad():
+        q = norm(x.view(bsz, s, heads, -1).transpose(1, 2))
+        q, _ = rope_video_tokens(q, q, text, (cos, sin))
     return q.transpose(1, 2)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_reference_is_the_unfused_path(dtype):
     case = _case(dtype)
-    with torch.no_grad():
-        assert torch.equal(qk_norm_rope.reference(*case), _unfused(*case))
+    assert torch.equal(qk_norm_rope.reference(*case), _unfused(*case))
 
 
 _INTERPRETED = r"""
@@ -112,12 +112,17 @@ def test_triton_kernel_on_the_gpu_matches_the_unfused_path():
     # VOID's shapes: 48 heads of 64, 226 text tokens; a few video tokens
     case = _case(torch.bfloat16, batch=2, text=226, video=300, heads=48, d=64)
     dev = [t.cuda() if isinstance(t, torch.Tensor) else t for t in case]
+    truth = qk_norm_rope.reference(*[t.float() if isinstance(t, torch.Tensor) else t for t in dev])
     ref = _unfused(*dev).float()
     got = qk_norm_rope.triton_qk_norm_rope(*dev).float()
-    # the norm's mean and variance are summed in another order: at most one bf16 step apart, rarely
-    step = ref.abs().clamp_min(1e-3) * 2.0 ** -7
-    assert bool(((got - ref).abs() <= step).all())
-    assert float((got != ref).float().mean()) < 0.01
+
+    def rel(a: torch.Tensor) -> float:
+        return float((a - truth).norm() / truth.norm())
+
+    # As close to the float32 math as the unfused bf16 path is (both round the norm's output and the result to
+    # bf16; the norm's sums run in another order), and never more than a few bf16 steps from it.
+    assert rel(got) <= 1.1 * rel(ref) + 1e-6, (rel(got), rel(ref))
+    assert float((got - ref).abs().max()) <= 2.0 ** -6 * float(ref.abs().max())
     qk_norm_rope.qk_norm_rope_op()
     q, k = torch.ops.void.qk_norm_rope(dev[0], dev[0], 48, dev[2], dev[3], dev[2], dev[3], 1e-6, dev[5], dev[6], 226)
     assert torch.equal(q, k) and torch.equal(q.float(), got)
