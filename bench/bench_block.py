@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_transformer import profile_split, time_calls  # noqa: E402
-from full_size import FULL_TRANSFORMER, random_transformer, rel_l2, rotary  # noqa: E402
+from full_size import FULL_TRANSFORMER, add_clip_args, latent_grid, random_transformer, rel_l2, rotary  # noqa: E402
 from void_server.pipelines.void.accel import FastCogVideoXAttnProcessor, fa4_usable, fuse_feed_forward_gelu  # noqa: E402
 
 FLAGS = ("base", "qk", "mk", "persist")
@@ -60,9 +60,7 @@ def _persistent_up_to(width: int):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--frames", type=int, default=85)
-    ap.add_argument("--height", type=int, default=384)
-    ap.add_argument("--width", type=int, default=672)
+    add_clip_args(ap)
     ap.add_argument("--batches", default="1,2")
     ap.add_argument("--variants", default="base,qk,qk+mk,qk+persist")
     ap.add_argument("--reps", type=int, default=20)
@@ -76,9 +74,7 @@ def main() -> None:
     inductor_config.fx_graph_cache = False
     torch._functorch.config.enable_autograd_cache = False
     device = torch.device("cuda")
-    t_lat = (args.frames - 1) // 4 + 1
-    t_lat += t_lat % 2
-    h, w = args.height // 8, args.width // 8
+    t_lat, h, w = latent_grid(args.frames, args.height, args.width)
     video = (t_lat // 2) * (h // 2) * (w // 2)
     model = random_transformer(dict(FULL_TRANSFORMER, num_layers=1), device, torch.bfloat16, seed=0)
     block = model.transformer_blocks[0]
@@ -115,7 +111,7 @@ def main() -> None:
             print(json.dumps(row), flush=True)
         if undo:
             undo()
-        del b
+        b = None  # the compiled copy and its graphs go before the next variant's
         torch._dynamo.reset()
     inductor_config.triton.multi_kernel = 0
     Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from full_size import FULL_TRANSFORMER, forward_flops, random_transformer, rotary  # noqa: E402
+from full_size import FULL_TRANSFORMER, add_clip_args, forward_flops, latent_grid, random_transformer, rotary  # noqa: E402
 from void_server.pipelines.void.accel import accelerate_transformer, fuse_feed_forward_gelu, compile_cache_dir  # noqa: E402
 
 
@@ -108,9 +108,7 @@ def profile_split(fwd: Callable[[], torch.Tensor], seconds_per_forward: float, r
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--frames", type=int, default=85)
-    ap.add_argument("--height", type=int, default=384)
-    ap.add_argument("--width", type=int, default=672)
+    add_clip_args(ap)
     ap.add_argument("--batches", default="1,2")
     ap.add_argument("--variants", default="eager,eager_lean,compiled,compiled_lean")
     ap.add_argument("--reps", type=int, default=5)
@@ -125,9 +123,7 @@ def main() -> None:
 
     device = torch.device("cuda")
     peak = matmul_peak(device)
-    t_lat = (args.frames - 1) // 4 + 1
-    t_lat += t_lat % 2
-    h, w = args.height // 8, args.width // 8
+    t_lat, h, w = latent_grid(args.frames, args.height, args.width)
     flops = forward_flops(t_lat, h, w)
     rot = rotary(t_lat, h, w, device)
     batches = [int(b) for b in args.batches.split(",")]

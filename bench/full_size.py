@@ -5,6 +5,7 @@ against each other, never against images.
 """
 from __future__ import annotations
 
+import argparse
 from typing import Dict, Tuple
 
 import torch
@@ -73,3 +74,17 @@ def forward_flops(t_lat: int, h: int, w: int, layers: int = 42, d: int = 3072, t
     """24*N*d^2 + 4*N^2*d per layer (projections, MLP, attention), N = video + text tokens."""
     n = (t_lat // 2) * (h // 2) * (w // 2) + text
     return layers * (24 * n * d * d + 4 * n * n * d)
+
+
+def add_clip_args(ap: argparse.ArgumentParser) -> None:
+    """--frames, --height, --width: the clip a transformer bench runs at (VOID's 85 frames at 384x672)."""
+    ap.add_argument("--frames", type=int, default=85)
+    ap.add_argument("--height", type=int, default=384)
+    ap.add_argument("--width", type=int, default=672)
+
+
+def latent_grid(frames: int, height: int, width: int) -> Tuple[int, int, int]:
+    """(latent frames, height, width) the transformer sees: the VAE's 4x in time, padded to even for the 2x temporal
+    patches, and 8x in space."""
+    t_lat = (frames - 1) // 4 + 1
+    return t_lat + t_lat % 2, height // 8, width // 8

@@ -23,3 +23,11 @@ def test_the_persistent_patch_is_undone():
     assert InductorChoices.should_use_persistent_reduction is not before
     undo()
     assert InductorChoices.should_use_persistent_reduction is before
+
+
+def test_the_latent_grid_of_a_clip():
+    import full_size
+
+    assert full_size.latent_grid(85, 384, 672) == (22, 48, 84)  # 22 latent frames: 21 padded to even
+    assert full_size.latent_grid(81, 384, 672) == (22, 48, 84)
+    assert full_size.latent_grid(77, 64, 112) == (20, 8, 14)

@@ -101,10 +101,10 @@ def _triton_usable(x: torch.Tensor) -> bool:
     if x.device.type != "cuda":
         return False
     try:
-        import triton  # noqa: F401
+        import triton
     except ImportError:
         return False
-    return True
+    return hasattr(triton, "jit")
 
 
 def qk_norm_rope_op():
