@@ -202,13 +202,8 @@ class FastCogVideoXAttnProcessor:
         def heads(t: torch.Tensor) -> torch.Tensor:
             return t.view(b, n, attn.heads, -1).transpose(1, 2)
 
-        if (self.fuse_qk_rope and image_rotary_emb is not None and not attn.is_cross_attention
-                and qk_norm_rope.fusable(attn.norm_q, attn.norm_k)):
-            cos, sin = (t.to(x.device) for t in image_rotary_emb)
-            q, k = torch.ops.void.qk_norm_rope(attn.to_q(x), attn.to_k(x), attn.heads, attn.norm_q.weight,
-                                               attn.norm_q.bias, attn.norm_k.weight, attn.norm_k.bias,
-                                               attn.norm_q.eps, cos, sin, text_len)
-            q, k = q.transpose(1, 2), k.transpose(1, 2)  # FlashAttention-4's own layout, viewed as SDPA's
+        if self.fuse_qk_rope and qk_norm_rope.applies(attn, image_rotary_emb):
+            q, k = qk_norm_rope.apply(attn, attn.to_q(x), attn.to_k(x), attn.heads, text_len, image_rotary_emb)
         else:
             q, k = heads(attn.to_q(x)), heads(attn.to_k(x))
             if attn.norm_q is not None:

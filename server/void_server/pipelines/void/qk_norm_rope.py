@@ -133,3 +133,20 @@ def fusable(norm_q: Optional[torch.nn.Module], norm_k: Optional[torch.nn.Module]
     """Whether an attention's q/k norms are what the op computes: affine `nn.LayerNorm`s over one head."""
     return all(isinstance(n, torch.nn.LayerNorm) and n.weight is not None and n.bias is not None
                and len(n.normalized_shape) == 1 and n.eps == norm_q.eps for n in (norm_q, norm_k))
+
+
+def applies(attn, rotary: Optional[Tuple[torch.Tensor, torch.Tensor]]) -> bool:
+    """Whether `apply` computes this self-attention's q/k norms and RoPE (diffusers' `Attention` of a CogVideoX
+    block: affine LayerNorms, RoPE on q and k)."""
+    return rotary is not None and not attn.is_cross_attention and fusable(attn.norm_q, attn.norm_k)
+
+
+def apply(attn, q: torch.Tensor, k: torch.Tensor, heads: int, text_len: int,
+          rotary: Tuple[torch.Tensor, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(B, S, heads * d) query and key projections -> normed and rotated q, k as (B, heads, S, d) views of
+    (B, S, heads, d) tensors (FlashAttention-4's own layout), by the op (`qk_norm_rope_op` must have registered it
+    outside any compiled region)."""
+    cos, sin = (t.to(q.device) for t in rotary)
+    q, k = torch.ops.void.qk_norm_rope(q, k, heads, attn.norm_q.weight, attn.norm_q.bias, attn.norm_k.weight,
+                                       attn.norm_k.bias, attn.norm_q.eps, cos, sin, text_len)
+    return q.transpose(1, 2), k.transpose(1, 2)

@@ -18,6 +18,7 @@ from typing import Iterator, List, Optional, Tuple
 
 import torch
 
+from .. import qk_norm_rope
 from ..accel import ExactAttention, rope_video_tokens
 from .plan import Axis
 
@@ -58,6 +59,7 @@ class UlyssesAttnProcessor:
         self.shards = shards
         self.attend = attend or ExactAttention()
         self.chunks = int(chunks)
+        qk_norm_rope.qk_norm_rope_op()  # registered now: dynamo cannot trace an op's registration
 
     def __call__(
         self,
@@ -80,11 +82,14 @@ class UlyssesAttnProcessor:
         b = x.shape[0]
         qkv = torch.stack([attn.to_q(x), attn.to_k(x), attn.to_v(x)]).view(3, b, text_len + local, heads, -1)
         d = qkv.shape[-1]
-        q, k, v = qkv.unbind(0)
-        # LayerNorm over head_dim: per token and head, so it may run before the exchange
-        q = attn.norm_q(q) if attn.norm_q is not None else q
-        k = attn.norm_k(k) if attn.norm_k is not None else k
-        qkv = torch.stack([q, k, v])
+        # LayerNorm over head_dim is per token and head, so it may run before the exchange or after it; after, on
+        # the exchanged heads, together with RoPE where `qk_norm_rope` computes both (one pass over q and k).
+        fused = qk_norm_rope.applies(attn, image_rotary_emb)
+        if not fused:
+            q, k, v = qkv.unbind(0)
+            q = attn.norm_q(q) if attn.norm_q is not None else q
+            k = attn.norm_k(k) if attn.norm_k is not None else k
+            qkv = torch.stack([q, k, v])
         text, video = qkv[:, :, :text_len], qkv[:, :, text_len:]
         starts = [sum(sizes[:j]) for j in range(p)]
 
@@ -98,10 +103,15 @@ class UlyssesAttnProcessor:
                                      [(3, b, n, hc, d) for n in sizes]) for m in range(c)]
         backs = []
         for m, parts in enumerate(exchanged):
-            full = torch.cat([text[..., group(axis.rank, m), :], torch.cat(parts, dim=2)], dim=2).transpose(2, 3)
-            q, k, v = full.unbind(0)  # (b, hc, L+S, d)
-            if image_rotary_emb is not None:
-                q, k = rope_video_tokens(q, k, text_len, image_rotary_emb, not attn.is_cross_attention)
+            full = torch.cat([text[..., group(axis.rank, m), :], torch.cat(parts, dim=2)], dim=2)  # (3, b, L+S, hc, d)
+            if fused:
+                q, k = qk_norm_rope.apply(attn, full[0].flatten(-2), full[1].flatten(-2), hc, text_len,
+                                          image_rotary_emb)
+                v = full[2].transpose(1, 2)
+            else:
+                q, k, v = full.transpose(2, 3).unbind(0)  # (b, hc, L+S, d)
+                if image_rotary_emb is not None:
+                    q, k = rope_video_tokens(q, k, text_len, image_rotary_emb, not attn.is_cross_attention)
             out = self.attend(q, k, v)  # (b, L+S, hc, d)
             # sequence -> heads: rank j gets the text tokens and its shard of the video tokens, for these heads.
             # The text rides along in the one exchange (every rank needs every head of it) instead of an
