@@ -17,7 +17,9 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-_op = None
+_op = None  # the registered custom op
+_triton_kernel = None  # the jitted kernel, made on first use (Triton is imported only then)
+ROWS = 64  # rows (one token's one head each) a program: 2 x 58 us a layer at VOID's size on an H100
 
 
 def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -70,10 +72,6 @@ def _kernel():
         tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=live[:, None])
 
     return qk_norm_rope_kernel
-
-
-_triton_kernel = None
-ROWS = 64  # rows (token-heads) a program
 
 
 def triton_qk_norm_rope(x: torch.Tensor, heads: int, weight: torch.Tensor, bias: torch.Tensor, eps: float,
