@@ -6,7 +6,8 @@ Variants are `+`-joined flags on the server's block (FlashAttention-4 where inst
 - `base`: the query/key norms and RoPE unfused (`fuse_qk_rope=False`);
 - `qk`: fused into one Triton kernel (`qk_norm_rope`, the server's default);
 - `mk`: inductor's `triton.multi_kernel=1` (persistent and looped reductions both built, the faster one kept);
-- `persist`: inductor told to make reductions up to 4096 wide persistent (a row in registers) instead of looped.
+- `persist`: inductor told to make reductions up to 4096 wide persistent (a row in registers) instead of looped;
+- `norm1`: the block's first norm by `modulated_norm` (an experiment, off in the server) into the joint input.
 Every variant compiles cold (the FX graph cache off: `persist` is not part of its key).
 """
 from __future__ import annotations
@@ -28,8 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_transformer import profile_split, time_calls  # noqa: E402
 from full_size import FULL_TRANSFORMER, add_clip_args, latent_grid, random_transformer, rel_l2, rotary  # noqa: E402
 from void_server.pipelines.void.accel import FastCogVideoXAttnProcessor, fa4_usable, fuse_feed_forward_gelu  # noqa: E402
+from void_server.pipelines.void.modulated_norm import fuse_norm1  # noqa: E402
 
-FLAGS = ("base", "qk", "mk", "persist")
+FLAGS = ("base", "qk", "mk", "persist", "norm1")
 
 
 def parse_variant(name: str) -> List[str]:
@@ -94,6 +96,8 @@ def main() -> None:
         inductor_config.triton.multi_kernel = 1 if "mk" in flags else 0
         b = copy.deepcopy(block)
         b.attn1.set_processor(FastCogVideoXAttnProcessor(backend, fuse_qk_rope="qk" in flags))
+        if "norm1" in flags and not fuse_norm1(b):
+            raise RuntimeError("variant %r: the block's first norm cannot be fused" % name)
         b.compile(fullgraph=True, dynamic=False)
         for batch, (x, text, temb) in inputs.items():
             def fwd() -> torch.Tensor:

@@ -1,19 +1,12 @@
 """qk_norm_rope: the query/key norms and RoPE as one op equal the unfused path; its Triton kernel runs here in
 Triton's CPU interpreter (which rounds to bfloat16 by truncation, so bf16 is checked there to a tolerance and
 exactly on a GPU)."""
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
+from triton_interpreter import run_interpreted
 from void_server.pipelines.void import qk_norm_rope
 from void_server.pipelines.void.accel import FastCogVideoXAttnProcessor, rope_video_tokens
-
-SERVER = str(Path(__file__).resolve().parents[2] / "server")
 
 
 def _case(dtype: torch.dtype, batch: int = 2, text: int = 3, video: int = 5, heads: int = 3, d: int = 16, seed: int = 0):
@@ -44,9 +37,7 @@ def test_reference_is_the_unfused_path(dtype):
 
 
 _INTERPRETED = r"""
-import json, sys, torch
-sys.path.insert(0, sys.argv[1])
-sys.path.insert(0, sys.argv[2])
+import json, torch
 from test_qk_norm_rope import _case
 from void_server.pipelines.void import qk_norm_rope as m
 out = {}
@@ -62,12 +53,7 @@ print(json.dumps(out))
 
 
 def test_triton_kernel_in_the_interpreter():
-    pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    run = subprocess.run([sys.executable, "-c", _INTERPRETED, SERVER, str(Path(__file__).parent)], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    out = json.loads(run.stdout.strip().splitlines()[-1])
+    out = run_interpreted(_INTERPRETED)
     for name, (shape_ok, err, scale) in out.items():
         assert shape_ok, name
         assert scale > 1.0, name

@@ -195,8 +195,13 @@ class FastCogVideoXAttnProcessor:
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         if attention_mask is not None:
             raise NotImplementedError("CogVideoX runs without an attention mask")
-        text_len = encoder_hidden_states.size(1)
         x = torch.cat([encoder_hidden_states, hidden_states], dim=1)
+        return self.attend_joint(attn, x, encoder_hidden_states.size(1), image_rotary_emb)
+
+    def attend_joint(self, attn, x: torch.Tensor, text_len: int,
+                     image_rotary_emb: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+                     ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The attention of the joint (B, text + video, D) input, text first -> (video, text) outputs."""
         b, n, _ = x.shape
 
         def heads(t: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from . import triton_support
+
 _op = None  # the registered custom op
 _triton_kernel = None  # the jitted kernel, made on first use (Triton is imported only then)
 ROWS = 64  # rows (one token's one head each) a program: 2 x 58 us a layer at VOID's size on an H100
@@ -95,16 +97,6 @@ def triton_qk_norm_rope(x: torch.Tensor, heads: int, weight: torch.Tensor, bias:
     return out
 
 
-def _triton_usable(x: torch.Tensor) -> bool:
-    if x.device.type != "cuda":
-        return False
-    try:
-        import triton
-    except ImportError:
-        return False
-    return hasattr(triton, "jit")
-
-
 def qk_norm_rope_op():
     """Registers (once) and returns the custom op `void::qk_norm_rope`(q, k, heads, norm weights and biases, eps,
     cos, sin, text_len) -> (q, k) as (B, S, heads, d): `reference` for each, by Triton on CUDA."""
@@ -114,7 +106,7 @@ def qk_norm_rope_op():
         def qk_norm_rope(q: torch.Tensor, k: torch.Tensor, heads: int, wq: torch.Tensor, bq: torch.Tensor,
                          wk: torch.Tensor, bk: torch.Tensor, eps: float, cos: torch.Tensor, sin: torch.Tensor,
                          text_len: int) -> Tuple[torch.Tensor, torch.Tensor]:
-            run = triton_qk_norm_rope if _triton_usable(q) else reference
+            run = triton_qk_norm_rope if triton_support.usable(q) else reference
             return (run(q, heads, wq, bq, eps, cos, sin, text_len), run(k, heads, wk, bk, eps, cos, sin, text_len))
 
         @qk_norm_rope.register_fake
