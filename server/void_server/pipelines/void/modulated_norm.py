@@ -114,6 +114,8 @@ class FusedNorm1Block(CogVideoXBlock):
     def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor, temb: torch.Tensor,
                 image_rotary_emb: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
                 attention_kwargs: Optional[Dict[str, Any]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        if attention_kwargs:
+            raise NotImplementedError("the fused block passes no attention kwargs (got %s)" % sorted(attention_kwargs))
         text_len, dim = encoder_hidden_states.size(1), hidden_states.size(2)
         modulation = self.norm1.linear(self.norm1.silu(temb))
         gate_msa, enc_gate_msa = modulation[:, None, 2 * dim:3 * dim], modulation[:, None, 5 * dim:]
