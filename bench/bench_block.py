@@ -64,12 +64,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     add_clip_args(ap)
     ap.add_argument("--batches", default="1,2")
-    ap.add_argument("--variants", default="base,qk,qk+mk,qk+persist")
+    ap.add_argument("--variants", default="base,qk,qk+mk,qk+persist", help="comma-separated, each run in order "
+                    "(a name may repeat)")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--top", type=int, default=14)
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     args = ap.parse_args()
-    variants = {v: parse_variant(v) for v in args.variants.split(",")}
+    # a list, not a dict: a variant may come back later in the run (interleaved, against the card's clock drift)
+    variants = [(v, parse_variant(v)) for v in args.variants.split(",")]
 
     import torch._inductor.config as inductor_config
 
@@ -91,7 +93,7 @@ def main() -> None:
                          torch.randn(batch, 512, device=device, dtype=torch.bfloat16, generator=g))
     rows: List[Dict[str, object]] = []
     first: Dict[int, torch.Tensor] = {}
-    for name, flags in variants.items():
+    for name, flags in variants:
         undo = _persistent_up_to(4096) if "persist" in flags else None
         inductor_config.triton.multi_kernel = 1 if "mk" in flags else 0
         b = copy.deepcopy(block)
