@@ -11,6 +11,7 @@ after the norm and after each step; inductor does not either). Off CUDA, or with
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Dict, Optional, Tuple
 
 import torch
@@ -20,7 +21,6 @@ from diffusers.models.transformers.cogvideox_transformer_3d import CogVideoXBloc
 from . import triton_support
 
 _op = None  # the registered custom op
-_triton_kernel = None  # the jitted kernel, made on first use
 
 
 def reference(hidden: torch.Tensor, text: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
@@ -36,6 +36,7 @@ def reference(hidden: torch.Tensor, text: torch.Tensor, weight: torch.Tensor, bi
     return torch.cat([norm(text, text_shift, text_scale), norm(hidden, shift, scale)], dim=1).to(hidden.dtype)
 
 
+@functools.lru_cache(maxsize=None)  # jitted once, on first use: Triton is imported only then
 def _kernel():
     import triton
     import triton.language as tl
@@ -73,16 +74,13 @@ def _kernel():
 def triton_modulated_norm(hidden: torch.Tensor, text: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                           eps: float, modulation: torch.Tensor) -> torch.Tensor:
     """`reference` by the Triton kernel (any device Triton runs on, the CPU in its interpreter)."""
-    global _triton_kernel
-    if _triton_kernel is None:
-        _triton_kernel = _kernel()
     b, s, dim = hidden.shape
     text_len = text.shape[1]
     out = torch.empty((b, text_len + s, dim), device=hidden.device, dtype=hidden.dtype)
     block = 1 << (dim - 1).bit_length()
-    _triton_kernel[(b * (text_len + s),)](hidden.contiguous(), text.contiguous(), out, weight.contiguous(),
-                                          bias.contiguous(), modulation.contiguous(), text_len, s, dim, eps,
-                                          BLOCK=block, num_warps=8 if block >= 2048 else 4)
+    _kernel()[(b * (text_len + s),)](hidden.contiguous(), text.contiguous(), out, weight.contiguous(),
+                                     bias.contiguous(), modulation.contiguous(), text_len, s, dim, eps,
+                                     BLOCK=block, num_warps=8 if block >= 2048 else 4)
     return out
 
 

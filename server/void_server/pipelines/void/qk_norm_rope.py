@@ -12,6 +12,7 @@ rounded once. Off CUDA, or without Triton, the op runs `reference` (that unfused
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional, Tuple
 
 import torch
@@ -20,7 +21,6 @@ import torch.nn.functional as F
 from . import triton_support
 
 _op = None  # the registered custom op
-_triton_kernel = None  # the jitted kernel, made on first use (Triton is imported only then)
 ROWS = 64  # rows (one token's one head each) a program: 2 x 58 us a layer at VOID's size on an H100
 
 
@@ -42,6 +42,7 @@ def reference(x: torch.Tensor, heads: int, weight: torch.Tensor, bias: torch.Ten
     return torch.cat([y[:, :text_len], video], dim=1)
 
 
+@functools.lru_cache(maxsize=None)  # jitted once, on first use: Triton is imported only then
 def _kernel():
     import triton
     import triton.language as tl
@@ -79,9 +80,6 @@ def _kernel():
 def triton_qk_norm_rope(x: torch.Tensor, heads: int, weight: torch.Tensor, bias: torch.Tensor, eps: float,
                         cos: torch.Tensor, sin: torch.Tensor, text_len: int) -> torch.Tensor:
     """`reference` by the Triton kernel (any device Triton runs on, the CPU in its interpreter)."""
-    global _triton_kernel
-    if _triton_kernel is None:
-        _triton_kernel = _kernel()
     b, s, width = x.shape
     d = width // heads
     if d & (d - 1) or width != heads * d:
@@ -92,8 +90,8 @@ def triton_qk_norm_rope(x: torch.Tensor, heads: int, weight: torch.Tensor, bias:
     cos = cos.to(x.device, torch.float32).contiguous()
     sin = sin.to(x.device, torch.float32).contiguous()
     grid = ((rows + ROWS - 1) // ROWS,)
-    _triton_kernel[grid](x, out, weight.contiguous(), bias.contiguous(), cos, sin, rows, heads, s, text_len, eps,
-                         HEAD_DIM=d, ROWS=ROWS)
+    _kernel()[grid](x, out, weight.contiguous(), bias.contiguous(), cos, sin, rows, heads, s, text_len, eps,
+                    HEAD_DIM=d, ROWS=ROWS)
     return out
 
 
