@@ -7,19 +7,21 @@ Variants are `+`-joined flags on the server's block (FlashAttention-4 where inst
 - `qk`: fused into one Triton kernel (`qk_norm_rope`, the server's default);
 - `mk`: inductor's `triton.multi_kernel=1` (persistent and looped reductions both built, the faster one kept);
 - `persist`: inductor told to make reductions up to 4096 wide persistent (a row in registers) instead of looped;
-- `norm1`: the block's first norm by `modulated_norm` (an experiment, off in the server) into the joint input.
+- `norm1`: the block's first norm by `modulated_norm` (an experiment, off in the server) into the joint input;
+- `fp8`: the block's linears in float8 (`fp8_linear`, the lossy `fp8_matmul` option), as a float8 job runs them.
 Every variant compiles cold (the FX graph cache off: `persist` is not part of its key).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
 import statistics
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 
@@ -29,9 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_transformer import profile_split, time_calls  # noqa: E402
 from full_size import FULL_TRANSFORMER, add_clip_args, latent_grid, random_transformer, rel_l2, rotary  # noqa: E402
 from void_server.pipelines.void.accel import FastCogVideoXAttnProcessor, fa4_usable, fuse_feed_forward_gelu  # noqa: E402
+from void_server.pipelines.void.fp8_linear import fp8_matmul  # noqa: E402
 from void_server.pipelines.void.modulated_norm import fuse_norm1  # noqa: E402
 
-FLAGS = ("base", "qk", "mk", "persist", "norm1")
+FLAGS = ("base", "qk", "mk", "persist", "norm1", "fp8")
 
 
 def parse_variant(name: str) -> List[str]:
@@ -60,6 +63,32 @@ def _persistent_up_to(width: int):
     return lambda: setattr(InductorChoices, "should_use_persistent_reduction", staticmethod(original))
 
 
+def _run_variant(name: str, flags: List[str], b: torch.nn.Module, inputs: Dict[int, Tuple[torch.Tensor, ...]],
+                 rotary_emb: Tuple[torch.Tensor, torch.Tensor], backend: str, first: Dict[int, torch.Tensor],
+                 args: argparse.Namespace) -> List[Dict[str, object]]:
+    """Compile block `b` under `flags` and time it at each batch; a row per batch (`first` holds the outputs the
+    first variant gave, which every later one is compared with)."""
+    b.attn1.set_processor(FastCogVideoXAttnProcessor(backend, fuse_qk_rope="qk" in flags))
+    if "norm1" in flags and not fuse_norm1(b):
+        raise RuntimeError("variant %r: the block's first norm cannot be fused" % name)
+    b.compile(fullgraph=True, dynamic=False)
+    rows = []
+    for batch, (x, text, temb) in inputs.items():
+        def fwd() -> torch.Tensor:
+            with torch.no_grad():
+                return b(x, text, temb, image_rotary_emb=rotary_emb)[0]
+
+        out = fwd()
+        med = statistics.median(time_calls(fwd, warmup=2, reps=args.reps))
+        first.setdefault(batch, out.float())
+        row = {"variant": name, "batch": batch, "backend": backend, "ms_per_block": med * 1e3,
+               "ms_per_forward_42": med * 42e3, "rel_l2_vs_first": rel_l2(out, first[batch]),
+               "profile": profile_split(fwd, med, reps=5, top_n=args.top)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     add_clip_args(ap)
@@ -81,7 +110,6 @@ def main() -> None:
     t_lat, h, w = latent_grid(args.frames, args.height, args.width)
     video = (t_lat // 2) * (h // 2) * (w // 2)
     model = random_transformer(dict(FULL_TRANSFORMER, num_layers=1), device, torch.bfloat16, seed=0)
-    block = model.transformer_blocks[0]
     fuse_feed_forward_gelu(model)
     backend = "fa4" if fa4_usable(device) else "cudnn"
     cos, sin = rotary(t_lat, h, w, device)
@@ -94,30 +122,15 @@ def main() -> None:
     rows: List[Dict[str, object]] = []
     first: Dict[int, torch.Tensor] = {}
     for name, flags in variants:
-        undo = _persistent_up_to(4096) if "persist" in flags else None
         inductor_config.triton.multi_kernel = 1 if "mk" in flags else 0
-        b = copy.deepcopy(block)
-        b.attn1.set_processor(FastCogVideoXAttnProcessor(backend, fuse_qk_rope="qk" in flags))
-        if "norm1" in flags and not fuse_norm1(b):
-            raise RuntimeError("variant %r: the block's first norm cannot be fused" % name)
-        b.compile(fullgraph=True, dynamic=False)
-        for batch, (x, text, temb) in inputs.items():
-            def fwd() -> torch.Tensor:
-                with torch.no_grad():
-                    return b(x, text, temb, image_rotary_emb=(cos, sin))[0]
-
-            out = fwd()
-            times = time_calls(fwd, warmup=2, reps=args.reps)
-            med = statistics.median(times)
-            first.setdefault(batch, out.float())
-            row = {"variant": name, "batch": batch, "backend": backend, "ms_per_block": med * 1e3,
-                   "ms_per_forward_42": med * 42e3, "rel_l2_vs_first": rel_l2(out, first[batch]),
-                   "profile": profile_split(fwd, med, reps=5, top_n=args.top)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-        if undo:
-            undo()
-        b = None  # the compiled copy and its graphs go before the next variant's
+        one = copy.deepcopy(model)  # a whole (one-block) transformer: what fp8_matmul swaps the linears of
+        with contextlib.ExitStack() as variant:
+            if "fp8" in flags:
+                variant.enter_context(fp8_matmul(one, device))
+            if "persist" in flags:
+                variant.callback(_persistent_up_to(4096))
+            rows += _run_variant(name, flags, one.transformer_blocks[0], inputs, (cos, sin), backend, first, args)
+        one = None  # the compiled copy and its graphs go before the next variant's
         torch._dynamo.reset()
     inductor_config.triton.multi_kernel = 0
     Path(args.out).mkdir(parents=True, exist_ok=True)
