@@ -29,7 +29,7 @@ def test_row_quantisation_is_within_e4m3_rounding():
 def test_emulated_linear_is_close_to_float32_and_keeps_shapes():
     torch.manual_seed(0)
     linear = torch.nn.Linear(64, 48)
-    x = torch.randn(2, 37, 64)  # 74 rows: padded to 80 inside, trimmed again
+    x = torch.randn(2, 37, 64)  # 74 rows: not a multiple of 16, which _scaled_mm does not need
     f = Fp8Linear(linear, emulate=True)
     with torch.no_grad():
         y, expected = f(x), linear(x)
@@ -56,7 +56,9 @@ def test_the_cuda_path_traces_as_one_graph_with_valid_scaled_mm_operands():
     mm = [n for n in graphs[0].graph.nodes if n.target is torch._scaled_mm]
     assert len(mm) == 1
     value = mm[0].meta["example_value"]
-    assert tuple(value.shape) == (80, 48) and value.dtype == torch.bfloat16
+    assert tuple(value.shape) == (74, 48) and value.dtype == torch.bfloat16  # the 74 tokens, unpadded
+    assert mm[0].kwargs.get("bias") is not None  # the bias in the GEMM's epilogue, not a pass of its own
+    assert not [n for n in graphs[0].graph.nodes if n.op == "call_function" and "add" in str(n.target)]
 
 
 def _tiny_transformer() -> torch.nn.Module:

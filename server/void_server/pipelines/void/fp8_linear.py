@@ -21,12 +21,11 @@ import weakref
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = float(torch.finfo(FP8).max)  # 448
-_ROWS = 16  # _scaled_mm wants the row count of its first operand (and K, N) in multiples of 16
+_ALIGN = 16  # _scaled_mm wants K and N in multiples of 16 (not M: the token count needs no padding)
 # Which linears of a CogVideoX block run in float8 (names relative to the block).
 CONVERTED = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "ff.net.0.proj", "ff.net.2")
 # Memory modes whose transformer stays on the GPU, where the float8 twins can stay beside it.
@@ -63,8 +62,8 @@ class Fp8Linear(nn.Module):
     def __init__(self, linear: nn.Linear, emulate: bool = False) -> None:
         super().__init__()
         n, k = linear.weight.shape
-        if n % _ROWS or k % _ROWS:
-            raise ValueError("float8 matmul needs in/out features in multiples of %d, got %dx%d" % (_ROWS, n, k))
+        if n % _ALIGN or k % _ALIGN:
+            raise ValueError("float8 matmul needs in/out features in multiples of %d, got %dx%d" % (_ALIGN, n, k))
         self.in_features, self.out_features = k, n
         self.emulate = emulate
         # .float() first: under the fp8 memory mode the stored weight is already float8 (no arithmetic on it).
@@ -72,26 +71,24 @@ class Fp8Linear(nn.Module):
         self.register_buffer("weight_fp8", w_q)  # (N, K) row-major: .t() is the column-major operand _scaled_mm wants
         self.register_buffer("weight_scale", w_scale.reshape(1, n).contiguous())  # (1, N)
         bias = linear.bias
-        if bias is not None and bias.dtype.itemsize == 1:  # float8-stored (fp8 memory mode): bf16 for the add
+        # bf16 for the GEMM's epilogue (which takes the output's dtype), from float8 storage (fp8 memory mode) too.
+        if bias is not None and (bias.dtype.itemsize == 1 or (not emulate and bias.dtype != torch.bfloat16)):
             bias = nn.Parameter(bias.detach().to(torch.bfloat16), requires_grad=False)
         self.bias = bias  # otherwise shared with the bf16 layer, not copied
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead, rows = x.shape[:-1], x.reshape(-1, self.in_features)
-        m = rows.shape[0]
-        pad = (-m) % _ROWS  # static under compile (shapes are specialised)
-        if pad:
-            rows = F.pad(rows, (0, 0, 0, pad))
         x_q, x_scale = quantise_rows(rows)
         if self.emulate:
             y = (x_q.float() * x_scale) @ (self.weight_fp8.float() * self.weight_scale.t()).t()
+            if self.bias is not None:
+                y = y + self.bias
         else:
+            # The bias in the GEMM's epilogue, as cuBLAS does it for the bf16 layers: a separate add would read and
+            # write the whole output again (q, k and v: three passes a block).
             y = torch._scaled_mm(x_q, self.weight_fp8.t(), scale_a=x_scale, scale_b=self.weight_scale,
-                                 out_dtype=torch.bfloat16)
-        y = y[:m].to(x.dtype)
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*lead, self.out_features)
+                                 bias=self.bias, out_dtype=torch.bfloat16)
+        return y.to(x.dtype).reshape(*lead, self.out_features)
 
 
 # transformer -> {qualified name: its float8 twin}; made once per transformer, dropped with it.
