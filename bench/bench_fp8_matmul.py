@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_transformer import time_calls  # noqa: E402
 from full_size import add_clip_args, latent_grid  # noqa: E402
-from void_server.pipelines.void.fp8_linear import FP8, Fp8Linear, quantise_rows  # noqa: E402
+from void_server.pipelines.void.fp8_linear import Fp8Linear  # noqa: E402
+from void_server.pipelines.void.fp8_quant import FP8, quantise_rows  # noqa: E402
 
 # (name, in features, out features, calls per block)
 LINEARS = (("q/k/v/out", 3072, 3072, 4), ("ff up", 3072, 12288, 1), ("ff down", 12288, 3072, 1))

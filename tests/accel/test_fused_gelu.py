@@ -1,5 +1,4 @@
 """The feed-forward's GELU fused into its GEMM (accel.FusedGELUProjection) is a drop-in for diffusers' tanh GELU."""
-import copy
 
 import pytest
 import torch
@@ -51,12 +50,14 @@ def test_float8_twins_still_run_through_a_fused_projection():
     x, text, rot = _inputs()
     plain = _tiny_transformer()
     with fp8_linear.fp8_matmul(model, torch.device("cpu"), emulate=True):
-        assert not isinstance(model.transformer_blocks[0].ff.net[0].proj, torch.nn.Linear)
+        net = model.transformer_blocks[0].ff.net
+        assert isinstance(net[0], fp8_linear.Fp8Linear) and net[2].gelu_input  # the GELU moved into the quantising
         got = _run(model, x, text, rot)
     with fp8_linear.fp8_matmul(plain, torch.device("cpu"), emulate=True):
         want = _run(plain, x, text, rot)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    assert type(model.transformer_blocks[0].ff.net[0].proj) is torch.nn.Linear  # put back after the job
+    first = model.transformer_blocks[0].ff.net[0]
+    assert isinstance(first, FusedGELUProjection) and type(first.proj) is torch.nn.Linear  # put back after the job
 
 
 def test_a_fresh_process_compiles_the_fused_projection_first_thing():

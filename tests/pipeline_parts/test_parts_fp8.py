@@ -5,8 +5,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from void_server.pipelines.void import fp8_linear  # noqa: E402
-from void_server.pipelines.void.fp8_linear import (FP8_MAX, Fp8Linear, Fp8Unsupported, fp8_matmul,  # noqa: E402
-                                                   quantise_rows, support_problem)
+from void_server.pipelines.void.fp8_linear import Fp8Linear, Fp8Unsupported, fp8_matmul, support_problem  # noqa: E402
+from void_server.pipelines.void.fp8_quant import FP8_MAX, quantise_rows  # noqa: E402
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -37,6 +37,16 @@ def test_emulated_linear_is_close_to_float32_and_keeps_shapes():
     # Two operands each rounded by up to 2^-4 relative (~3.6% rms for uniform rounding): a few percent overall.
     assert 5e-3 < _rel(y, expected) < 0.06
     assert f.bias is linear.bias  # shared, not copied
+
+
+def test_a_gelu_input_linear_is_gelu_then_the_float8_linear():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 48)
+    h = torch.randn(2, 37, 64) * 2
+    plain, fused = Fp8Linear(linear, emulate=True), Fp8Linear(linear, emulate=True, gelu_input=True)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(h), plain(torch.nn.functional.gelu(h, approximate="tanh")))
+        assert 5e-3 < _rel(fused(h), linear(torch.nn.functional.gelu(h, approximate="tanh"))) < 0.06
 
 
 def test_the_cuda_path_traces_as_one_graph_with_valid_scaled_mm_operands():
@@ -87,9 +97,13 @@ def test_transformer_swaps_to_float8_inside_the_context_and_back_after():
     linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     with fp8_matmul(model, torch.device("cpu"), emulate=True):
         swapped = {n for n, m in model.named_modules() if isinstance(m, Fp8Linear)}
+        gelu_inputs = [n for n, m in model.named_modules() if isinstance(m, Fp8Linear) and m.gelu_input]
         lossy = _forward(model)
-    # Per block: q, k, v, out, and the two MLP layers; the modulation linears stay as they are.
+    # Per block: q, k, v, out, and the two MLP layers (the first standing in for GELU(proj): the GELU moves into the
+    # second's quantisation); the modulation linears stay as they are.
     assert len(swapped) == 6 * len(model.transformer_blocks)
+    assert {n.rsplit(".", 1)[-1] for n in swapped if ".ff." in n} == {"0", "2"}
+    assert gelu_inputs == ["transformer_blocks.%d.ff.net.2" % i for i in range(len(model.transformer_blocks))]
     assert not any("norm" in n for n in swapped)
     assert 1e-4 < _rel(lossy, plain) < 0.1
     assert {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)} == linears

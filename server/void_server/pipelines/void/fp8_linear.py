@@ -5,7 +5,9 @@ Not the `fp8` memory mode (loading.Placement), which *stores* weights in float8 
 - activations are quantised per row (per token) at every call;
 - `torch._scaled_mm` multiplies the two float8 operands with those scales and writes bf16.
 Only the blocks' attention projections (q, k, v, out) and MLP layers are converted: the modulation linears
-(`norm1.linear`, `norm2.linear`: a handful of rows), the embeddings and the final projection stay bf16.
+(`norm1.linear`, `norm2.linear`: a handful of rows), the embeddings and the final projection stay bf16. The MLP's
+tanh GELU moves from after its first linear into the second's input quantisation (fp8_quant.py: one pass over the
+4d-wide hidden state instead of GELU and a two-pass quantisation).
 
 The forward is a plain function of tensors (no data-dependent Python branch), so it traces inside our per-block
 `torch.compile(fullgraph=True)`. Requirements: a CUDA GPU of compute capability 8.9 or newer (Ada, Hopper).
@@ -18,16 +20,16 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional
 
 import torch
 from torch import nn
 
-FP8 = torch.float8_e4m3fn
-FP8_MAX = float(torch.finfo(FP8).max)  # 448
+from .fp8_quant import gelu_quantise_op, quantise_rows
+
 _ALIGN = 16  # _scaled_mm wants K and N in multiples of 16 (not M: the token count needs no padding)
-# Which linears of a CogVideoX block run in float8 (names relative to the block).
-CONVERTED = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "ff.net.0.proj", "ff.net.2")
+# Which linears of a CogVideoX block run in float8 (names relative to the block); the feed-forward's two apart.
+ATTENTION = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0")
 # Memory modes whose transformer stays on the GPU, where the float8 twins can stay beside it.
 RESIDENT_MODES = ("gpu", "fp8")
 
@@ -48,19 +50,15 @@ def support_problem(device: torch.device) -> Optional[str]:
     return None
 
 
-def quantise_rows(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(R, K) -> (float8 (R, K), float32 scales (R, 1)) with x ~= q * scale; each row's absmax maps to 448."""
-    amax = x.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-12)
-    scale = amax / FP8_MAX
-    q = (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8)
-    return q, scale
-
-
 class Fp8Linear(nn.Module):
-    """y = x W^T + b with x and W in float8 e4m3 (per-row / per-output-channel scales), y in x's dtype."""
+    """y = x W^T + b with x and W in float8 e4m3 (per-row / per-output-channel scales), y in x's dtype. With
+    `gelu_input`, y = GELU_tanh(x) W^T + b: the GELU applied while quantising x."""
 
-    def __init__(self, linear: nn.Linear, emulate: bool = False) -> None:
+    def __init__(self, linear: nn.Linear, emulate: bool = False, gelu_input: bool = False) -> None:
         super().__init__()
+        self.gelu_input = gelu_input
+        if gelu_input:
+            gelu_quantise_op()  # registered now: dynamo cannot trace an op's registration
         n, k = linear.weight.shape
         if n % _ALIGN or k % _ALIGN:
             raise ValueError("float8 matmul needs in/out features in multiples of %d, got %dx%d" % (_ALIGN, n, k))
@@ -78,7 +76,8 @@ class Fp8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead, rows = x.shape[:-1], x.reshape(-1, self.in_features)
-        x_q, x_scale = quantise_rows(rows)
+        # by name, as accel's ops: an attribute holding the op would not pickle into a precompiled block's guards
+        x_q, x_scale = torch.ops.void.gelu_quantise_rows(rows) if self.gelu_input else quantise_rows(rows)
         if self.emulate:
             y = (x_q.float() * x_scale) @ (self.weight_fp8.float() * self.weight_scale.t()).t()
             if self.bias is not None:
@@ -95,25 +94,61 @@ class Fp8Linear(nn.Module):
 _TWINS: "weakref.WeakKeyDictionary[nn.Module, Dict[str, Fp8Linear]]" = weakref.WeakKeyDictionary()
 
 
-def _targets(transformer: nn.Module) -> List[Tuple[str, nn.Module, str, nn.Linear]]:
-    """(qualified name, parent, attribute, linear) for every converted linear of every block."""
+class _Target(NamedTuple):
+    name: str  # qualified, as the twins are keyed
+    parent: nn.Module
+    attr: str
+    original: nn.Module  # what the twin stands in for, put back after
+    linear: nn.Linear  # what the twin is quantised from
+    gelu_input: bool
+
+
+def _is_tanh_gelu(module: nn.Module) -> bool:
+    """diffusers' `GELU(approximate="tanh")` over a linear, or accel's fused stand-in for it."""
+    from .accel import FusedGELUProjection
+
+    proj = getattr(module, "proj", None)
+    return (isinstance(proj, nn.Linear) and proj.bias is not None
+            and (isinstance(module, FusedGELUProjection) or getattr(module, "approximate", None) == "tanh"))
+
+
+def _targets(transformer: nn.Module) -> List[_Target]:
+    """What every block converts: its attention projections, and the feed-forward's two linears. Where the
+    feed-forward is `tanh-GELU(proj) -> dropout -> linear`, its first module becomes a plain float8 linear and the
+    GELU moves into the second's input (`gelu_input`); otherwise each linear is converted where it stands."""
     out = []
     for i, block in enumerate(transformer.transformer_blocks):
-        for rel in CONVERTED:
+        prefix = "transformer_blocks.%d." % i
+        for rel in ATTENTION:
             parent_name, _, attr = rel.rpartition(".")
             parent = block.get_submodule(parent_name)
-            linear = getattr(parent, attr) if not attr.isdigit() else parent[int(attr)]
+            linear = parent[int(attr)] if attr.isdigit() else getattr(parent, attr)
             if isinstance(linear, nn.Linear):
-                out.append(("transformer_blocks.%d.%s" % (i, rel), parent, attr, linear))
+                out.append(_Target(prefix + rel, parent, attr, linear, linear, False))
+        net = block.ff.net  # diffusers' FeedForward: activation(proj), dropout, linear, (dropout)
+        linears = [j for j, m in enumerate(net) if isinstance(m, nn.Linear)]
+        if len(linears) != 1:
+            continue
+        up, d = net[0], linears[0]
+        down_name = prefix + "ff.net.%d" % d
+        if _is_tanh_gelu(up) and all(isinstance(m, nn.Dropout) for m in list(net)[1:d]):
+            out.append(_Target(prefix + "ff.net.0", net, "0", up, up.proj, False))
+            out.append(_Target(down_name, net, str(d), net[d], net[d], True))
+        else:
+            if isinstance(getattr(up, "proj", None), nn.Linear):
+                out.append(_Target(prefix + "ff.net.0.proj", up, "proj", up.proj, up.proj, False))
+            out.append(_Target(down_name, net, str(d), net[d], net[d], False))
     return out
 
 
 def twins(transformer: nn.Module, emulate: bool = False) -> Dict[str, Fp8Linear]:
     """The float8 twins of `transformer`'s converted linears, quantised on first use and kept."""
     made = _TWINS.get(transformer)
-    if made is None or any(t.emulate != emulate for t in made.values()):
+    targets = _targets(transformer)
+    # made again if the blocks changed since (e.g. their GELU fused after a first float8 job named other modules)
+    if made is None or any(t.emulate != emulate for t in made.values()) or set(made) != {t.name for t in targets}:
         with torch.no_grad():
-            made = {name: Fp8Linear(linear, emulate) for name, _, _, linear in _targets(transformer)}
+            made = {t.name: Fp8Linear(t.linear, emulate, t.gelu_input) for t in targets}
         _TWINS[transformer] = made
     return made
 
@@ -145,9 +180,9 @@ def fp8_matmul(transformer: nn.Module, device: torch.device, memory_mode: str = 
     made = twins(transformer, emulate)
     targets = _targets(transformer)
     try:
-        for name, parent, attr, _ in targets:
-            _set(parent, attr, made[name])
+        for t in targets:
+            _set(t.parent, t.attr, made[t.name])
         yield transformer
     finally:
-        for _, parent, attr, linear in targets:
-            _set(parent, attr, linear)
+        for t in targets:
+            _set(t.parent, t.attr, t.original)
