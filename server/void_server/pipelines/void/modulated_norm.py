@@ -3,8 +3,9 @@ the video tokens, written straight into the attention's joint (text + video) inp
 
 Compiled, inductor makes this a looped reduction that reads each 3072-wide row twice: 118 µs a block at batch 1
 and 257 µs at batch 2 on an H100, where one read and one write of the rows is ~45 / ~90 µs (docs/performance.md,
-"Eighteenth session"). Here each row sits in registers once. **An experiment, off by default**:
-`bench/bench_block.py --variants qk,qk+norm1` measures it; `fuse_norm1(block)` swaps it into a block.
+"Eighteenth session"). Here each row sits in registers once. **An experiment, off**: on an H100 the block was
+slower with it (7.26 / 14.61 ms at batch 1 / 2 against 7.09-7.18 / 14.34-14.46 ms, "Nineteenth session"), so the
+server does not use it; `bench/bench_block.py --variants qk,qk+norm1` measures it, `fuse_norm1(block)` swaps it in.
 
 Same math as the compiled block: the norm, scale and shift in float32, rounded once (diffusers' eager block rounds
 after the norm and after each step; inductor does not either). Off CUDA, or without Triton, the op runs `reference`.

@@ -1,5 +1,5 @@
-"""Whether our own Triton kernels (qk_norm_rope.py, modulated_norm.py) can run on a tensor's device: CUDA with
-Triton importable. Elsewhere their ops run the same math in torch."""
+"""Whether our own Triton kernels (qk_norm_rope.py, fp8_quant.py, modulated_norm.py) can run on a tensor's device:
+CUDA with Triton importable. Elsewhere their ops run the same math in torch."""
 from __future__ import annotations
 
 import torch
