@@ -7,6 +7,7 @@ M = batch x (video + text) tokens:
 - `row`: `_scaled_mm` alone, per-row activation and per-output-channel weight scales (the server's scaling), input
   already quantised; `row+fast`: the same with `use_fast_accum` (Hopper's float8 accumulation, not promoted);
 - `tensor`, `tensor+fast`: one scale per operand (cuBLAS's float8 path);
+- `row+bias`: `row` with the bias in the GEMM's epilogue (what the server's layer asks for);
 - `layer`: the server's `Fp8Linear` as a whole (per-row quantisation, padding, GEMM, bias), compiled.
 Run on the device (docs/performance.md gives the command). Prints a table and writes JSON.
 """
@@ -33,7 +34,7 @@ from void_server.pipelines.void.fp8_quant import FP8, quantise_rows  # noqa: E40
 
 # (name, in features, out features, calls per block)
 LINEARS = (("q/k/v/out", 3072, 3072, 4), ("ff up", 3072, 12288, 1), ("ff down", 12288, 3072, 1))
-VARIANTS = ("bf16", "row", "row+fast", "tensor", "tensor+fast", "layer")
+VARIANTS = ("bf16", "row", "row+fast", "row+bias", "tensor", "tensor+fast", "layer")
 
 
 def _variant(name: str, x: torch.Tensor, linear: torch.nn.Linear) -> Callable[[], torch.Tensor]:
@@ -43,7 +44,7 @@ def _variant(name: str, x: torch.Tensor, linear: torch.nn.Linear) -> Callable[[]
     if name == "layer":
         layer = torch.compile(Fp8Linear(linear), fullgraph=True, dynamic=False)
         return lambda: layer(x)
-    fast = name.endswith("+fast")
+    fast, bias = name.endswith("+fast"), b if name.endswith("+bias") else None
     if name.startswith("row"):
         (x_q, x_s), (w_q, w_s) = quantise_rows(x), quantise_rows(w.float())
         w_s = w_s.reshape(1, -1).contiguous()
@@ -51,7 +52,7 @@ def _variant(name: str, x: torch.Tensor, linear: torch.nn.Linear) -> Callable[[]
         x_s = (x.abs().amax().float() / 448.0).reshape(())
         w_s = (w.abs().amax().float() / 448.0).reshape(())
         x_q, w_q = (x.float() / x_s).to(FP8), (w.float() / w_s).to(FP8)
-    return lambda: torch._scaled_mm(x_q, w_q.t(), scale_a=x_s, scale_b=w_s, out_dtype=torch.bfloat16,
+    return lambda: torch._scaled_mm(x_q, w_q.t(), scale_a=x_s, scale_b=w_s, bias=bias, out_dtype=torch.bfloat16,
                                     use_fast_accum=fast)
 
 

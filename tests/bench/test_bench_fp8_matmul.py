@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import bench_fp8_matmul  # noqa: E402
 
 
-@pytest.mark.parametrize("variant", ["bf16", "row", "row+fast", "tensor", "tensor+fast"])
+@pytest.mark.parametrize("variant", ["bf16", "row", "row+fast", "row+bias", "tensor", "tensor+fast"])
 def test_each_scaling_multiplies_the_layer(variant):
     g = torch.Generator().manual_seed(0)
     linear = torch.nn.Linear(64, 48).to(torch.bfloat16)
@@ -24,7 +24,7 @@ def test_each_scaling_multiplies_the_layer(variant):
             if "per-tensor" not in str(e):
                 raise
             pytest.skip(str(e).splitlines()[0])
-    if variant == "bf16":
+    if variant in ("bf16", "row+bias"):
         out = out - linear.bias.float()
     assert out.shape == ref.shape
     err = float((out - ref).norm() / ref.norm())

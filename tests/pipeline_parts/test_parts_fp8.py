@@ -39,21 +39,30 @@ def test_emulated_linear_is_close_to_float32_and_keeps_shapes():
     assert f.bias is linear.bias  # shared, not copied
 
 
-def test_a_gelu_input_linear_is_gelu_then_the_float8_linear():
+def test_a_gelu_input_linear_is_the_previous_bias_and_gelu_then_the_float8_linear():
     torch.manual_seed(0)
-    linear = torch.nn.Linear(64, 48)
-    h = torch.randn(2, 37, 64) * 2
-    plain, fused = Fp8Linear(linear, emulate=True), Fp8Linear(linear, emulate=True, gelu_input=True)
+    up, linear = torch.nn.Linear(16, 64), torch.nn.Linear(64, 48)
+    h = torch.randn(2, 37, 64) * 2  # `up`'s output without its bias, as its twin (bias=False) leaves it
+    gelu = torch.nn.functional.gelu(h + up.bias, approximate="tanh")
+    plain = Fp8Linear(linear, emulate=True)
+    fused = Fp8Linear(linear, emulate=True, gelu_input=True, input_bias=up.bias)
     with torch.no_grad():
-        torch.testing.assert_close(fused(h), plain(torch.nn.functional.gelu(h, approximate="tanh")))
-        assert 5e-3 < _rel(fused(h), linear(torch.nn.functional.gelu(h, approximate="tanh"))) < 0.06
+        torch.testing.assert_close(fused(h), plain(gelu))
+        assert 5e-3 < _rel(fused(h), linear(gelu)) < 0.06
+        no_bias = Fp8Linear(up, emulate=True, bias=False)
+        x = torch.randn(5, 16)
+        torch.testing.assert_close(no_bias(x) + up.bias, Fp8Linear(up, emulate=True)(x))
+    with pytest.raises(ValueError, match="needs gelu_input"):
+        Fp8Linear(linear, input_bias=up.bias)
 
 
-def test_the_cuda_path_traces_as_one_graph_with_valid_scaled_mm_operands():
+@pytest.mark.parametrize("bias_in_gemm", [False, True])
+def test_the_cuda_path_traces_as_one_graph_with_valid_scaled_mm_operands(bias_in_gemm):
     """Dynamo with fake tensors runs _scaled_mm's shape checks (row-wise scales (M,1)/(1,N), column-major second
-    operand): what the H100 will get, checked here without a GPU."""
+    operand): what the H100 will get, checked here without a GPU. The bias goes into the GEMM's epilogue only when
+    asked; otherwise it is an add after (which inductor folds into the kernel reading the output)."""
     torch.manual_seed(0)
-    f = Fp8Linear(torch.nn.Linear(64, 48).to(torch.bfloat16), emulate=False)
+    f = Fp8Linear(torch.nn.Linear(64, 48).to(torch.bfloat16), emulate=False, bias_in_gemm=bias_in_gemm)
     graphs = []
 
     def capture(gm, example_inputs):
@@ -67,8 +76,9 @@ def test_the_cuda_path_traces_as_one_graph_with_valid_scaled_mm_operands():
     assert len(mm) == 1
     value = mm[0].meta["example_value"]
     assert tuple(value.shape) == (74, 48) and value.dtype == torch.bfloat16  # the 74 tokens, unpadded
-    assert mm[0].kwargs.get("bias") is not None  # the bias in the GEMM's epilogue, not a pass of its own
-    assert not [n for n in graphs[0].graph.nodes if n.op == "call_function" and "add" in str(n.target)]
+    adds = [n for n in graphs[0].graph.nodes if n.op == "call_function" and "add" in str(n.target)]
+    assert (mm[0].kwargs.get("bias") is not None) == bias_in_gemm
+    assert len(adds) == (0 if bias_in_gemm else 1)
 
 
 def _tiny_transformer() -> torch.nn.Module:
@@ -104,6 +114,11 @@ def test_transformer_swaps_to_float8_inside_the_context_and_back_after():
     assert len(swapped) == 6 * len(model.transformer_blocks)
     assert {n.rsplit(".", 1)[-1] for n in swapped if ".ff." in n} == {"0", "2"}
     assert gelu_inputs == ["transformer_blocks.%d.ff.net.2" % i for i in range(len(model.transformer_blocks))]
+    block, twin = model.transformer_blocks[0], fp8_linear.twins(model, emulate=True)
+    assert twin["transformer_blocks.0.ff.net.0"].bias is None  # its bias moved into net.2's GELU quantisation
+    assert twin["transformer_blocks.0.ff.net.2"].input_bias is block.ff.net[0].proj.bias
+    assert [n for n, t in twin.items() if t.bias_in_gemm and n.startswith("transformer_blocks.0.")] == [
+        "transformer_blocks.0.attn1.to_%s" % x for x in "qkv"]
     assert not any("norm" in n for n in swapped)
     assert 1e-4 < _rel(lossy, plain) < 0.1
     assert {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)} == linears

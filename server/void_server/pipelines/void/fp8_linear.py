@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from typing import Dict, Iterator, List, NamedTuple, Optional
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional
 
 import torch
 from torch import nn
@@ -30,6 +30,7 @@ from .fp8_quant import gelu_quantise_op, quantise_rows
 _ALIGN = 16  # _scaled_mm wants K and N in multiples of 16 (not M: the token count needs no padding)
 # Which linears of a CogVideoX block run in float8 (names relative to the block); the feed-forward's two apart.
 ATTENTION = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0")
+BIAS_IN_GEMM = ("attn1.to_q", "attn1.to_k", "attn1.to_v")
 # Memory modes whose transformer stays on the GPU, where the float8 twins can stay beside it.
 RESIDENT_MODES = ("gpu", "fp8")
 
@@ -50,13 +51,30 @@ def support_problem(device: torch.device) -> Optional[str]:
     return None
 
 
-class Fp8Linear(nn.Module):
-    """y = x W^T + b with x and W in float8 e4m3 (per-row / per-output-channel scales), y in x's dtype. With
-    `gelu_input`, y = GELU_tanh(x) W^T + b: the GELU applied while quantising x."""
+def _bf16_bias(bias: Optional[torch.Tensor], emulate: bool) -> Optional[torch.Tensor]:
+    """A bias as the float8 path adds it: bf16 (the GEMM's output dtype), also from float8 storage (fp8 memory mode);
+    otherwise the bf16 layer's own parameter, shared, not copied."""
+    if bias is not None and (bias.dtype.itemsize == 1 or (not emulate and bias.dtype != torch.bfloat16)):
+        return nn.Parameter(bias.detach().to(torch.bfloat16), requires_grad=False)
+    return bias
 
-    def __init__(self, linear: nn.Linear, emulate: bool = False, gelu_input: bool = False) -> None:
+
+class Fp8Linear(nn.Module):
+    """y = x W^T + b with x and W in float8 e4m3 (per-row / per-output-channel scales), y in x's dtype.
+
+    Where the bias goes is the caller's choice, by what reads y next: `bias_in_gemm` puts it in `_scaled_mm`'s
+    epilogue, which costs that GEMM 13-19% on an H100 (docs/performance.md, "Nineteenth session") and pays only
+    where y is read by nothing inductor can fuse an add into (q, k, v: custom ops); by default it is added after,
+    where inductor folds it into the next kernel (the gated residuals). `bias=False` leaves it out, for the next
+    layer to add as its `input_bias`. `gelu_input`: y = GELU_tanh(x + input_bias) W^T + b, the bias and GELU
+    applied while quantising x (fp8_quant.py)."""
+
+    def __init__(self, linear: nn.Linear, emulate: bool = False, gelu_input: bool = False,
+                 input_bias: Optional[torch.Tensor] = None, bias: bool = True, bias_in_gemm: bool = False) -> None:
         super().__init__()
-        self.gelu_input = gelu_input
+        if input_bias is not None and not gelu_input:
+            raise ValueError("input_bias is added inside the GELU's quantisation: it needs gelu_input")
+        self.gelu_input, self.bias_in_gemm = gelu_input, bias_in_gemm
         if gelu_input:
             gelu_quantise_op()  # registered now: dynamo cannot trace an op's registration
         n, k = linear.weight.shape
@@ -68,25 +86,24 @@ class Fp8Linear(nn.Module):
         w_q, w_scale = quantise_rows(linear.weight.detach().float())
         self.register_buffer("weight_fp8", w_q)  # (N, K) row-major: .t() is the column-major operand _scaled_mm wants
         self.register_buffer("weight_scale", w_scale.reshape(1, n).contiguous())  # (1, N)
-        bias = linear.bias
-        # bf16 for the GEMM's epilogue (which takes the output's dtype), from float8 storage (fp8 memory mode) too.
-        if bias is not None and (bias.dtype.itemsize == 1 or (not emulate and bias.dtype != torch.bfloat16)):
-            bias = nn.Parameter(bias.detach().to(torch.bfloat16), requires_grad=False)
-        self.bias = bias  # otherwise shared with the bf16 layer, not copied
+        self.bias = _bf16_bias(linear.bias if bias else None, emulate)
+        self.input_bias = _bf16_bias(input_bias, emulate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead, rows = x.shape[:-1], x.reshape(-1, self.in_features)
-        # by name, as accel's ops: an attribute holding the op would not pickle into a precompiled block's guards
-        x_q, x_scale = torch.ops.void.gelu_quantise_rows(rows) if self.gelu_input else quantise_rows(rows)
+        if self.gelu_input:
+            # by name, as accel's ops: an attribute holding the op would not pickle into a precompiled block's guards
+            x_q, x_scale = torch.ops.void.gelu_quantise_rows(rows, self.input_bias)
+        else:
+            x_q, x_scale = quantise_rows(rows)
+        in_gemm = self.bias_in_gemm and not self.emulate
         if self.emulate:
             y = (x_q.float() * x_scale) @ (self.weight_fp8.float() * self.weight_scale.t()).t()
-            if self.bias is not None:
-                y = y + self.bias
         else:
-            # The bias in the GEMM's epilogue, as cuBLAS does it for the bf16 layers: a separate add would read and
-            # write the whole output again (q, k and v: three passes a block).
             y = torch._scaled_mm(x_q, self.weight_fp8.t(), scale_a=x_scale, scale_b=self.weight_scale,
-                                 bias=self.bias, out_dtype=torch.bfloat16)
+                                 bias=self.bias if in_gemm else None, out_dtype=torch.bfloat16)
+        if self.bias is not None and not in_gemm:
+            y = y + self.bias
         return y.to(x.dtype).reshape(*lead, self.out_features)
 
 
@@ -100,7 +117,7 @@ class _Target(NamedTuple):
     attr: str
     original: nn.Module  # what the twin stands in for, put back after
     linear: nn.Linear  # what the twin is quantised from
-    gelu_input: bool
+    options: Dict[str, Any]  # Fp8Linear's keywords: where its bias goes, GELU on its input
 
 
 def _is_tanh_gelu(module: nn.Module) -> bool:
@@ -114,8 +131,10 @@ def _is_tanh_gelu(module: nn.Module) -> bool:
 
 def _targets(transformer: nn.Module) -> List[_Target]:
     """What every block converts: its attention projections, and the feed-forward's two linears. Where the
-    feed-forward is `tanh-GELU(proj) -> dropout -> linear`, its first module becomes a plain float8 linear and the
-    GELU moves into the second's input (`gelu_input`); otherwise each linear is converted where it stands."""
+    feed-forward is `tanh-GELU(proj) -> dropout -> linear`, its first module becomes a float8 linear without its
+    bias, and that bias and the GELU move into the second's input quantisation; otherwise each linear is converted
+    where it stands. q, k and v keep their bias in the GEMM (their outputs go to custom ops, which inductor cannot
+    fuse an add into); the others add it after, in the kernel that reads their output."""
     out = []
     for i, block in enumerate(transformer.transformer_blocks):
         prefix = "transformer_blocks.%d." % i
@@ -124,7 +143,8 @@ def _targets(transformer: nn.Module) -> List[_Target]:
             parent = block.get_submodule(parent_name)
             linear = parent[int(attr)] if attr.isdigit() else getattr(parent, attr)
             if isinstance(linear, nn.Linear):
-                out.append(_Target(prefix + rel, parent, attr, linear, linear, False))
+                out.append(_Target(prefix + rel, parent, attr, linear, linear,
+                                   {"bias_in_gemm": rel in BIAS_IN_GEMM}))
         net = block.ff.net  # diffusers' FeedForward: activation(proj), dropout, linear, (dropout)
         linears = [j for j, m in enumerate(net) if isinstance(m, nn.Linear)]
         if len(linears) != 1:
@@ -132,12 +152,12 @@ def _targets(transformer: nn.Module) -> List[_Target]:
         up, d = net[0], linears[0]
         down_name = prefix + "ff.net.%d" % d
         if _is_tanh_gelu(up) and all(isinstance(m, nn.Dropout) for m in list(net)[1:d]):
-            out.append(_Target(prefix + "ff.net.0", net, "0", up, up.proj, False))
-            out.append(_Target(down_name, net, str(d), net[d], net[d], True))
+            out.append(_Target(prefix + "ff.net.0", net, "0", up, up.proj, {"bias": False}))
+            out.append(_Target(down_name, net, str(d), net[d], net[d], {"gelu_input": True, "input_bias": up.proj.bias}))
         else:
             if isinstance(getattr(up, "proj", None), nn.Linear):
-                out.append(_Target(prefix + "ff.net.0.proj", up, "proj", up.proj, up.proj, False))
-            out.append(_Target(down_name, net, str(d), net[d], net[d], False))
+                out.append(_Target(prefix + "ff.net.0.proj", up, "proj", up.proj, up.proj, {}))
+            out.append(_Target(down_name, net, str(d), net[d], net[d], {}))
     return out
 
 
@@ -148,7 +168,7 @@ def twins(transformer: nn.Module, emulate: bool = False) -> Dict[str, Fp8Linear]
     # made again if the blocks changed since (e.g. their GELU fused after a first float8 job named other modules)
     if made is None or any(t.emulate != emulate for t in made.values()) or set(made) != {t.name for t in targets}:
         with torch.no_grad():
-            made = {t.name: Fp8Linear(t.linear, emulate, t.gelu_input) for t in targets}
+            made = {t.name: Fp8Linear(t.linear, emulate, **t.options) for t in targets}
         _TWINS[transformer] = made
     return made
 

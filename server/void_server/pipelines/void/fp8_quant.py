@@ -1,5 +1,5 @@
 """Per-row float8 quantisation of a linear's input (lossy `fp8_matmul` option, fp8_linear.py), and the feed-forward's
-tanh GELU with the quantisation of its output as one pass.
+first bias and tanh GELU with the quantisation of their output as one pass.
 
 The feed-forward's hidden state is 4d wide (12,288 values a token). Compiled, GELU and its quantisation for the
 second linear were one inductor reduction kernel that looped over each row twice (the absolute maximum, then the
@@ -11,7 +11,7 @@ of the GEMM's output, one write of float8 values and the row's scale. The torch 
 from __future__ import annotations
 
 import functools
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -31,9 +31,11 @@ def quantise_rows(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return q, scale
 
 
-def gelu_quantise_reference(h: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """`quantise_rows` of tanh-GELU(h), GELU in float32 (not rounded to h's dtype in between)."""
-    return quantise_rows(F.gelu(h.float(), approximate="tanh"))
+def gelu_quantise_reference(h: torch.Tensor, bias: Optional[torch.Tensor] = None
+                            ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """`quantise_rows` of tanh-GELU(h + bias), the add and GELU in float32 (not rounded to h's dtype in between)."""
+    x = h.float() if bias is None else h.float() + bias.float()
+    return quantise_rows(F.gelu(x, approximate="tanh"))
 
 
 @functools.lru_cache(maxsize=None)  # jitted once, on first use: Triton is imported only then
@@ -42,11 +44,14 @@ def _kernel():
     import triton.language as tl
 
     @triton.jit
-    def gelu_quantise_kernel(h_ptr, q_ptr, scale_ptr, width, FP8_MAX: tl.constexpr, BLOCK: tl.constexpr):
+    def gelu_quantise_kernel(h_ptr, bias_ptr, q_ptr, scale_ptr, width, FP8_MAX: tl.constexpr,
+                             HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         live = cols < width
         x = tl.load(h_ptr + row * width + cols, mask=live, other=0.0).to(tl.float32)
+        if HAS_BIAS:  # the previous linear's bias, left out of its GEMM (whose epilogue it would slow)
+            x += tl.load(bias_ptr + cols, mask=live, other=0.0).to(tl.float32)
         # 0.5 x (1 + tanh(u)) = x * sigmoid(2u): tanh's form without a tanh instruction (GELU(0) = 0 for the padding)
         u = 0.7978845608028654 * (x + 0.044715 * x * x * x)
         g = x / (1.0 + tl.exp(-2.0 * u))
@@ -58,7 +63,8 @@ def _kernel():
     return gelu_quantise_kernel
 
 
-def triton_gelu_quantise(h: torch.Tensor, out_dtype: torch.dtype = FP8) -> Tuple[torch.Tensor, torch.Tensor]:
+def triton_gelu_quantise(h: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                         out_dtype: torch.dtype = FP8) -> Tuple[torch.Tensor, torch.Tensor]:
     """`gelu_quantise_reference` by the Triton kernel: one program a row, the row in registers. `out_dtype`
     float32 keeps the scaled values before their float8 cast (tests: Triton's CPU interpreter casts to float8
     without carrying a rounding into the exponent, 1.97 -> 1.0)."""
@@ -70,21 +76,25 @@ def triton_gelu_quantise(h: torch.Tensor, out_dtype: torch.dtype = FP8) -> Tuple
     scale = torch.empty((rows, 1), device=h.device, dtype=torch.float32)
     block = triton.next_power_of_2(width)
     warps = max(4, min(16, block // 1024))  # 12,288 -> 16,384 lanes over 16 warps: 32 values a thread
-    _kernel()[(rows,)](h, q, scale, width, FP8_MAX=FP8_MAX, BLOCK=block, num_warps=warps)
+    if bias is not None:
+        bias = bias.contiguous()
+    _kernel()[(rows,)](h, h if bias is None else bias, q, scale, width, FP8_MAX=FP8_MAX, HAS_BIAS=bias is not None,
+                       BLOCK=block, num_warps=warps)
     return q, scale
 
 
 def gelu_quantise_op():
-    """Registers (once) and returns `void::gelu_quantise_rows`(h (R, K)) -> (float8 (R, K), float32 scales (R, 1))."""
+    """Registers (once) and returns `void::gelu_quantise_rows`(h (R, K), bias (K,) or None) -> (float8 (R, K),
+    float32 scales (R, 1))."""
     global _op
     if _op is None:
         @torch.library.custom_op("void::gelu_quantise_rows", mutates_args=())
-        def gelu_quantise_rows(h: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        def gelu_quantise_rows(h: torch.Tensor, bias: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
             run = triton_gelu_quantise if triton_support.usable(h) else gelu_quantise_reference
-            return run(h)
+            return run(h, bias)
 
         @gelu_quantise_rows.register_fake
-        def _(h):
+        def _(h, bias):
             return h.new_empty(h.shape, dtype=FP8), h.new_empty((h.shape[0], 1), dtype=torch.float32)
 
         _op = gelu_quantise_rows
