@@ -1,6 +1,5 @@
 """The feed-forward's GELU fused into its GEMM (accel.FusedGELUProjection) is a drop-in for diffusers' tanh GELU."""
 
-import pytest
 import torch
 
 from void_server.pipelines.void import fp8_linear

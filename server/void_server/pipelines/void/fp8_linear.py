@@ -9,8 +9,8 @@ Only the blocks' attention projections (q, k, v, out) and MLP layers are convert
 tanh GELU moves from after its first linear into the second's input quantisation (fp8_quant.py: one pass over the
 4d-wide hidden state instead of GELU and a two-pass quantisation).
 
-The forward is a plain function of tensors (no data-dependent Python branch), so it traces inside our per-block
-`torch.compile(fullgraph=True)`. Requirements: a CUDA GPU of compute capability 8.9 or newer (Ada, Hopper).
+The forward is a plain function of tensors and custom ops (no data-dependent Python branch), so it traces inside our
+per-block `torch.compile(fullgraph=True)`. Requirements: a CUDA GPU of compute capability 8.9 or newer (Ada, Hopper).
 `emulate=True` is for tests on the CPU: the same quantisation, dequantised and multiplied in float32.
 
 Memory: the float8 twins are kept next to the bf16 weights (lossless jobs keep using those), about half the
@@ -153,7 +153,8 @@ def _targets(transformer: nn.Module) -> List[_Target]:
         down_name = prefix + "ff.net.%d" % d
         if _is_tanh_gelu(up) and all(isinstance(m, nn.Dropout) for m in list(net)[1:d]):
             out.append(_Target(prefix + "ff.net.0", net, "0", up, up.proj, {"bias": False}))
-            out.append(_Target(down_name, net, str(d), net[d], net[d], {"gelu_input": True, "input_bias": up.proj.bias}))
+            moved = {"gelu_input": True, "input_bias": up.proj.bias}
+            out.append(_Target(down_name, net, str(d), net[d], net[d], moved))
         else:
             if isinstance(getattr(up, "proj", None), nn.Linear):
                 out.append(_Target(prefix + "ff.net.0.proj", up, "proj", up.proj, up.proj, {}))

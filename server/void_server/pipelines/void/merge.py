@@ -103,6 +103,11 @@ Region = Optional[Tuple[Crop, np.ndarray]]  # edit_alpha_crop's result, in the b
 COMPUTE = object()  # merge_layers' `region` default: made from the quadmask there
 
 
+def plate_box(box: Optional[Box], width: int, height: int) -> Box:
+    """The plate rectangle a merge works in: `box`, or the whole plate where there is none (ROI off)."""
+    return box if box is not None else (0, 0, width, height)
+
+
 def edit_region(quadmask: np.ndarray, box: Optional[Box], model_width: int, dilate_px: Optional[float] = None,
                 feather_px: Optional[float] = None) -> Region:
     """The edit alpha `merge_layers` blends one plate frame with: a function of its quadmask (H, W), the box and the
@@ -110,7 +115,7 @@ def edit_region(quadmask: np.ndarray, box: Optional[Box], model_width: int, dila
     while the GPU denoises, pipeline._merge)."""
     q = np.asarray(quadmask)
     H, W = q.shape
-    x0, y0, x1, y1 = box if box is not None else (0, 0, W, H)
+    x0, y0, x1, y1 = plate_box(box, W, H)
     if not (0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H):
         raise ValueError("box %s is not inside the %dx%d plate" % ((x0, y0, x1, y1), W, H))
     scale = (x1 - x0) / float(model_width)  # plate pixels per model pixel
@@ -147,7 +152,7 @@ def merge_layers(
     found = edit_region(quadmask, box, gens[0].shape[1], dilate_px, feather_px) if region is COMPUTE else region
     if found is None:
         return [plate.copy() for _ in gens]
-    x0, y0, x1, y1 = box if box is not None else (0, 0, W, H)
+    x0, y0, x1, y1 = plate_box(box, W, H)
     # Colour conversion and blending only over the alpha's own bounding box: a removal is usually a small part
     # of the frame, and this is the per-frame cost that dominates the merge at plate resolution.
     (r0, r1, c0, c1), alpha = found

@@ -701,7 +701,7 @@ class VoidPipeline:
                should_cancel: CancelCheck) -> int:
         """Model frames -> plate resolution, written frame by frame; pixels outside the edit region are the plate's."""
         from ..frame_pool import ordered_map
-        from .merge import COMPUTE, edit_region, merge_layers
+        from .merge import COMPUTE, edit_region, merge_layers, plate_box
 
         encoding = inputs.settings.input_encoding
         passes = inputs.settings.passes
@@ -711,7 +711,7 @@ class VoidPipeline:
 
         # The last frames' edit alphas, made now, while the GPU denoises: those frames are merged after the last
         # decode, the job's tail. Bounded by their size at most (the whole box in float32).
-        box = job.box or (0, 0, inputs.plate.width, inputs.plate.height)
+        box = plate_box(job.box, inputs.plate.width, inputs.plate.height)
         ahead = min(job.frames, MERGE_AHEAD_BYTES // max(4 * (box[2] - box[0]) * (box[3] - box[1]), 1))
         first = job.frames - ahead
         regions = dict(zip(range(first, job.frames), ordered_map(
