@@ -10,6 +10,7 @@ from typing import Dict, Tuple
 
 import torch
 
+from void_server.pipelines.void.conditioning import latent_frames
 from void_server.pipelines.void.loading import VOID_IN_CHANNELS
 from void_server.pipelines.void.tiny import TRANSFORMER_CONFIGS
 
@@ -86,5 +87,5 @@ def add_clip_args(ap: argparse.ArgumentParser) -> None:
 def latent_grid(frames: int, height: int, width: int) -> Tuple[int, int, int]:
     """(latent frames, height, width) the transformer sees: the VAE's 4x in time, padded to even for the 2x temporal
     patches, and 8x in space."""
-    t_lat = (frames - 1) // 4 + 1
+    t_lat = latent_frames(frames)
     return t_lat + t_lat % 2, height // 8, width // 8

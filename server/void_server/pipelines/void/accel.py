@@ -265,15 +265,22 @@ class FusedGELUProjection(torch.nn.Module):
         return F.gelu(self.proj(x), approximate="tanh")
 
 
-def fuse_feed_forward_gelu(transformer: torch.nn.Module) -> int:
-    """Swap every block's tanh-GELU projection for `FusedGELUProjection`; returns how many were swapped."""
+def is_tanh_gelu_projection(module: torch.nn.Module) -> bool:
+    """Whether `module` is tanh-GELU over a biased `nn.Linear` `proj`: diffusers' `GELU(approximate="tanh")`, or
+    `FusedGELUProjection` standing in for one (what the fused GELU and float8's moved GELU both need)."""
     from diffusers.models.activations import GELU
 
+    proj = getattr(module, "proj", None)
+    tanh = isinstance(module, FusedGELUProjection) or (isinstance(module, GELU) and module.approximate == "tanh")
+    return tanh and type(proj) is torch.nn.Linear and proj.bias is not None
+
+
+def fuse_feed_forward_gelu(transformer: torch.nn.Module) -> int:
+    """Swap every block's tanh-GELU projection for `FusedGELUProjection`; returns how many were swapped."""
     swapped = 0
     for block in transformer.transformer_blocks:
         first = block.ff.net[0]
-        if (isinstance(first, GELU) and first.approximate == "tanh" and type(first.proj) is torch.nn.Linear
-                and first.proj.bias is not None):
+        if not isinstance(first, FusedGELUProjection) and is_tanh_gelu_projection(first):
             block.ff.net[0] = FusedGELUProjection(first)
             swapped += 1
     return swapped

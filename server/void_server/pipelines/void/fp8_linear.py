@@ -120,21 +120,14 @@ class _Target(NamedTuple):
     options: Dict[str, Any]  # Fp8Linear's keywords: where its bias goes, GELU on its input
 
 
-def _is_tanh_gelu(module: nn.Module) -> bool:
-    """diffusers' `GELU(approximate="tanh")` over a linear, or accel's fused stand-in for it."""
-    from .accel import FusedGELUProjection
-
-    proj = getattr(module, "proj", None)
-    return (isinstance(proj, nn.Linear) and proj.bias is not None
-            and (isinstance(module, FusedGELUProjection) or getattr(module, "approximate", None) == "tanh"))
-
-
 def _targets(transformer: nn.Module) -> List[_Target]:
     """What every block converts: its attention projections, and the feed-forward's two linears. Where the
     feed-forward is `tanh-GELU(proj) -> dropout -> linear`, its first module becomes a float8 linear without its
     bias, and that bias and the GELU move into the second's input quantisation; otherwise each linear is converted
     where it stands. q, k and v keep their bias in the GEMM (their outputs go to custom ops, which inductor cannot
     fuse an add into); the others add it after, in the kernel that reads their output."""
+    from .accel import is_tanh_gelu_projection
+
     out = []
     for i, block in enumerate(transformer.transformer_blocks):
         prefix = "transformer_blocks.%d." % i
@@ -151,7 +144,7 @@ def _targets(transformer: nn.Module) -> List[_Target]:
             continue
         up, d = net[0], linears[0]
         down_name = prefix + "ff.net.%d" % d
-        if _is_tanh_gelu(up) and all(isinstance(m, nn.Dropout) for m in list(net)[1:d]):
+        if is_tanh_gelu_projection(up) and all(isinstance(m, nn.Dropout) for m in list(net)[1:d]):
             out.append(_Target(prefix + "ff.net.0", net, "0", up, up.proj, {"bias": False}))
             moved = {"gelu_input": True, "input_bias": up.proj.bias}
             out.append(_Target(down_name, net, str(d), net[d], net[d], moved))
@@ -162,10 +155,12 @@ def _targets(transformer: nn.Module) -> List[_Target]:
     return out
 
 
-def twins(transformer: nn.Module, emulate: bool = False) -> Dict[str, Fp8Linear]:
-    """The float8 twins of `transformer`'s converted linears, quantised on first use and kept."""
+def twins(transformer: nn.Module, emulate: bool = False,
+          targets: Optional[List[_Target]] = None) -> Dict[str, Fp8Linear]:
+    """The float8 twins of `transformer`'s converted linears, quantised on first use and kept (`targets`: its
+    `_targets`, where the caller has them already)."""
     made = _TWINS.get(transformer)
-    targets = _targets(transformer)
+    targets = _targets(transformer) if targets is None else targets
     # made again if the blocks changed since (e.g. their GELU fused after a first float8 job named other modules)
     if made is None or any(t.emulate != emulate for t in made.values()) or set(made) != {t.name for t in targets}:
         with torch.no_grad():
@@ -198,8 +193,8 @@ def fp8_matmul(transformer: nn.Module, device: torch.device, memory_mode: str = 
     Raises Fp8Unsupported (naming the requirement) where that cannot run, unless `emulate` (tests only)."""
     if not emulate:
         require(device, memory_mode)
-    made = twins(transformer, emulate)
     targets = _targets(transformer)
+    made = twins(transformer, emulate, targets)
     try:
         for t in targets:
             _set(t.parent, t.attr, made[t.name])
