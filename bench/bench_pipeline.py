@@ -29,14 +29,12 @@ import argparse
 import contextlib
 import gc
 import json
-import math
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional
 
-import re
 
 import numpy as np
 import torch
@@ -47,7 +45,9 @@ from void_server.media.frames import ArrayFrames, MemorySink  # noqa: E402
 from void_server.pipelines.base import PipelineInputs, PipelineSettings  # noqa: E402
 from void_server.pipelines.void.accel import VAE_COMPILE_PARTS  # noqa: E402
 from void_server.pipelines.void.pipeline import VoidPipeline  # noqa: E402
+from void_server.pipelines.void.step_cache import hit_rate_from_notes  # noqa: E402
 from void_server.pipelines.void.tiny import build_random_model_dir  # noqa: E402
+from void_server.quality.metrics import compare_clips  # noqa: E402
 
 
 # The 1-GPU jobs --runs may name (main's dispatch): plain, attention, lossy.
@@ -136,58 +136,16 @@ def busy_job(pipe: VoidPipeline, plate, quad, workdir: Path, **settings) -> Dict
     return res
 
 
-def psnr(a: np.ndarray, b: np.ndarray, where: Optional[np.ndarray] = None) -> float:
-    d = (a - b) ** 2
-    if where is not None:
-        d = d[where]
-    mse = float(d.mean())
-    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
-
-
-def ssim(a: np.ndarray, b: np.ndarray, where: Optional[np.ndarray] = None) -> float:
-    """Mean SSIM of (T, H, W, 3) clips on luminance (Rec. 709 weights): Wang et al.'s 11x11 Gaussian window,
-    sigma 1.5, data range 1 (as psnr). `where` (T, H, W) restricts the mean to those pixels."""
-    import cv2
-
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    luma = np.array([0.2126, 0.7152, 0.0722], np.float32)
-
-    def blur(z: np.ndarray) -> np.ndarray:
-        return cv2.GaussianBlur(z, (11, 11), 1.5, borderType=cv2.BORDER_REFLECT)
-
-    total, count = 0.0, 0
-    for i in range(len(a)):  # a frame at a time: the maps of a whole 1080p clip would not be small
-        x, y = a[i, ..., :3] @ luma, b[i, ..., :3] @ luma
-        mx, my = blur(x), blur(y)
-        sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
-        m = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-        chosen = m if where is None else m[where[i]]
-        total, count = total + float(chosen.sum(dtype=np.float64)), count + chosen.size
-    return total / count if count else float("nan")
-
-
 def versus(res: Dict[str, object], ref: Dict[str, object], quad: np.ndarray) -> Dict[str, float]:
     """A run's clean frames against a reference run's (the warm 1-GPU job): relative L2, PSNR and SSIM over the
-    whole frame and the edit region, the speed-up, and the pass-1 layer's relative L2 where both have one (which
-    places a difference in pass 1 or pass 2)."""
-    a, b = res["clean"], ref["clean"]
-    out = {"rel_l2_vs_warm": float(np.linalg.norm(a - b) / np.linalg.norm(b)), "psnr_vs_warm_db": psnr(a, b),
-           "psnr_vs_warm_edit_db": psnr(a, b, np.broadcast_to((quad != 255)[..., None], a.shape)),
-           "ssim_vs_warm": ssim(a, b), "ssim_vs_warm_edit": ssim(a, b, quad != 255),
-           "speedup_vs_warm": ref["total_s"] / res["total_s"]}
+    whole frame and the edit region (quality.metrics, as `void-server quality` measures them), the speed-up, and the
+    pass-1 layer's relative L2 where both have one (which places a difference in pass 1 or pass 2)."""
+    m = compare_clips(res["clean"], ref["clean"], quad)
+    out = {"rel_l2_vs_warm": m["rel_l2"], "psnr_vs_warm_db": m["psnr_db"], "psnr_vs_warm_edit_db": m["psnr_edit_db"],
+           "ssim_vs_warm": m["ssim"], "ssim_vs_warm_edit": m["ssim_edit"], "speedup_vs_warm": ref["total_s"] / res["total_s"]}
     if res.get("pass1") is not None and ref.get("pass1") is not None:
         out["rel_l2_pass1_vs_warm"] = float(np.linalg.norm(res["pass1"] - ref["pass1"]) / np.linalg.norm(ref["pass1"]))
     return out
-
-
-_CACHE_NOTE = re.compile(r"step cache .* in (\d+) of (\d+) window steps")
-
-
-def cache_hit_rate(notes: List[str]) -> Optional[float]:
-    """The step cache's hits over both passes, from the job's notes (step_cache.CacheStats.note)."""
-    counts = [tuple(map(int, m.groups())) for m in (_CACHE_NOTE.search(n) for n in notes) if m]
-    calls = sum(c for _, c in counts)
-    return sum(h for h, _ in counts) / calls if calls else None
 
 
 @contextlib.contextmanager
@@ -358,7 +316,7 @@ def main() -> None:
         ref = results.get("warm")
         if ref is not None and run not in ("warm", "newprompt"):  # another prompt: another picture, not a variant
             row.update(versus(res, ref, quad))
-        hit = cache_hit_rate(res["notes"])
+        hit = hit_rate_from_notes(res["notes"])
         if hit is not None:
             row["step_cache_hit_rate"] = hit
         rows.append(row)

@@ -1,4 +1,4 @@
-"""`void-server serve | doctor | download | parity`."""
+"""`void-server serve | doctor | download | parity | quality`."""
 from __future__ import annotations
 
 import argparse
@@ -269,6 +269,56 @@ def cmd_parity(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quality(args: argparse.Namespace) -> int:
+    """Lossless, then each speed option, on the samples; 0 when every option reaches the bar, 1 when one does not."""
+    from nuke_void.jobspec import SpecError
+
+    from .pipelines import load_pipeline
+    from .pipelines.base import PipelineUnavailable
+    from .quality.check import SampleError, Sample, check_quality, format_report, variants, write_report
+
+    try:
+        samples = [Sample.from_folder(f) for f in args.samples]
+        options = variants([s for s in args.speeds.split(",") if s], args.step_cache or ())
+    except (SampleError, SpecError) as e:
+        print("void-server quality: %s" % e, file=sys.stderr)
+        return 2
+    if len({s.name for s in samples}) != len(samples):
+        print("void-server quality: two samples share a folder name; give each sample once", file=sys.stderr)
+        return 2
+    config = load_config({"model_dir": args.model_dir, "memory_mode": args.memory_mode, "options": dict(args.options)},
+                         args.config)
+    try:
+        pipeline = load_pipeline("void", config)
+    except PipelineUnavailable as e:
+        print("void-server quality: %s" % e, file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".frames-", dir=str(args.out)))  # the jobs' frames while they are compared
+    try:
+        report = check_quality(pipeline, samples, options, work, bar_db=args.bar, preset=args.preset, seed=args.seed,
+                               memory_mode=config.memory_mode)
+    finally:
+        shutil.rmtree(str(work), ignore_errors=True)
+        close = getattr(pipeline, "close", None)
+        if close is not None:
+            close()
+    print("\n" + format_report(report))
+    for path in write_report(report, args.out):
+        print("wrote %s" % path)
+    return 0 if report.passed else 1
+
+
+def _thresholds(text: str) -> List[float]:
+    try:
+        values = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("'%s' is not a comma-separated list of thresholds, e.g. 0.05,0.1" % text)
+    if not values or not all(0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError("step-cache thresholds lie in (0, 1]; 0.05-0.2 is the useful range")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="void-server", description="The VOID for Nuke inference server.")
     p.add_argument("--log-level", default="INFO", choices=LOG_LEVELS)
@@ -292,6 +342,23 @@ def build_parser() -> argparse.ArgumentParser:
     parity.add_argument("case_dir", type=Path)
     parity.add_argument("--out", type=Path, default=Path("parity-out"))
     parity.set_defaults(func=cmd_parity)
+    quality = sub.add_parser("quality", help="judge the lossy speed options against lossless on sample shots, with "
+                             "this server's weights")
+    quality.add_argument("samples", nargs="+", type=Path, metavar="SAMPLE",
+                         help="a folder in VOID's sample layout: input_video.mp4, one *quadmask*.mp4, prompt.json")
+    quality.add_argument("--config", type=Path)
+    quality.add_argument("--model-dir", type=Path)
+    quality.add_argument("--memory-mode", choices=MEMORY_MODES)
+    quality.add_argument("--pipeline-option", dest="options", action="append", type=_option, default=[],
+                         metavar="KEY=VALUE", help="a pipeline-specific setting (repeatable), as for serve")
+    quality.add_argument("--speeds", default="fast,fastest", help="the speed options to judge (default fast,fastest)")
+    quality.add_argument("--step-cache", type=_thresholds, metavar="T[,T...]",
+                         help="judge each step-cache option at these thresholds instead of its own")
+    quality.add_argument("--preset", default="reference", choices=("draft", "reference"), help="the quality preset")
+    quality.add_argument("--seed", type=int, default=42)
+    quality.add_argument("--bar", type=float, default=35.0, help="edit-region PSNR (dB) an option must reach")
+    quality.add_argument("--out", type=Path, default=Path("quality-out"), help="where quality.json and quality.md go")
+    quality.set_defaults(func=cmd_quality)
     return p
 
 

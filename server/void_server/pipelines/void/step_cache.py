@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 from typing import Callable, Dict, Hashable, Iterator, Optional, Sequence, Tuple
 
 import torch
@@ -40,6 +41,16 @@ class CacheStats:
     def note(self, stage: str) -> str:
         return ("%s: step cache (threshold %g) skipped the transformer's later blocks in %d of %d window steps (%.0f%%)"
                 % (stage, self.threshold, self.hits, self.calls, 100.0 * self.hit_rate))
+
+
+_NOTE = re.compile(r"step cache \(threshold [^)]*\) skipped the transformer's later blocks in (\d+) of (\d+) window steps")
+
+
+def hit_rate_from_notes(notes: Sequence[str]) -> Optional[float]:
+    """The step cache's hits over a job's passes, read back from its notes (`CacheStats.note`); None: no cache ran."""
+    counts = [tuple(map(int, m.groups())) for m in (_NOTE.search(n) for n in notes) if m]
+    calls = sum(c for _, c in counts)
+    return sum(h for h, _ in counts) / calls if calls else None
 
 
 @dataclasses.dataclass
