@@ -50,16 +50,17 @@ def _channel_problem(role: str, wanted: str, available: Sequence[str]) -> Option
     return None
 
 
-OFFLOAD_MODES = ("model_offload", "sequential_offload")  # the transformer does not stay on the GPU
+STREAMING_MODES = ("sequential_offload",)  # the transformer's weights come to the GPU a layer at a time
 
 
 def _speed_problem(speed: str, memory_mode: str) -> Optional[str]:
     if speed not in jobspec.SPEEDS:
         return "Speed '%s' is not one of %s: pick one on the VOID node's Speed knob." % (
             speed, ", ".join(jobspec.SPEEDS))
-    if jobspec.SPEEDS[speed].get("fp8_matmul") and memory_mode in OFFLOAD_MODES:
-        return ("Speed '%s' uses float8 matrix work, which needs the model kept on the GPU: set GPU memory "
-                "(Advanced tab) to auto, gpu or fp8, or pick Speed 'fast' or 'lossless'." % speed)
+    if jobspec.SPEEDS[speed].get("fp8_matmul") and memory_mode in STREAMING_MODES:
+        return ("Speed '%s' uses float8 matrix work, which needs each model whole on the GPU while it runs: set "
+                "GPU memory (Advanced tab) to auto, gpu, fp8 or model_offload, or pick Speed 'fast' or 'lossless'."
+                % speed)
     return None
 
 

@@ -286,8 +286,8 @@ def cmd_quality(args: argparse.Namespace) -> int:
     if len({s.name for s in samples}) != len(samples):
         print("void-server quality: two samples share a folder name; give each sample once", file=sys.stderr)
         return 2
-    config = load_config({"model_dir": args.model_dir, "memory_mode": args.memory_mode, "options": dict(args.options)},
-                         args.config)
+    config = load_config({"model_dir": args.model_dir, "data_dir": args.data_dir, "memory_mode": args.memory_mode,
+                          "options": dict(args.options)}, args.config)
     try:
         pipeline = load_pipeline("void", config)
     except PipelineUnavailable as e:
@@ -348,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a folder in VOID's sample layout: input_video.mp4, one *quadmask*.mp4, prompt.json")
     quality.add_argument("--config", type=Path)
     quality.add_argument("--model-dir", type=Path)
+    quality.add_argument("--data-dir", type=Path, help="the server's data dir, whose compile cache the jobs share "
+                         "(default ~/.void/data)")
     quality.add_argument("--memory-mode", choices=MEMORY_MODES)
     quality.add_argument("--pipeline-option", dest="options", action="append", type=_option, default=[],
                          metavar="KEY=VALUE", help="a pipeline-specific setting (repeatable), as for serve")

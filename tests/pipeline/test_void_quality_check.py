@@ -146,7 +146,8 @@ def test_check_runs_lossless_then_each_option_as_a_server_job_and_compares_the_c
 def test_the_command_runs_the_check_and_says_by_its_exit_code_whether_every_option_passed(tiny_model_dir, sample_dir,
                                                                                             tmp_path, capsys):
     out = tmp_path / "report"
-    argv = ["quality", str(sample_dir), "--model-dir", str(tiny_model_dir), "--memory-mode", "gpu",
+    argv = ["quality", str(sample_dir), "--model-dir", str(tiny_model_dir), "--data-dir", str(tmp_path / "data"),
+            "--memory-mode", "gpu",
             "--pipeline-option", "device=cpu", "--pipeline-option", "model_size=[64,112]",
             "--pipeline-option", "window_frames=21", "--preset", "draft", "--speeds", "fast", "--step-cache", "1",
             "--out", str(out)]

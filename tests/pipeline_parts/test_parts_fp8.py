@@ -139,6 +139,53 @@ def test_unsupported_hardware_is_a_clear_error(monkeypatch):
     assert "A100 is 8.0" in support_problem(torch.device("cuda"))
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     assert support_problem(torch.device("cuda")) is None
-    with pytest.raises(Fp8Unsupported, match="memory mode model_offload"):
-        with fp8_matmul(model, torch.device("cuda"), memory_mode="model_offload"):
+    with pytest.raises(Fp8Unsupported, match="memory mode gpu, fp8 or model_offload.*sequential_offload, which "
+                                             "streams its weights layer by layer"):
+        with fp8_matmul(model, torch.device("cuda"), memory_mode="sequential_offload"):
             pass
+
+
+def test_under_model_offload_the_twins_are_quantised_from_the_lent_weights_each_pass_and_freed_after():
+    model = _tiny_transformer()
+    to_q = model.transformer_blocks[0].attn1.to_q  # the bf16 layer (its twin stands in for it inside the context)
+    with fp8_matmul(model, torch.device("cpu"), memory_mode="model_offload", emulate=True):
+        first = _forward(model)
+    made = fp8_linear.twins(model, emulate=True)
+    buffers = {n: (t.weight_fp8, t.weight_scale) for n, t in made.items()}
+    assert all(t.released and t.weight_fp8.numel() == 0 for t in made.values())  # nothing float8 left behind
+    with fp8_matmul(model, torch.device("cpu"), memory_mode="model_offload", emulate=True):
+        again = _forward(model)
+        q = made["transformer_blocks.0.attn1.to_q"]
+        assert not q.released and q.weight_fp8.shape == to_q.weight.shape
+    assert torch.equal(again, first)  # the same weights quantise to the same twins
+    assert fp8_linear.twins(model, emulate=True) is made
+    # The same modules and buffer objects each pass (only their storage changes): compiled blocks keep matching.
+    assert all(made[n].weight_fp8 is w and made[n].weight_scale is s for n, (w, s) in buffers.items())
+    with fp8_matmul(model, torch.device("cpu"), memory_mode="model_offload", emulate=True):
+        before = made["transformer_blocks.0.attn1.to_q"].weight_scale.clone()
+    with torch.no_grad():
+        to_q.weight.mul_(2)  # a pass quantises what is lent to it now, not a copy kept from before
+    with fp8_matmul(model, torch.device("cpu"), memory_mode="model_offload", emulate=True):
+        torch.testing.assert_close(made["transformer_blocks.0.attn1.to_q"].weight_scale, 2 * before)
+    with fp8_matmul(model, torch.device("cpu"), emulate=True):  # the gpu mode keeps its twins after the pass
+        pass
+    assert not any(t.released for t in made.values())
+
+
+def test_a_compiled_twin_keeps_its_graph_across_release_and_load():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 48).to(torch.bfloat16)
+    f = Fp8Linear(linear, emulate=False)
+    graphs = []
+
+    def capture(gm, example_inputs):
+        graphs.append(gm)
+        return lambda *args: (torch.zeros(2, 37, 48, dtype=torch.bfloat16),)  # CPU has no float8 matmul to run
+
+    compiled = torch.compile(f, fullgraph=True, dynamic=False, backend=capture)
+    x = torch.randn(2, 37, 64, dtype=torch.bfloat16)
+    compiled(x)
+    f.release()
+    f.load(linear.weight)
+    compiled(x)
+    assert len(graphs) == 1  # no recompilation for a lent transformer's next pass

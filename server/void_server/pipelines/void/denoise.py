@@ -90,6 +90,7 @@ def denoise(
     step_cache: float = 0.0,
     cache_stats: Optional[CacheStats] = None,
     fp8_matmul: bool = False,
+    memory_mode: str = "gpu",
 ) -> torch.Tensor:
     """Denoise `latents` (1, T_lat, 16, h, w) already scaled by init_noise_sigma, conditioned on
     `inpaint_latents` (1, T_lat, 32, h, w). CFG (guidance > 1) batches [unconditional, conditional].
@@ -99,7 +100,8 @@ def denoise(
 
     `step_cache` > 0 turns on the first-block cache (step_cache.py; lossy) with that threshold, one cache per window
     for this pass; `cache_stats` collects its hit count. `fp8_matmul` computes the blocks' linears in float8
-    (fp8_linear.py; lossy; needs compute capability 8.9)."""
+    (fp8_linear.py; lossy; needs compute capability 8.9); `memory_mode` is the placement's, which says whether
+    their float8 weights stay on the GPU after the pass."""
     plan = parallel or ParallelPlan()
     device, dtype = latents.device, latents.dtype
     t_lat, h, w = latents.shape[1], latents.shape[3], latents.shape[4]
@@ -153,7 +155,7 @@ def denoise(
             noise_pred = uncond + guidance_scale * (text_cond - uncond)
         return noise_pred
 
-    with float8_linears(transformer, device) if fp8_matmul else contextlib.nullcontext(), \
+    with float8_linears(transformer, device, memory_mode) if fp8_matmul else contextlib.nullcontext(), \
             sequence_parallel(transformer, plan.sequence, plan.sequence_chunks), \
             attach(transformer, cache) if cache is not None else contextlib.nullcontext():
         stop = StopVote(plan.world, device)

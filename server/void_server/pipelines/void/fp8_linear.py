@@ -13,8 +13,11 @@ The forward is a plain function of tensors and custom ops (no data-dependent Pyt
 per-block `torch.compile(fullgraph=True)`. Requirements: a CUDA GPU of compute capability 8.9 or newer (Ada, Hopper).
 `emulate=True` is for tests on the CPU: the same quantisation, dequantised and multiplied in float32.
 
-Memory: the float8 twins are kept next to the bf16 weights (lossless jobs keep using those), about half the
-transformer's size again: ~4.6 GB per pass transformer at full size, ~9 GB with both passes resident.
+Memory: in the memory modes whose transformers stay on the GPU (gpu, fp8) the float8 twins are kept next to the
+bf16 weights (lossless jobs keep using those), about half the transformer's size again: ~4.6 GB per pass
+transformer at full size, ~9 GB with both passes resident. Under model offload a transformer is lent to the GPU
+for its pass only, and so are its twins: quantised from the lent weights as the pass starts and freed as it ends
+(the same modules and buffer objects each time, only their storage changes, so compiled blocks keep their graphs).
 """
 from __future__ import annotations
 
@@ -33,6 +36,8 @@ ATTENTION = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0")
 BIAS_IN_GEMM = ("attn1.to_q", "attn1.to_k", "attn1.to_v")
 # Memory modes whose transformer stays on the GPU, where the float8 twins can stay beside it.
 RESIDENT_MODES = ("gpu", "fp8")
+# Memory modes that lend a transformer to the GPU whole for its pass: its twins are made there per pass.
+LENT_MODES = ("model_offload",)
 
 
 class Fp8Unsupported(RuntimeError):
@@ -82,12 +87,32 @@ class Fp8Linear(nn.Module):
             raise ValueError("float8 matmul needs in/out features in multiples of %d, got %dx%d" % (_ALIGN, n, k))
         self.in_features, self.out_features = k, n
         self.emulate = emulate
-        # .float() first: under the fp8 memory mode the stored weight is already float8 (no arithmetic on it).
-        w_q, w_scale = quantise_rows(linear.weight.detach().float())
+        w_q, w_scale = self._quantised(linear.weight)
         self.register_buffer("weight_fp8", w_q)  # (N, K) row-major: .t() is the column-major operand _scaled_mm wants
-        self.register_buffer("weight_scale", w_scale.reshape(1, n).contiguous())  # (1, N)
+        self.register_buffer("weight_scale", w_scale)  # (1, N)
         self.bias = _bf16_bias(linear.bias if bias else None, emulate)
         self.input_bias = _bf16_bias(input_bias, emulate)
+
+    def _quantised(self, weight: torch.Tensor) -> "tuple[torch.Tensor, torch.Tensor]":
+        # .float() first: under the fp8 memory mode the stored weight is already float8 (no arithmetic on it).
+        w_q, w_scale = quantise_rows(weight.detach().float())
+        return w_q, w_scale.reshape(1, self.out_features).contiguous()
+
+    @property
+    def released(self) -> bool:
+        return self.weight_fp8.numel() == 0
+
+    @torch.no_grad()
+    def load(self, weight: torch.Tensor) -> None:
+        """Quantise `weight` (N, K) into this layer's buffers: new storage in the same tensor objects, so graphs
+        compiled over this layer still match (a lent transformer's next pass)."""
+        w_q, w_scale = self._quantised(weight)
+        self.weight_fp8.data, self.weight_scale.data = w_q, w_scale
+
+    def release(self) -> None:
+        """Free the float8 weights' storage (the transformer goes back to the host); `load` refills it."""
+        self.weight_fp8.data = self.weight_fp8.new_empty(0)
+        self.weight_scale.data = self.weight_scale.new_empty(0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead, rows = x.shape[:-1], x.reshape(-1, self.in_features)
@@ -179,9 +204,11 @@ def _set(parent: nn.Module, attr: str, module: nn.Module) -> None:
 def require(device: torch.device, memory_mode: str = "gpu") -> None:
     """Raise Fp8Unsupported, naming the requirement, where float8 matrix work cannot run."""
     problem = support_problem(device)
-    if problem is None and memory_mode not in RESIDENT_MODES:
-        problem = ("float8 matrix work (fp8_matmul) needs the transformer resident on the GPU (memory mode %s); "
-                   "this job runs in memory mode %s" % (" or ".join(RESIDENT_MODES), memory_mode))
+    modes = RESIDENT_MODES + LENT_MODES
+    if problem is None and memory_mode not in modes:
+        problem = ("float8 matrix work (fp8_matmul) needs each transformer whole on the GPU while it runs (memory "
+                   "mode %s); this job runs in memory mode %s, which streams its weights layer by layer"
+                   % (", ".join(modes[:-1]) + " or " + modes[-1], memory_mode))
     if problem is not None:
         raise Fp8Unsupported(problem)
 
@@ -190,15 +217,21 @@ def require(device: torch.device, memory_mode: str = "gpu") -> None:
 def fp8_matmul(transformer: nn.Module, device: torch.device, memory_mode: str = "gpu",
                emulate: bool = False) -> Iterator[nn.Module]:
     """`transformer` computes its blocks' linears in float8 inside the `with`; its bf16 layers are put back after.
+    Under a lending memory mode (LENT_MODES) the twins' float8 weights exist only inside the `with`.
     Raises Fp8Unsupported (naming the requirement) where that cannot run, unless `emulate` (tests only)."""
     if not emulate:
         require(device, memory_mode)
     targets = _targets(transformer)
     made = twins(transformer, emulate, targets)
+    lent = memory_mode in LENT_MODES
     try:
         for t in targets:
+            if made[t.name].released:
+                made[t.name].load(t.linear.weight)
             _set(t.parent, t.attr, made[t.name])
         yield transformer
     finally:
         for t in targets:
             _set(t.parent, t.attr, t.original)
+            if lent:
+                made[t.name].release()

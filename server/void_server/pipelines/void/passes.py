@@ -148,7 +148,7 @@ def run_pass(
     stats = CacheStats(cfg.step_cache) if cfg.step_cache > 0 else None
     lossy = dict(step_cache=cfg.step_cache, cache_stats=stats) if stats is not None else {}
     if cfg.fp8_matmul:
-        lossy["fp8_matmul"] = True
+        lossy.update(fp8_matmul=True, memory_mode=models.placement.mode)  # model offload: twins made per pass
     with clock("denoise"), models.placement.use(transformer):
         latents = (denoiser or denoise)(transformer, scheduler, latents, inpaint, embeds, neg, cfg.guidance, cfg.steps,
                                         window, overlap, on_step, should_cancel, observer, parallel, **lossy)
