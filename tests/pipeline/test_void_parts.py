@@ -374,9 +374,12 @@ def test_vae_compile_parts_wrap_the_modules_and_keep_the_output(tiny_model_dir):
     blocks = [m for m in vae.decoder.modules() if isinstance(m, CogVideoXResnetBlock3D)]
     assert blocks and all(m._compiled_call_impl is not None for m in blocks)
     assert torch.equal(decode_latents(vae, z), plain)
-    # The models' default follows block compilation in the `gpu` mode: off on the CPU (whose mode is `gpu` too).
+    # The models' default follows block compilation in the `gpu` and `model_offload` modes: off on the CPU (whose
+    # mode is `gpu` too), and where weights are cast or streamed per layer (fp8 storage, sequential offload).
     assert VoidModels(layout, torch.device("cpu")).compile_vae == "none"
     assert VoidModels(layout, torch.device("cpu"), compile_blocks=True).compile_vae == "both"
+    for mode, compiled in (("model_offload", "both"), ("sequential_offload", "none"), ("fp8", "none")):
+        assert VoidModels(layout, torch.device("cpu"), memory_mode=mode, compile_blocks=True).compile_vae == compiled
     assert VoidModels(layout, torch.device("cpu"), compile_vae="both").compile_vae == "both"
     with pytest.raises(ValueError, match="compile_vae"):
         VoidModels(layout, torch.device("cpu"), compile_vae="yes")
