@@ -144,7 +144,10 @@ def test_check_runs_lossless_then_each_option_as_a_server_job_and_compares_the_c
 
 
 def test_the_command_runs_the_check_and_says_by_its_exit_code_whether_every_option_passed(tiny_model_dir, sample_dir,
-                                                                                            tmp_path, capsys):
+                                                                                            tmp_path, capsys, monkeypatch):
+    warmed = []  # on a GPU the command warms up first, as a server start does (on the CPU a pipeline says not to)
+    monkeypatch.setattr(VoidPipeline, "warm_up_by_default", True)
+    monkeypatch.setattr(VoidPipeline, "warm_up", lambda self: warmed.append(self))
     out = tmp_path / "report"
     argv = ["quality", str(sample_dir), "--model-dir", str(tiny_model_dir), "--data-dir", str(tmp_path / "data"),
             "--memory-mode", "gpu",
@@ -152,6 +155,7 @@ def test_the_command_runs_the_check_and_says_by_its_exit_code_whether_every_opti
             "--pipeline-option", "window_frames=21", "--preset", "draft", "--speeds", "fast", "--step-cache", "1",
             "--out", str(out)]
     assert server_main(argv + ["--bar", "1000"]) == 1  # no lossy picture is within 1000 dB of another
+    assert len(warmed) == 1
     data = json.loads((out / "quality.json").read_text())
     assert [r["option"] for r in data["rows"]] == ["lossless", "fast@1"]
     assert data["verdicts"][0]["passed"] is False and data["bar_db"] == 1000.0

@@ -287,7 +287,8 @@ def format_report(report: Report) -> str:
             else "failed: " + r.error.replace("|", "/"), num(r.speedup, "%.2fx"), num(m.get("psnr_edit_db"), "%.2f"),
             num(m.get("psnr_db"), "%.2f"), num(m.get("ssim_edit"), "%.4f"), num(m.get("ssim"), "%.4f"),
             "-" if r.step_cache_hit_rate is None else "%.0f%%" % (100 * r.step_cache_hit_rate)))
-    lines += ["", "\\* the process's first job with these settings: its time includes loading and compiling.", "",
+    lines += ["", "\\* the process's first job with these settings: its time may include loading and compiling "
+              "(the lossless job's follows a warm-up on a GPU).", "",
               "Bar: edit-region PSNR >= %g dB against lossless on every sample (preset %s, seed %d)."
               % (report.bar_db, report.preset, report.seed), ""]
     for v in report.verdicts:
