@@ -279,7 +279,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
 
     try:
         samples = [Sample.from_folder(f) for f in args.samples]
-        options = variants([s for s in args.speeds.split(",") if s], args.step_cache or ())
+        options = variants([s for s in args.speeds.split(",") if s], args.step_cache or (), args.steps or ())
     except (SampleError, SpecError) as e:
         print("void-server quality: %s" % e, file=sys.stderr)
         return 2
@@ -324,6 +324,18 @@ def _thresholds(text: str) -> List[float]:
     return values
 
 
+def _step_counts(text: str) -> List[Tuple[int, int]]:
+    pairs = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        p1, sep, p2 = item.partition("+")
+        if not (sep and p1.isdigit() and p2.isdigit() and int(p1) > 0 and int(p2) > 0):
+            raise argparse.ArgumentTypeError("'%s' is not PASS1+PASS2 denoising steps, e.g. 30+50,20+25" % item)
+        pairs.append((int(p1), int(p2)))
+    if not pairs:
+        raise argparse.ArgumentTypeError("give at least one PASS1+PASS2, e.g. 30+50")
+    return pairs
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="void-server", description="The VOID for Nuke inference server.")
     p.add_argument("--log-level", default="INFO", choices=LOG_LEVELS)
@@ -361,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--speeds", default="fast,fastest", help="the speed options to judge (default fast,fastest)")
     quality.add_argument("--step-cache", type=_thresholds, metavar="T[,T...]",
                          help="judge each step-cache option at these thresholds instead of its own")
+    quality.add_argument("--steps", type=_step_counts, metavar="P1+P2[,P1+P2...]",
+                         help="judge each option at these denoising steps instead of its own, as the node's Advanced "
+                         "tab overrides them (with --speeds lossless: fewer steps alone)")
     quality.add_argument("--preset", default="reference", choices=("draft", "reference"), help="the quality preset")
     quality.add_argument("--seed", type=int, default=42)
     quality.add_argument("--bar", type=float, default=35.0, help="edit-region PSNR (dB) an option must reach")

@@ -84,6 +84,9 @@ def test_variants_expand_the_step_cache_thresholds_of_the_options_that_use_one()
         variants(["faster"])
     with pytest.raises(SpecError, match="lossless is what every option is measured against"):
         variants(["lossless", "fast"])
+    # With step counts, as the node's Advanced tab sets them: lossless at fewer steps is that option alone.
+    assert [v.name for v in variants(["lossless", "fastest"], [0.2], [(30, 50), (20, 25)])] == [
+        "lossless 30+50 steps", "lossless 20+25 steps", "fastest@0.2 30+50 steps", "fastest@0.2 20+25 steps"]
 
 
 def _row(sample, option, psnr_edit=40.0, error=None):
@@ -116,11 +119,14 @@ def test_reports_are_strict_json_and_never_replace_an_earlier_one(tmp_path):
 def test_check_runs_lossless_then_each_option_as_a_server_job_and_compares_the_clean_frames(pipe, sample_dir, tmp_path):
     logged = []
     report = check_quality(pipe, [Sample.from_folder(sample_dir)],
-                           [Variant("fast", 1e-12), Variant("fast", 1.0), Variant("fastest")],
+                           [Variant("fast", 1e-12), Variant("fast", 1.0), Variant("fastest"),
+                            Variant("lossless", steps=(12, 25))],
                            tmp_path / "work", bar_db=35.0, preset="draft", log=logged.append)
     rows = {r.option: r for r in report.rows}
-    assert list(rows) == ["lossless", "fast@1e-12", "fast@1", "fastest"]
-    lossless, never, always, fastest = rows.values()
+    assert list(rows) == ["lossless", "fast@1e-12", "fast@1", "fastest", "lossless 12+25 steps"]
+    lossless, never, always, fastest, fewer = rows.values()
+    # Fewer steps alone (draft's 20 -> 12): another picture, no step cache.
+    assert fewer.error is None and 0 < fewer.metrics["rel_l2"] and fewer.step_cache_hit_rate is None
     assert lossless.error is None and lossless.metrics == {} and lossless.first_of_option
     # As the server reads a video plate: display-referred, said in the job's notes.
     assert any("treated as display-referred" in n for n in lossless.notes)
@@ -174,3 +180,7 @@ def test_the_command_refuses_bad_samples_and_missing_weights_before_any_work(sam
     with pytest.raises(SystemExit):
         server_main(["quality", str(sample_dir), "--step-cache", "0,0.1"])
     assert "thresholds lie in (0, 1]" in capsys.readouterr().err
+    for bad in ("30,50", "30+0", "30+fifty"):
+        with pytest.raises(SystemExit):
+            server_main(["quality", str(sample_dir), "--steps", bad])
+        assert "is not PASS1+PASS2 denoising steps" in capsys.readouterr().err

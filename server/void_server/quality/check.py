@@ -15,7 +15,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -71,32 +71,40 @@ class Sample:
         return cls(folder.name, plate, masks[0], prompt.strip())
 
 
+Steps = Tuple[int, int]  # denoising steps of pass 1 and pass 2
+
+
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """A speed option (nuke_void.jobspec.SPEEDS), its step-cache threshold optionally overridden."""
+    """A speed option (nuke_void.jobspec.SPEEDS), its step-cache threshold and step counts optionally overridden as
+    the node's Advanced tab overrides them; lossless at other step counts is the fewer-steps option alone."""
 
     speed: str
     step_cache: Optional[float] = None
+    steps: Optional[Steps] = None
 
     @property
     def name(self) -> str:
-        return self.speed if self.step_cache is None else "%s@%g" % (self.speed, self.step_cache)
+        threshold = "" if self.step_cache is None else "@%g" % self.step_cache
+        return self.speed + threshold + ("" if self.steps is None else " %d+%d steps" % self.steps)
 
 
-def variants(speeds: Sequence[str], step_caches: Sequence[float] = ()) -> List[Variant]:
-    """The options to judge: each speed as defined, or with each of `step_caches` as its threshold where the speed
-    uses the step cache. Lossless is the reference, never a variant."""
+REFERENCE = Variant(LOSSLESS)  # what every option is compared with
+
+
+def variants(speeds: Sequence[str], step_caches: Sequence[float] = (), steps: Sequence[Steps] = ()) -> List[Variant]:
+    """The options to judge: each speed as defined, with each of `step_caches` as its threshold where the speed uses
+    the step cache, and at each of `steps` where given. Lossless itself is the reference: named here only with
+    `steps` (the fewer-steps option alone)."""
     out: List[Variant] = []
     for speed in speeds:
         if speed not in SPEEDS:
             raise SpecError("speed '%s' is not one of %s" % (speed, ", ".join(SPEEDS)))
-        if speed == LOSSLESS:
-            raise SpecError("lossless is what every option is measured against: name only lossy speeds (%s)"
-                            % ", ".join(s for s in SPEEDS if s != LOSSLESS))
-        if step_caches and "step_cache" in SPEEDS[speed]:
-            out += [Variant(speed, float(t)) for t in step_caches]
-        else:
-            out.append(Variant(speed))
+        if speed == LOSSLESS and not steps:
+            raise SpecError("lossless is what every option is measured against: name lossy speeds (%s), or lossless "
+                            "with other step counts" % ", ".join(s for s in SPEEDS if s != LOSSLESS))
+        thresholds = [float(t) for t in step_caches] if step_caches and "step_cache" in SPEEDS[speed] else [None]
+        out += [Variant(speed, t, n) for t in thresholds for n in (steps or [None])]
     if not out:
         raise SpecError("no speed options to judge")
     return out
@@ -173,22 +181,24 @@ def _plain(value: object) -> object:
     return value
 
 
-def job_spec(sample: Sample, speed: str, preset: str, seed: int, step_cache: Optional[float] = None) -> JobSpec:
+def job_spec(sample: Sample, variant: Variant, preset: str, seed: int) -> JobSpec:
     """The spec the Nuke node would send for this sample (its files read as shared paths), validated by the server's
     model."""
+    steps = variant.steps or (None, None)
     spec = build_spec(None, None, sample.prompt, plate=[str(sample.plate)], quadmask=[str(sample.quadmask)],
-                      mask_mode="quadmask", preset=preset, seed=seed, shared_paths=True, speed=speed,
-                      step_cache=step_cache, client="void-server quality")
+                      mask_mode="quadmask", preset=preset, seed=seed, shared_paths=True, speed=variant.speed,
+                      step_cache=variant.step_cache, steps_pass1=steps[0], steps_pass2=steps[1],
+                      client="void-server quality")
     return JobSpec.model_validate(spec)
 
 
-def _run(pipeline: Pipeline, sample: Sample, speed: str, step_cache: Optional[float], preset: str, seed: int,
-         memory_mode: str, folder: Path) -> "tuple[Row, ClipFileSink]":
+def _run(pipeline: Pipeline, sample: Sample, variant: Variant, preset: str, seed: int, memory_mode: str,
+         folder: Path) -> "tuple[Row, ClipFileSink]":
     """One timed job, its frames kept in `folder`."""
     files = JobFiles(folder, "job")
     files.create()
     notes: List[str] = []
-    inputs = pipeline_inputs(job_spec(sample, speed, preset, seed, step_cache), files, memory_mode, notes)
+    inputs = pipeline_inputs(job_spec(sample, variant, preset, seed), files, memory_mode, notes)
     sink = ClipFileSink(folder / "frames", len(inputs.plate), inputs.plate.height, inputs.plate.width)
     t0 = time.perf_counter()
     summary = pipeline.run(inputs, sink, lambda p: None, lambda: False)
@@ -198,8 +208,7 @@ def _run(pipeline: Pipeline, sample: Sample, speed: str, step_cache: Optional[fl
         raise RuntimeError("the job wrote %d of %d frames" % (sink.written.sum(), len(sink.written)))
     from ..pipelines.void.step_cache import hit_rate_from_notes
 
-    row = Row(sample.name, speed if step_cache is None else Variant(speed, step_cache).name, seconds,
-              notes=notes + list(summary.notes), step_cache_hit_rate=hit_rate_from_notes(summary.notes))
+    row = Row(sample.name, variant.name, seconds, notes=notes + list(summary.notes), step_cache_hit_rate=hit_rate_from_notes(summary.notes))
     return row, sink
 
 
@@ -224,29 +233,28 @@ def check_quality(pipeline: Pipeline, samples: Sequence[Sample], options: Sequen
     seen = set()
     for sample in samples:
         folder = workroot / sample.name
-        jobs = [(LOSSLESS, None)] + [(v.speed, v.step_cache) for v in options]
         reference: Optional[ClipFileSink] = None
-        for speed, threshold in jobs:
-            name = speed if threshold is None else Variant(speed, threshold).name
-            if reference is None and speed != LOSSLESS:
+        for k, variant in enumerate([REFERENCE] + list(options)):
+            name = variant.name
+            if k and reference is None:
                 rows.append(Row(sample.name, name, error="not run: the lossless job failed"))
                 continue
             log("%s: %s ..." % (sample.name, name))
             try:
-                row, sink = _run(pipeline, sample, speed, threshold, preset, seed, memory_mode, folder / name)
+                row, sink = _run(pipeline, sample, variant, preset, seed, memory_mode, folder / ("job%d" % k))
             except Exception as e:  # one option failing (float8 on a GPU without it) must not sink the others
                 rows.append(Row(sample.name, name, error="%s: %s" % (type(e).__name__, e)))
                 log("%s: %s failed: %s" % (sample.name, name, rows[-1].error))
                 continue
             row.first_of_option = name not in seen
             seen.add(name)
-            if reference is None:
+            if k == 0:
                 reference, lossless = sink, row
             else:
                 row.metrics = compare(sink, reference)
                 row.speedup = lossless.seconds / row.seconds
                 del sink
-                _remove_tree(folder / name)  # only the lossless frames are needed again
+                _remove_tree(folder / ("job%d" % k))  # only the lossless frames are needed again
             rows.append(row)
             log("%s: %s %.1f s%s" % (sample.name, name, row.seconds, "".join(
                 ", %s %.2f" % (k, v) for k, v in row.metrics.items() if k.startswith("psnr"))))
