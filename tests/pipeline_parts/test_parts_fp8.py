@@ -189,3 +189,34 @@ def test_a_compiled_twin_keeps_its_graph_across_release_and_load():
     f.load(linear.weight)
     compiled(x)
     assert len(graphs) == 1  # no recompilation for a lent transformer's next pass
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or support_problem(torch.device("cuda")) is not None,
+                    reason="float8 matrix work on a GPU of compute capability 8.9+")
+@pytest.mark.parametrize("memory_mode", ["gpu", "fp8", "model_offload"])
+def test_float8_on_the_gpu_in_each_memory_mode_that_allows_it(memory_mode):
+    """The real `_scaled_mm` path (no emulation) on a bf16 transformer, on one stored in float8 (the fp8 memory mode's
+    layerwise casting, as loading.Placement sets it up) and on one whose twins are made per pass (model offload):
+    close to the same transformer's own output, and the same output pass after pass."""
+    from void_server.pipelines.void.loading import Placement
+
+    cuda = torch.device("cuda")
+    model = Placement(cuda, memory_mode).prepare(_tiny_transformer().to(torch.bfloat16), is_transformer=True).to(cuda)
+    from void_server.pipelines.void.denoise import rotary_embedding
+
+    g = torch.Generator().manual_seed(1)
+    x, text = torch.randn(1, 4, 48, 8, 12, generator=g), torch.randn(1, 7, 32, generator=g)
+    kw = dict(hidden_states=x.to(cuda, torch.bfloat16), encoder_hidden_states=text.to(cuda, torch.bfloat16),
+              timestep=torch.tensor([500], device=cuda), image_rotary_emb=rotary_embedding(model, 4, 8, 12, cuda),
+              return_dict=False)
+    with torch.no_grad():
+        plain = model(**kw)[0]
+        outs = []
+        for _ in range(2):
+            with fp8_matmul(model, cuda, memory_mode):
+                outs.append(model(**kw)[0])
+    assert torch.isfinite(outs[0]).all()
+    assert 1e-4 < _rel(outs[0], plain) < 0.1
+    assert torch.equal(outs[0], outs[1])
+    made = fp8_linear.twins(model)
+    assert all(t.released for t in made.values()) == (memory_mode == "model_offload")
