@@ -293,14 +293,14 @@ def cmd_quality(args: argparse.Namespace) -> int:
     except PipelineUnavailable as e:
         print("void-server quality: %s" % e, file=sys.stderr)
         return 2
-    warm_up = getattr(pipeline, "warm_up", None)
-    if warm_up is not None and getattr(pipeline, "warm_up_by_default", False):
-        # As a server start does, so the lossless job's time is a warm one (lossy options may still compile once).
-        print("warming up: loading every model and compiling its graphs ...", flush=True)
-        warm_up()
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".frames-", dir=str(args.out)))  # the jobs' frames while they are compared
     try:
+        warm_up = getattr(pipeline, "warm_up", None)
+        if warm_up is not None and getattr(pipeline, "warm_up_by_default", False):
+            # As a server start does, so the lossless job's time is a warm one (lossy options may compile once more).
+            print("warming up: loading every model and compiling its graphs ...", flush=True)
+            warm_up()
         report = check_quality(pipeline, samples, options, work, bar_db=args.bar, preset=args.preset, seed=args.seed,
                                memory_mode=config.memory_mode)
     finally:
