@@ -190,7 +190,33 @@ def doctor_checks(config: ServerConfig) -> List[bool]:
                               "free space or move --data-dir: a 4K job needs about %.0f GiB" % MIN_FREE_DISK_GIB))
     print("  %-8s %s" % ("info", compile_cache_state(_compile_cache_folder(config.data_dir / "compile-cache"))))
     print("  %-8s %s" % ("info", attention_state()))
+    print("  %-8s %s" % ("info", speed_state(config.memory_mode)))
     return results
+
+
+def speed_state(memory_mode: str) -> str:
+    """Which Speed settings this GPU runs in the memory mode a job would get here (the node's lossless, fast and
+    fastest): fastest's float8 needs compute capability 8.9+ and each transformer whole on the GPU."""
+    try:
+        import torch
+
+        from .pipelines.void.fp8_linear import Fp8Unsupported, require
+        from .pipelines.void.loading import choose_memory_mode
+    except ImportError as e:
+        return "speeds: unknown (%s)" % e
+    if not torch.cuda.is_available():
+        return ("speeds: no CUDA GPU here: lossless and fast run on the CPU (for tests: far too slow for shots); "
+                "fastest does not")
+    gpu = torch.device("cuda")
+    mode = choose_memory_mode(gpu, memory_mode)
+    free = torch.cuda.mem_get_info(gpu)[0] / 2**30
+    try:
+        require(gpu, mode)
+        fastest = "fastest too"
+    except Fp8Unsupported as e:
+        fastest = "not fastest: %s" % e
+    return "speeds: %s, %.0f GiB free, memory mode %s%s: lossless, fast, %s" % (
+        torch.cuda.get_device_name(gpu), free, mode, " (auto's choice)" if memory_mode == "auto" else "", fastest)
 
 
 def attention_state() -> str:

@@ -149,8 +149,8 @@ def test_check_runs_lossless_then_each_option_as_a_server_job_and_compares_the_c
     assert any("fast@1" in line for line in logged)
 
 
-def test_the_command_runs_the_check_and_says_by_its_exit_code_whether_every_option_passed(tiny_model_dir, sample_dir,
-                                                                                            tmp_path, capsys, monkeypatch):
+def test_the_command_runs_the_check_and_says_by_its_exit_code_whether_every_option_passed(
+        tiny_model_dir, sample_dir, tmp_path, capsys, monkeypatch):
     warmed = []  # on a GPU the command warms up first, as a server start does (on the CPU a pipeline says not to)
     monkeypatch.setattr(VoidPipeline, "warm_up_by_default", True)
     monkeypatch.setattr(VoidPipeline, "warm_up", lambda self: warmed.append(self))

@@ -104,3 +104,29 @@ def test_doctor_inspects_the_compile_cache_the_environment_names(tmp_path):
                         "--model-dir", str(tmp_path / "models")], capture_output=True, text=True, timeout=120,
                        env=dict(os.environ, OMP_NUM_THREADS="1", TORCHINDUCTOR_CACHE_DIR=str(mine)))
     assert "compile cache %s holds 2 MiB" % mine in r.stdout
+
+
+def test_doctor_says_which_speeds_this_gpu_runs(monkeypatch):
+    import torch
+
+    from void_server.cli import speed_state
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert speed_state("auto").startswith("speeds: no CUDA GPU here") and "fastest does not" in speed_state("auto")
+    gib = 2 ** 30
+    free = {"gib": 23}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free["gib"] * gib, 24 * gib))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA GeForce RTX 4090")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 9))
+    # A 24 GB Ada card: auto lends the models (model offload), and float8 runs there.
+    assert speed_state("auto") == ("speeds: NVIDIA GeForce RTX 4090, 23 GiB free, memory mode model_offload (auto's "
+                                   "choice): lossless, fast, fastest too")
+    free["gib"] = 15  # below model offload's 20 GiB: weights streamed layer by layer, where float8 cannot run
+    said = speed_state("auto")
+    assert "memory mode sequential_offload" in said and "not fastest: float8" in said and "layer by layer" in said
+    assert "memory mode gpu: lossless, fast, fastest too" in speed_state("gpu")  # what the server was told to use
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-80GB")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    said = speed_state("gpu")
+    assert "not fastest: float8 matrix work (fp8_matmul) needs an NVIDIA GPU of compute capability 8.9" in said

@@ -208,7 +208,8 @@ def _run(pipeline: Pipeline, sample: Sample, variant: Variant, preset: str, seed
         raise RuntimeError("the job wrote %d of %d frames" % (sink.written.sum(), len(sink.written)))
     from ..pipelines.void.step_cache import hit_rate_from_notes
 
-    row = Row(sample.name, variant.name, seconds, notes=notes + list(summary.notes), step_cache_hit_rate=hit_rate_from_notes(summary.notes))
+    row = Row(sample.name, variant.name, seconds, notes=notes + list(summary.notes),
+              step_cache_hit_rate=hit_rate_from_notes(summary.notes))
     return row, sink
 
 
@@ -266,7 +267,8 @@ def judge(option: str, rows: Sequence[Row], bar_db: float) -> Verdict:
     """Passed: the option ran on every sample and its edit-region PSNR reached the bar on each."""
     mine = [r for r in rows if r.option == option]
     ran = [r for r in mine if r.error is None]
-    worst = {k: min((r.metrics[k] for r in ran), default=float("nan")) for k in ("psnr_edit_db", "psnr_db", "ssim_edit")}
+    worst = {k: min((r.metrics[k] for r in ran), default=float("nan"))
+             for k in ("psnr_edit_db", "psnr_db", "ssim_edit")}
     failed = [r for r in mine if r.error is not None]
     if failed:
         why = "did not run on %s (%s)" % (", ".join(r.sample for r in failed), failed[0].error)
