@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -149,8 +150,18 @@ def test_check_runs_lossless_then_each_option_as_a_server_job_and_compares_the_c
     assert any("fast@1" in line for line in logged)
 
 
+@pytest.fixture
+def own_environment():
+    """The command points this process's compile caches at its data dir (os.environ, as a server start does):
+    put the environment back, so no later test or the processes it starts inherit a test's folder."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 def test_the_command_runs_the_check_and_says_by_its_exit_code_whether_every_option_passed(
-        tiny_model_dir, sample_dir, tmp_path, capsys, monkeypatch):
+        tiny_model_dir, sample_dir, tmp_path, capsys, monkeypatch, own_environment):
     warmed = []  # on a GPU the command warms up first, as a server start does (on the CPU a pipeline says not to)
     monkeypatch.setattr(VoidPipeline, "warm_up_by_default", True)
     monkeypatch.setattr(VoidPipeline, "warm_up", lambda self: warmed.append(self))
@@ -170,7 +181,8 @@ def test_the_command_runs_the_check_and_says_by_its_exit_code_whether_every_opti
     assert "fast@1" in capsys.readouterr().out
 
 
-def test_the_command_refuses_bad_samples_and_missing_weights_before_any_work(sample_dir, tmp_path, capsys):
+def test_the_command_refuses_bad_samples_and_missing_weights_before_any_work(sample_dir, tmp_path, capsys,
+                                                                             own_environment):
     assert server_main(["quality", str(tmp_path / "nowhere")]) == 2
     assert "is not a folder" in capsys.readouterr().err
     assert server_main(["quality", str(sample_dir), "--speeds", "lossless"]) == 2
