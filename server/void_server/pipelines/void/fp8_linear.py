@@ -207,7 +207,7 @@ def require(device: torch.device, memory_mode: str = "gpu") -> None:
     modes = RESIDENT_MODES + LENT_MODES
     if problem is None and memory_mode not in modes:
         problem = ("float8 matrix work (fp8_matmul) needs each transformer whole on the GPU while it runs (memory "
-                   "mode %s); this job runs in memory mode %s, which streams its weights layer by layer"
+                   "mode %s), and memory mode %s streams its weights layer by layer"
                    % (", ".join(modes[:-1]) + " or " + modes[-1], memory_mode))
     if problem is not None:
         raise Fp8Unsupported(problem)
