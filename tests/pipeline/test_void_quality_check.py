@@ -64,6 +64,11 @@ def test_a_sample_folder_is_read_in_voids_layout(sample_dir):
     (lambda d: (d / "prompt.json").unlink(), "no prompt.json"),
     (lambda d: (d / "prompt.json").write_text('{"bg": "  "}'), "missing or empty"),
     (lambda d: (d / "prompt.json").write_text("[1, 2]"), "not a JSON object"),
+    (lambda d: _write_video(d / "quadmask_0.mp4", np.zeros((FRAMES - 1, 90, 136), np.uint8)),
+     "is %d frames of 136x90 but quadmask_0.mp4 is %d frames of 136x90" % (FRAMES, FRAMES - 1)),
+    (lambda d: _write_video(d / "quadmask_0.mp4", np.zeros((FRAMES, 90, 128), np.uint8)),
+     "but quadmask_0.mp4 is %d frames of 128x90" % FRAMES),
+    (lambda d: (d / "quadmask_0.mp4").write_bytes(b"not a video"), "cannot be opened as a video"),
 ])
 def test_a_broken_sample_folder_is_named_with_what_is_wrong(sample_dir, tmp_path, breakage, message):
     import shutil

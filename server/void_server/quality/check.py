@@ -68,7 +68,24 @@ class Sample:
             raise SampleError("%s is not a JSON object with a \"bg\" prompt (%s)" % (prompt_file, e))
         if not isinstance(prompt, str) or not prompt.strip():
             raise SampleError("%s: \"bg\" (the clean scene's prompt) is missing or empty" % prompt_file)
+        _check_videos_match(plate, masks[0])
         return cls(folder.name, plate, masks[0], prompt.strip())
+
+
+def _check_videos_match(plate: Path, quadmask: Path) -> None:
+    """The plate and quadmask videos agree in frame count and size (read from their headers: before any job, not
+    after the minutes of a warm-up)."""
+    from ..media.readers import video_header
+    from ..media.sequences import MediaError
+
+    try:
+        (n_plate, *size_plate), (n_mask, *size_mask) = video_header(plate), video_header(quadmask)
+    except MediaError as e:
+        raise SampleError(str(e))
+    if n_plate != n_mask or size_plate != size_mask:
+        raise SampleError("%s is %d frames of %dx%d but %s is %d frames of %dx%d: a sample's quadmask matches its plate"
+                          % (plate, n_plate, size_plate[0], size_plate[1], quadmask.name, n_mask, size_mask[0],
+                             size_mask[1]))
 
 
 Steps = Tuple[int, int]  # denoising steps of pass 1 and pass 2
