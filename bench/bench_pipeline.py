@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional
 
-
 import numpy as np
 import torch
 
@@ -142,7 +141,8 @@ def versus(res: Dict[str, object], ref: Dict[str, object], quad: np.ndarray) -> 
     pass-1 layer's relative L2 where both have one (which places a difference in pass 1 or pass 2)."""
     m = compare_clips(res["clean"], ref["clean"], quad)
     out = {"rel_l2_vs_warm": m["rel_l2"], "psnr_vs_warm_db": m["psnr_db"], "psnr_vs_warm_edit_db": m["psnr_edit_db"],
-           "ssim_vs_warm": m["ssim"], "ssim_vs_warm_edit": m["ssim_edit"], "speedup_vs_warm": ref["total_s"] / res["total_s"]}
+           "ssim_vs_warm": m["ssim"], "ssim_vs_warm_edit": m["ssim_edit"],
+           "speedup_vs_warm": ref["total_s"] / res["total_s"]}
     if res.get("pass1") is not None and ref.get("pass1") is not None:
         out["rel_l2_pass1_vs_warm"] = float(np.linalg.norm(res["pass1"] - ref["pass1"]) / np.linalg.norm(ref["pass1"]))
     return out
@@ -333,7 +333,8 @@ def main() -> None:
     compare_later(kept, results, quad)
 
     summary = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "frames": args.frames,
-               "plate": [h, w], "memory_mode": args.memory_mode, "memory_cap_gib": args.memory_cap_gib, "describe": pipe.describe(), "rows": rows}
+               "plate": [h, w], "memory_mode": args.memory_mode, "memory_cap_gib": args.memory_cap_gib,
+               "describe": pipe.describe(), "rows": rows}
     if multi_describe is not None:
         summary["describe_multi_gpu"] = multi_describe
     pipe.close()  # a multi-GPU pipeline's ranks and process group go down before the interpreter does

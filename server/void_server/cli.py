@@ -341,12 +341,15 @@ def cmd_quality(args: argparse.Namespace) -> int:
 
 
 def _thresholds(text: str) -> List[float]:
+    from nuke_void.jobspec import MAX_STEP_CACHE
+
     try:
         values = [float(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError("'%s' is not a comma-separated list of thresholds, e.g. 0.05,0.1" % text)
-    if not values or not all(0 < v <= 1 for v in values):
-        raise argparse.ArgumentTypeError("step-cache thresholds lie in (0, 1]; 0.05-0.2 is the useful range")
+    if not values or not all(0 < v <= MAX_STEP_CACHE for v in values):
+        raise argparse.ArgumentTypeError("step-cache thresholds lie in (0, %g]; 0.05-0.2 is the useful range"
+                                         % MAX_STEP_CACHE)
     return values
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -24,7 +25,10 @@ from nuke_void.jobspec import PRESETS, SPEEDS, SpecError, build_spec
 from ..api.models import JobSpec
 from ..jobs.inputs import pipeline_inputs
 from ..jobs.layout import JobFiles
+from ..media.readers import video_header
+from ..media.sequences import MediaError
 from ..pipelines.base import Pipeline
+from ..pipelines.void.step_cache import hit_rate_from_notes
 from .metrics import ClipDifference
 
 DEFAULT_BAR_DB = 35.0  # issue #6's bar for the lossy preset, against lossless
@@ -75,9 +79,6 @@ class Sample:
 def _check_videos_match(plate: Path, quadmask: Path) -> None:
     """The plate and quadmask videos agree in frame count and size (read from their headers: before any job, not
     after the minutes of a warm-up)."""
-    from ..media.readers import video_header
-    from ..media.sequences import MediaError
-
     try:
         (n_plate, *size_plate), (n_mask, *size_mask) = video_header(plate), video_header(quadmask)
     except MediaError as e:
@@ -223,8 +224,6 @@ def _run(pipeline: Pipeline, sample: Sample, variant: Variant, preset: str, seed
     files.remove()  # the passes' checkpoints: gigabytes at 4K
     if not sink.written.all():
         raise RuntimeError("the job wrote %d of %d frames" % (sink.written.sum(), len(sink.written)))
-    from ..pipelines.void.step_cache import hit_rate_from_notes
-
     row = Row(sample.name, variant.name, seconds, notes=notes + list(summary.notes),
               step_cache_hit_rate=hit_rate_from_notes(summary.notes))
     return row, sink
@@ -258,8 +257,9 @@ def check_quality(pipeline: Pipeline, samples: Sequence[Sample], options: Sequen
                 rows.append(Row(sample.name, name, error="not run: the lossless job failed"))
                 continue
             log("%s: %s ..." % (sample.name, name))
+            job_dir = folder / ("job%d" % k)
             try:
-                row, sink = _run(pipeline, sample, variant, preset, seed, memory_mode, folder / ("job%d" % k))
+                row, sink = _run(pipeline, sample, variant, preset, seed, memory_mode, job_dir)
             except Exception as e:  # one option failing (float8 on a GPU without it) must not sink the others
                 rows.append(Row(sample.name, name, error="%s: %s" % (type(e).__name__, e)))
                 log("%s: %s failed: %s" % (sample.name, name, rows[-1].error))
@@ -272,11 +272,11 @@ def check_quality(pipeline: Pipeline, samples: Sequence[Sample], options: Sequen
                 row.metrics = compare(sink, reference)
                 row.speedup = lossless.seconds / row.seconds
                 del sink
-                _remove_tree(folder / ("job%d" % k))  # only the lossless frames are needed again
+                shutil.rmtree(job_dir, ignore_errors=True)  # only the lossless frames are needed again
             rows.append(row)
             log("%s: %s %.1f s%s" % (sample.name, name, row.seconds, "".join(
-                ", %s %.2f" % (k, v) for k, v in row.metrics.items() if k.startswith("psnr"))))
-        _remove_tree(folder)
+                ", %s %.2f" % (key, v) for key, v in row.metrics.items() if key.startswith("psnr"))))
+        shutil.rmtree(folder, ignore_errors=True)
     return Report(bar_db, preset, seed, rows, [judge(o.name, rows, bar_db) for o in options])
 
 
@@ -328,16 +328,14 @@ def format_report(report: Report) -> str:
 def write_report(report: Report, out: Path) -> List[Path]:
     """quality.json and quality.md in `out`; an earlier run's pair stays, this one becomes quality-2.json, ..."""
     out.mkdir(parents=True, exist_ok=True)
+
+    def pair(n: int) -> List[Path]:
+        return [out / ("quality%s.%s" % ("-%d" % n if n > 1 else "", ext)) for ext in ("json", "md")]
+
     n = 1
-    while any((out / ("quality%s.%s" % ("-%d" % n if n > 1 else "", ext))).exists() for ext in ("json", "md")):
+    while any(p.exists() for p in pair(n)):
         n += 1
-    paths = [out / ("quality%s.%s" % ("-%d" % n if n > 1 else "", ext)) for ext in ("json", "md")]
+    paths = pair(n)
     paths[0].write_text(json.dumps(report.to_json(), indent=1, allow_nan=False) + "\n")
     paths[1].write_text(format_report(report))
     return paths
-
-
-def _remove_tree(folder: Path) -> None:
-    import shutil
-
-    shutil.rmtree(folder, ignore_errors=True)

@@ -37,8 +37,7 @@ class ClipDifference:
     figures), so a clip given whole in one frame-sized loop and the same clip given frame by frame agree."""
 
     def __init__(self) -> None:
-        self._sq = {"frame": 0.0, "edit": 0.0}  # summed squared differences
-        self._values = {"frame": 0, "edit": 0}  # how many values (pixels x 3 channels) went into them
+        self._sq = {"frame": 0.0, "edit": 0.0}  # summed squared differences (over the 3 channels)
         self._ssim = {"frame": 0.0, "edit": 0.0}
         self._pixels = {"frame": 0, "edit": 0}
         self._ref_sq = 0.0
@@ -51,12 +50,10 @@ class ClipDifference:
         a = np.asarray(frame, np.float64)[..., :3]
         b = np.asarray(reference, np.float64)[..., :3]
         sq = ((a - b) ** 2).sum(axis=-1)  # per pixel, over the channels
-        smap = ssim_map(a.astype(np.float32), b.astype(np.float32))
+        smap = ssim_map(frame, reference)
         edit = np.zeros(sq.shape, bool) if edit is None else np.asarray(edit, bool)
         self._sq["frame"] += float(sq.sum())
         self._sq["edit"] += float(sq[edit].sum())
-        self._values["frame"] += sq.size * 3
-        self._values["edit"] += int(edit.sum()) * 3
         self._ssim["frame"] += float(smap.sum(dtype=np.float64))
         self._ssim["edit"] += float(smap[edit].sum(dtype=np.float64))
         self._pixels["frame"] += sq.size
@@ -68,8 +65,8 @@ class ClipDifference:
         """psnr_db, psnr_edit_db, ssim, ssim_edit, rel_l2 (NaN where a region had no pixels)."""
         out: Dict[str, float] = {}
         for region, suffix in (("frame", ""), ("edit", "_edit")):
-            n, p = self._values[region], self._pixels[region]
-            out["psnr%s_db" % suffix] = psnr_db(self._sq[region] / n) if n else float("nan")
+            p = self._pixels[region]
+            out["psnr%s_db" % suffix] = psnr_db(self._sq[region] / (3 * p)) if p else float("nan")
             out["ssim%s" % suffix] = self._ssim[region] / p if p else float("nan")
         out["rel_l2"] = math.sqrt(self._sq["frame"] / self._ref_sq) if self._ref_sq else float("nan")
         return out

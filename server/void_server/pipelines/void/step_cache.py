@@ -43,7 +43,8 @@ class CacheStats:
                 % (stage, self.threshold, self.hits, self.calls, 100.0 * self.hit_rate))
 
 
-_NOTE = re.compile(r"step cache \(threshold [^)]*\) skipped the transformer's later blocks in (\d+) of (\d+) window steps")
+_NOTE = re.compile(r"step cache \(threshold [^)]*\) skipped the transformer's later blocks "
+                   r"in (\d+) of (\d+) window steps")
 
 
 def hit_rate_from_notes(notes: Sequence[str]) -> Optional[float]:
